@@ -1,0 +1,62 @@
+//! The `appattach` command. Each subcommand lives in its own module under `cli/`.
+
+mod crd;
+mod local;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Azure Virtual Desktop app attach, declared in Kubernetes.
+///
+/// Installed as `kubectl-appattach`, it also works as a kubectl plugin.
+#[derive(Parser, Debug)]
+#[command(name = "appattach", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print the CustomResourceDefinitions of the three kinds as YAML.
+    Crd(crd::Args),
+    /// Run a local control plane (etcd + kube-apiserver), install the CRDs, apply the
+    /// examples, and stay up until Ctrl-C.
+    Local(local::Args),
+}
+
+impl Cli {
+    /// Runs the chosen subcommand and maps its outcome to an exit code.
+    pub fn run(self) -> ExitCode {
+        init_tracing();
+        let result = match self.command {
+            Command::Crd(args) => crd::run(args),
+            Command::Local(args) => tokio_main(local::run(args)),
+        };
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn tokio_main(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(fut)
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_env("APPATTACH_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,10 @@
+//! appattach-operator: Azure Virtual Desktop app attach, declared in Kubernetes.
+//!
+//! The crate is laid out as rooms: [`resources`] holds the three kinds an administrator
+//! applies; [`cli`] the `appattach` command; [`controlplane`] a local Kubernetes control
+//! plane (etcd and kube-apiserver) for development and for the integration tests.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod controlplane;
+pub mod resources;

@@ -1,0 +1,79 @@
+//! The three kinds of `appattach.io/v1alpha1`: what an administrator applies.
+//!
+//! The Rust types are the source of truth: `appattach crd` prints the CRDs generated
+//! from them, and `crds/` holds that output. Every field carries a doc comment, which is
+//! what `kubectl explain` prints. Rules the API server can check live here, in the schema
+//! and in CEL (`x-kubernetes-validations`), so a bad manifest is refused at apply time.
+
+mod common;
+mod host_pool_assignment;
+mod package;
+mod user_assignment;
+
+pub use common::{PackageRef, condition};
+pub use host_pool_assignment::{
+    HostPoolAssignment, HostPoolAssignmentSpec, HostPoolAssignmentStatus, HostPoolRef,
+    HostPoolStatus,
+};
+pub use package::{
+    AppAttachPackage, AppAttachPackageSpec, AppAttachPackageStatus, Application, Architecture,
+    CertificateSpec, HealthCheckOnStagingFailure, HostPoolRollout, ImageFormat, ImageSpec,
+    MaintenanceWindow, PackageDependency, PackageMode, PackageSpec, PackageState, PackageType,
+    Registration, RetainedImage, RolloutFailurePolicy, RolloutSpec, Weekday,
+};
+pub use user_assignment::{
+    PrincipalKind, PrincipalRef, ResolvedPrincipal, UserAssignment, UserAssignmentSpec,
+    UserAssignmentStatus,
+};
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+
+/// The API group of every kind.
+pub const GROUP: &str = "appattach.io";
+/// The served and stored version.
+pub const VERSION: &str = "v1alpha1";
+/// The category that `kubectl get appattach` lists.
+pub const CATEGORY: &str = "appattach";
+
+/// The CustomResourceDefinitions of all three kinds, in a stable order.
+pub fn crds() -> Vec<CustomResourceDefinition> {
+    [
+        AppAttachPackage::crd(),
+        HostPoolAssignment::crd(),
+        UserAssignment::crd(),
+    ]
+    .into_iter()
+    .map(without_nullable)
+    .collect()
+}
+
+/// Drops `nullable: true`, which the schema generator puts on every `Option` field. Our
+/// optional fields are omitted when absent, never sent as null; a schema that accepted null
+/// would let `format: null` through to CEL rules that expect a string or nothing.
+fn without_nullable(crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    fn strip(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(map) => {
+                map.remove("nullable");
+                map.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut json = serde_json::to_value(&crd).expect("a CRD serializes to JSON");
+    strip(&mut json);
+    serde_json::from_value(json).expect("a CRD without nullable is still a CRD")
+}
+
+/// The CRDs as one multi-document YAML stream: what `appattach crd` prints and
+/// `crds/appattach.io.yaml` holds.
+pub fn crds_yaml() -> Result<String, serde_yaml_ng::Error> {
+    let mut out = String::new();
+    for crd in crds() {
+        out.push_str("---\n");
+        out.push_str(&serde_yaml_ng::to_string(&crd)?);
+    }
+    Ok(out)
+}
