@@ -77,3 +77,74 @@ pub fn crds_yaml() -> Result<String, serde_yaml_ng::Error> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checked_in_crds_match_the_types() {
+        let checked_in = include_str!("../../crds/appattach.io.yaml");
+        assert!(
+            checked_in == crds_yaml().unwrap(),
+            "crds/appattach.io.yaml is stale: run `cargo run -- crd > crds/appattach.io.yaml`"
+        );
+    }
+
+    /// `kubectl explain` prints descriptions; a field without one is a gap in the docs.
+    #[test]
+    fn every_field_has_a_description() {
+        fn walk(path: &str, schema: &serde_json::Value, missing: &mut Vec<String>) {
+            if let Some(props) = schema.get("properties").and_then(|p| p.as_object()) {
+                for (name, sub) in props {
+                    let sub_path = format!("{path}.{name}");
+                    let generated = path.is_empty()
+                        && ["apiVersion", "kind", "metadata"].contains(&name.as_str());
+                    if sub.get("description").is_none() && !generated {
+                        missing.push(sub_path.clone());
+                    }
+                    walk(&sub_path, sub, missing);
+                }
+            }
+            if let Some(items) = schema.get("items") {
+                walk(&format!("{path}[]"), items, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        for crd in crds() {
+            let schema = serde_json::to_value(&crd.spec.versions[0].schema).unwrap();
+            walk(
+                &crd.spec.names.kind,
+                &schema["openAPIV3Schema"],
+                &mut missing,
+            );
+        }
+        assert!(
+            missing.is_empty(),
+            "fields without a description: {missing:?}"
+        );
+    }
+
+    #[test]
+    fn no_schema_accepts_null() {
+        let yaml = crds_yaml().unwrap();
+        assert!(!yaml.contains("nullable"), "a field accepts null");
+    }
+
+    #[test]
+    fn image_format_is_inferred_from_the_extension() {
+        assert_eq!(
+            ImageFormat::from_path(r"\\fs\s\a.cim"),
+            Some(ImageFormat::CimFS)
+        );
+        assert_eq!(
+            ImageFormat::from_path(r"\\fs\s\a.VHDX"),
+            Some(ImageFormat::Vhdx)
+        );
+        assert_eq!(
+            ImageFormat::from_path(r"\\fs\s\a.vhd"),
+            Some(ImageFormat::Vhd)
+        );
+        assert_eq!(ImageFormat::from_path(r"\\fs\s\a.vhd.zip"), None);
+    }
+}

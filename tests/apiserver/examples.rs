@@ -1,0 +1,108 @@
+//! Every manifest in `examples/` applies server-side and reads back unchanged.
+
+use kube::api::DynamicObject;
+use serde_json::Value;
+
+use crate::support::{TestNamespace, assert_subset, repo_path};
+
+/// Files in examples/ that are not AppAttach manifests.
+const NOT_MANIFESTS: &[&str] = &["kustomization.yaml", "namespace.yaml", "world.yaml"];
+
+fn example_manifests() -> Vec<(String, Vec<Value>)> {
+    let mut files: Vec<_> = std::fs::read_dir(repo_path("examples"))
+        .expect("examples/ exists")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .filter(|p| !NOT_MANIFESTS.contains(&p.file_name().unwrap().to_str().unwrap()))
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let docs = serde_yaml_ng::Deserializer::from_str(&text)
+                .map(|d| {
+                    let v: Value = serde::Deserialize::deserialize(d).unwrap();
+                    v
+                })
+                .filter(|v| !v.is_null())
+                .collect();
+            (path.display().to_string(), docs)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn every_example_applies_server_side_and_reads_back_unchanged() {
+    let ns = TestNamespace::new("examples").await;
+    let manifests = example_manifests();
+    let kinds: Vec<&str> = manifests
+        .iter()
+        .flat_map(|(_, docs)| docs.iter().map(|d| d["kind"].as_str().unwrap()))
+        .collect();
+    for kind in ["AppAttachPackage", "HostPoolAssignment", "UserAssignment"] {
+        assert!(kinds.contains(&kind), "examples/ has no {kind}");
+    }
+
+    for (path, docs) in &manifests {
+        for doc in docs {
+            assert_eq!(
+                doc["apiVersion"], "appattach.io/v1alpha1",
+                "{path}: not one of our kinds"
+            );
+            assert!(
+                doc["metadata"].get("namespace").is_none(),
+                "{path}: examples leave the namespace to kustomize"
+            );
+        }
+        ns.kubectl(&["apply", "--server-side", "-f", path])
+            .unwrap_or_else(|e| panic!("{path} did not apply: {e}"));
+    }
+
+    for (path, docs) in &manifests {
+        for doc in docs {
+            let name = doc["metadata"]["name"].as_str().unwrap();
+            let kind = doc["kind"].as_str().unwrap();
+            let live: DynamicObject = ns.api(kind).get(name).await.unwrap();
+            let live = serde_json::to_value(&live).unwrap();
+            assert_subset(
+                &doc["spec"],
+                &live["spec"],
+                &format!("{path}: {kind}/{name} spec"),
+            );
+            assert_eq!(live["metadata"]["generation"], 1);
+        }
+        // Applying the same file again changes nothing.
+        ns.kubectl(&["apply", "--server-side", "-f", path]).unwrap();
+        for doc in docs {
+            let name = doc["metadata"]["name"].as_str().unwrap();
+            let live = ns
+                .api(doc["kind"].as_str().unwrap())
+                .get(name)
+                .await
+                .unwrap();
+            assert_eq!(
+                live.metadata.generation,
+                Some(1),
+                "{path}: re-applying {name} changed it"
+            );
+        }
+    }
+}
+
+#[test]
+fn kustomization_lists_every_example_manifest() {
+    let kustomization = std::fs::read_to_string(repo_path("examples/kustomization.yaml")).unwrap();
+    for (path, _) in example_manifests() {
+        let file = std::path::Path::new(&path)
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            kustomization.contains(&format!("- {file}")),
+            "examples/kustomization.yaml does not list {file}"
+        );
+    }
+}
