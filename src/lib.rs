@@ -5,6 +5,9 @@
 //! plane (etcd and kube-apiserver) for development and for the integration tests.
 #![forbid(unsafe_code)]
 
+pub mod arm;
 pub mod cli;
 pub mod controlplane;
+pub mod domain;
+pub mod emulator;
 pub mod resources;

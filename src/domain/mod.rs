@@ -1,0 +1,4 @@
+//! The pure core: plain types and functions, no Kubernetes, no HTTP. Everything here is
+//! tested without any server.
+
+pub mod entitlements;

@@ -1,0 +1,254 @@
+//! Switchable faults and request counts, for tests of retries, backoff and "zero writes in
+//! steady state".
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// One fault rule: which requests it matches and what it does to them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FaultRule {
+    /// Matches paths containing this text (case-insensitive); absent matches every path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_contains: Option<String>,
+    /// Matches this HTTP method only; absent matches every method.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// Status to answer instead of serving the request (429, 500, 503, ...). Absent: the
+    /// request is served, after the delay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// `Retry-After` seconds sent with a 429 or 503.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_seconds: Option<u64>,
+    /// Delay before answering, in milliseconds.
+    #[serde(default)]
+    pub delay_ms: u64,
+    /// Fire on the next `count` matching requests, then retire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    /// Fire on this fraction (0 to 1) of matching requests, chosen by a seeded generator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fraction: Option<f64>,
+    /// Seed of the generator for `fraction`.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+/// What a fired rule does.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fault {
+    /// Status to answer, if any.
+    pub status: Option<u16>,
+    /// Retry-After seconds.
+    pub retry_after_seconds: Option<u64>,
+    /// Delay in milliseconds.
+    pub delay_ms: u64,
+}
+
+struct Armed {
+    rule: FaultRule,
+    rng: u64,
+}
+
+/// The active fault rules.
+#[derive(Default)]
+pub struct Faults {
+    rules: Vec<Armed>,
+}
+
+impl Faults {
+    /// Adds a rule; refuses one that could never fire.
+    pub fn add(&mut self, rule: FaultRule) -> Result<(), String> {
+        if rule.count.is_some() == rule.fraction.is_some() {
+            return Err(
+                "a fault rule needs exactly one of count (next N requests) or fraction (0 to 1)"
+                    .into(),
+            );
+        }
+        if let Some(f) = rule.fraction
+            && !(0.0..=1.0).contains(&f)
+        {
+            return Err(format!("fraction must be between 0 and 1, got {f}"));
+        }
+        if rule.status.is_none() && rule.delay_ms == 0 {
+            return Err("a fault rule needs a status, a delayMs, or both".into());
+        }
+        let rng = rule.seed ^ 0x9E37_79B9_7F4A_7C15;
+        self.rules.push(Armed { rule, rng });
+        Ok(())
+    }
+
+    /// Removes every rule.
+    pub fn clear(&mut self) {
+        self.rules.clear();
+    }
+
+    /// The rules in force.
+    pub fn rules(&self) -> Vec<FaultRule> {
+        self.rules.iter().map(|a| a.rule.clone()).collect()
+    }
+
+    /// The fault for this request, if a rule fires.
+    pub fn check(&mut self, method: &str, path: &str) -> Option<Fault> {
+        let path = path.to_ascii_lowercase();
+        let mut fired = None;
+        for armed in &mut self.rules {
+            let r = &armed.rule;
+            let matches = r
+                .method
+                .as_ref()
+                .is_none_or(|m| m.eq_ignore_ascii_case(method))
+                && r.path_contains
+                    .as_ref()
+                    .is_none_or(|p| path.contains(&p.to_ascii_lowercase()));
+            if !matches {
+                continue;
+            }
+            let fire = match (&mut armed.rule.count, armed.rule.fraction) {
+                (Some(n), _) if *n > 0 => {
+                    *n -= 1;
+                    true
+                }
+                (Some(_), _) => false,
+                (None, Some(f)) => next_unit(&mut armed.rng) < f,
+                (None, None) => false,
+            };
+            if fire {
+                let r = &armed.rule;
+                fired = Some(Fault {
+                    status: r.status,
+                    retry_after_seconds: r.retry_after_seconds,
+                    delay_ms: r.delay_ms,
+                });
+                break;
+            }
+        }
+        self.rules.retain(|a| a.rule.count != Some(0));
+        fired
+    }
+}
+
+/// splitmix64, mapped to [0, 1): small, seeded and reproducible.
+fn next_unit(state: &mut u64) -> f64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Requests served, by method and path.
+#[derive(Default)]
+pub struct Counts {
+    by_request: BTreeMap<(String, String), u64>,
+}
+
+/// A snapshot of the counts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CountsView {
+    /// All requests.
+    pub total: u64,
+    /// Requests that change something: PUT, PATCH, DELETE, POST.
+    pub writes: u64,
+    /// By method.
+    pub by_method: BTreeMap<String, u64>,
+    /// By method and path.
+    pub by_path: Vec<PathCount>,
+}
+
+/// Requests to one path with one method.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub struct PathCount {
+    pub method: String,
+    pub path: String,
+    pub count: u64,
+}
+
+impl Counts {
+    /// Counts one request.
+    pub fn record(&mut self, method: &str, path: &str) {
+        *self
+            .by_request
+            .entry((method.to_string(), path.to_ascii_lowercase()))
+            .or_default() += 1;
+    }
+
+    /// Forgets every count.
+    pub fn reset(&mut self) {
+        self.by_request.clear();
+    }
+
+    /// The counts so far.
+    pub fn view(&self) -> CountsView {
+        let mut v = CountsView::default();
+        for ((method, path), n) in &self.by_request {
+            v.total += n;
+            if method != "GET" {
+                v.writes += n;
+            }
+            *v.by_method.entry(method.clone()).or_default() += n;
+            v.by_path.push(PathCount {
+                method: method.clone(),
+                path: path.clone(),
+                count: *n,
+            });
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(count: Option<u64>, fraction: Option<f64>) -> FaultRule {
+        FaultRule {
+            path_contains: Some("appAttachPackages".into()),
+            method: None,
+            status: Some(429),
+            retry_after_seconds: Some(1),
+            delay_ms: 0,
+            count,
+            fraction,
+            seed: 7,
+        }
+    }
+
+    #[test]
+    fn count_rules_fire_n_times_then_retire() {
+        let mut f = Faults::default();
+        f.add(rule(Some(2), None)).unwrap();
+        assert!(f.check("GET", "/x/appattachpackages/a").is_some());
+        assert!(f.check("GET", "/x/hostpools/a").is_none());
+        assert!(f.check("PUT", "/x/appattachpackages/a").is_some());
+        assert!(f.check("GET", "/x/appattachpackages/a").is_none());
+        assert!(f.rules().is_empty());
+    }
+
+    #[test]
+    fn fraction_rules_are_reproducible_and_near_their_fraction() {
+        let run = || {
+            let mut f = Faults::default();
+            f.add(rule(None, Some(0.3))).unwrap();
+            (0..1000)
+                .filter(|_| f.check("GET", "/appattachpackages").is_some())
+                .count()
+        };
+        let fired = run();
+        assert_eq!(fired, run());
+        assert!((250..350).contains(&fired), "{fired}");
+    }
+
+    #[test]
+    fn rules_that_cannot_fire_are_refused() {
+        let mut f = Faults::default();
+        assert!(f.add(rule(None, None)).is_err());
+        assert!(f.add(rule(Some(1), Some(0.5))).is_err());
+        assert!(f.add(rule(None, Some(1.5))).is_err());
+    }
+}

@@ -1,0 +1,220 @@
+//! Session hosts staging images: each session host of a host pool stages every active
+//! package the pool references, from the share, and reports the outcome in its
+//! `AppAttachHealthCheck`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::{Inner, ShareMapping, arm_api, now};
+use crate::arm::{ResourceId, ResourceType};
+
+/// One package staged (or not) on one session host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StagedPackage {
+    /// ARM id of the package resource.
+    pub package_id: String,
+    /// Package version.
+    pub version: String,
+    /// Image path.
+    pub image_path: String,
+    /// Whether staging succeeded.
+    pub staged: bool,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The outcome of a staging run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StageSummary {
+    /// Session hosts that staged.
+    pub session_hosts: usize,
+    /// Session hosts whose health check failed.
+    pub failed_hosts: Vec<String>,
+}
+
+struct ActivePackage {
+    id: String,
+    version: String,
+    image_path: String,
+    policy: Option<String>,
+}
+
+/// Checks that the image a UNC path names exists and is readable through a share mapping.
+/// A CimFS image also needs at least one `objectid_*` and one `region_*` file beside it.
+pub fn check_image(shares: &[ShareMapping], unc: &str) -> Result<(), String> {
+    let local = shares
+        .iter()
+        .find_map(|s| s.resolve(unc))
+        .ok_or_else(|| format!("no share is mapped for {unc}"))?;
+    std::fs::File::open(&local).map_err(|e| format!("cannot open {unc}: {e}"))?;
+    if !local.is_file() {
+        return Err(format!("{unc} is not a file"));
+    }
+    if unc.to_ascii_lowercase().ends_with(".cim") {
+        let dir = local
+            .parent()
+            .ok_or_else(|| format!("{unc} has no folder"))?;
+        let names: Vec<String> = std::fs::read_dir(dir)
+            .map_err(|e| format!("cannot list the folder of {unc}: {e}"))?
+            .filter_map(|e| {
+                e.ok()
+                    .map(|e| e.file_name().to_string_lossy().to_ascii_lowercase())
+            })
+            .collect();
+        for prefix in ["objectid_", "region_"] {
+            if !names.iter().any(|n| n.starts_with(prefix)) {
+                return Err(format!(
+                    "the CimFS image {unc} has no {prefix}* file beside it"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn active_packages(inner: &Inner, pool: &ResourceId) -> Vec<ActivePackage> {
+    let key = pool.key();
+    let active = |v: &Value| v.as_bool() == Some(true);
+    let mut out: Vec<ActivePackage> = inner
+        .store
+        .all(ResourceType::AppAttachPackage)
+        .filter(|(_, s)| {
+            arm_api::references(&s.body, &key) && active(&s.body["properties"]["image"]["isActive"])
+        })
+        .map(|(id, s)| ActivePackage {
+            id: id.to_string(),
+            version: s.body["properties"]["image"]["version"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            image_path: s.body["properties"]["image"]["imagePath"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            policy: s.body["properties"]["failHealthCheckOnStagingFailure"]
+                .as_str()
+                .map(String::from),
+        })
+        .collect();
+    out.extend(
+        inner
+            .store
+            .list(ResourceType::MsixPackage, &format!("{pool}/"))
+            .into_iter()
+            .filter(|s| active(&s.body["properties"]["isActive"]))
+            .map(|s| ActivePackage {
+                id: s.id.clone(),
+                version: s.body["properties"]["version"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                image_path: s.body["properties"]["imagePath"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                policy: None,
+            }),
+    );
+    out
+}
+
+/// Stages every session host of one host pool (by name or id), or of all host pools.
+pub fn stage(inner: &mut Inner, host_pool: Option<&str>) -> StageSummary {
+    let pools: Vec<ResourceId> = inner
+        .store
+        .all(ResourceType::HostPool)
+        .map(|(id, _)| id)
+        .filter(|id| {
+            host_pool.is_none_or(|p| {
+                p.eq_ignore_ascii_case(id.leaf()) || p.eq_ignore_ascii_case(&id.to_string())
+            })
+        })
+        .collect();
+    let mut summary = StageSummary::default();
+    for pool in pools {
+        let packages = active_packages(inner, &pool);
+        let hosts: Vec<(String, Value)> = inner
+            .store
+            .list(ResourceType::SessionHost, &format!("{pool}/"))
+            .into_iter()
+            .map(|s| (s.id.clone(), s.body.clone()))
+            .collect();
+        for (host_id, body) in hosts {
+            summary.session_hosts += 1;
+            let staged: Vec<StagedPackage> = packages
+                .iter()
+                .map(|p| {
+                    let result = check_image(&inner.shares, &p.image_path);
+                    StagedPackage {
+                        package_id: p.id.clone(),
+                        version: p.version.clone(),
+                        image_path: p.image_path.clone(),
+                        staged: result.is_ok(),
+                        error: result.err(),
+                    }
+                })
+                .collect();
+            let counted: Vec<(&StagedPackage, &ActivePackage)> = staged
+                .iter()
+                .zip(&packages)
+                .filter(|(s, p)| !s.staged && p.policy.as_deref() != Some("DoNotFail"))
+                .collect();
+            let record_key = format!("staging/{}", host_id.to_ascii_lowercase());
+            let record = serde_json::to_value(&staged).expect("JSON");
+            let unchanged = inner.store.meta(&record_key) == Some(&record);
+            let was_unknown = body["properties"]["sessionHostHealthCheckResults"][0]["healthCheckResult"]
+                == "Unknown";
+            if !counted.is_empty() {
+                summary.failed_hosts.push(host_id.clone());
+            }
+            if unchanged && !was_unknown {
+                continue;
+            }
+            let (result, details) = if counted.is_empty() {
+                (
+                    "HealthCheckSucceeded",
+                    json!({ "lastHealthCheckDateTime": now() }),
+                )
+            } else {
+                let message = counted
+                    .iter()
+                    .map(|(s, _)| s.error.clone().unwrap_or_default())
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                (
+                    "HealthCheckFailed",
+                    json!({ "message": message, "errorCode": 1, "lastHealthCheckDateTime": now() }),
+                )
+            };
+            let status = if counted
+                .iter()
+                .any(|(_, p)| p.policy.as_deref() == Some("Unhealthy"))
+            {
+                "Unavailable"
+            } else if !counted.is_empty() {
+                "NeedsAssistance"
+            } else {
+                "Available"
+            };
+            let mut body = body;
+            body["properties"]["sessionHostHealthCheckResults"] = json!([{
+                "healthCheckName": "AppAttachHealthCheck",
+                "healthCheckResult": result,
+                "additionalFailureDetails": details,
+            }]);
+            if matches!(
+                body["properties"]["status"].as_str(),
+                Some("Available" | "NeedsAssistance" | "Unavailable")
+            ) {
+                body["properties"]["status"] = json!(status);
+            }
+            let id = ResourceId::parse(&host_id).expect("stored ids parse");
+            inner.store.put(&id, body);
+            inner.store.set_meta(&record_key, Some(record));
+        }
+    }
+    summary
+}

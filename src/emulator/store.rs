@@ -1,0 +1,300 @@
+//! The emulator's state: every resource in memory for fast reads, written through to an
+//! embedded transactional store (redb) so it survives restarts. Each request's changes are
+//! committed in one redb transaction: a kill -9 at any moment leaves either all of a
+//! request's writes or none of them.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::arm::{ResourceId, ResourceType};
+
+const RESOURCES: TableDefinition<&str, &[u8]> = TableDefinition::new("resources");
+const ROLES: TableDefinition<&str, &[u8]> = TableDefinition::new("role_assignments");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+/// A stored `Microsoft.DesktopVirtualization` resource: its id and its body as served.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stored {
+    /// The id, in the case it was created with.
+    pub id: String,
+    /// The body GET returns.
+    pub body: Value,
+}
+
+/// What a session got at sign-in (the emulator's own bookkeeping, never served by ARM).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionRecord {
+    /// The user session's ARM id.
+    pub id: String,
+    /// The user's UPN.
+    pub user: String,
+    /// The packages attached at sign-in.
+    pub packages: Vec<crate::domain::entitlements::Entitlement>,
+    /// Messages sent to the session.
+    #[serde(default)]
+    pub messages: Vec<crate::arm::models::SendMessage>,
+}
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed.
+    #[error("the emulator's state store failed: {0}")]
+    Db(String),
+    /// Stored data is unreadable.
+    #[error("the emulator's state is unreadable: {0}")]
+    Corrupt(String),
+}
+
+fn db_err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Db(e.to_string())
+}
+
+/// The state, in memory, with its pending writes.
+pub struct State {
+    db: Option<Database>,
+    /// Resources by lower-case id.
+    resources: BTreeMap<String, Stored>,
+    /// Role assignments by lower-case id.
+    roles: BTreeMap<String, Value>,
+    /// Small named values: the world, counters, session records.
+    meta: BTreeMap<String, Value>,
+    pending: Vec<Write>,
+}
+
+enum Write {
+    Resource(String, Option<Vec<u8>>),
+    Role(String, Option<Vec<u8>>),
+    Meta(String, Option<Vec<u8>>),
+}
+
+impl State {
+    /// An empty state kept in memory only.
+    pub fn in_memory() -> Self {
+        Self {
+            db: None,
+            resources: BTreeMap::new(),
+            roles: BTreeMap::new(),
+            meta: BTreeMap::new(),
+            pending: Vec::new(),
+        }
+    }
+
+    /// Opens (or creates) the state under `dir` and loads it into memory.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(db_err)?;
+        let db = Database::create(dir.join("emulator.redb")).map_err(db_err)?;
+        {
+            let tx = db.begin_write().map_err(db_err)?;
+            tx.open_table(RESOURCES).map_err(db_err)?;
+            tx.open_table(ROLES).map_err(db_err)?;
+            tx.open_table(META).map_err(db_err)?;
+            tx.commit().map_err(db_err)?;
+        }
+        let mut state = Self::in_memory();
+        {
+            let tx = db.begin_read().map_err(db_err)?;
+            let corrupt = |e: serde_json::Error| StoreError::Corrupt(e.to_string());
+            for row in tx
+                .open_table(RESOURCES)
+                .map_err(db_err)?
+                .iter()
+                .map_err(db_err)?
+            {
+                let (k, v) = row.map_err(db_err)?;
+                state.resources.insert(
+                    k.value().to_string(),
+                    serde_json::from_slice(v.value()).map_err(corrupt)?,
+                );
+            }
+            for row in tx
+                .open_table(ROLES)
+                .map_err(db_err)?
+                .iter()
+                .map_err(db_err)?
+            {
+                let (k, v) = row.map_err(db_err)?;
+                state.roles.insert(
+                    k.value().to_string(),
+                    serde_json::from_slice(v.value()).map_err(corrupt)?,
+                );
+            }
+            for row in tx
+                .open_table(META)
+                .map_err(db_err)?
+                .iter()
+                .map_err(db_err)?
+            {
+                let (k, v) = row.map_err(db_err)?;
+                state.meta.insert(
+                    k.value().to_string(),
+                    serde_json::from_slice(v.value()).map_err(corrupt)?,
+                );
+            }
+        }
+        state.db = Some(db);
+        Ok(state)
+    }
+
+    /// Writes every change made since the last commit, in one transaction.
+    pub fn commit(&mut self) -> Result<(), StoreError> {
+        let pending = std::mem::take(&mut self.pending);
+        let Some(db) = &self.db else { return Ok(()) };
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let tx = db.begin_write().map_err(db_err)?;
+        {
+            let mut resources = tx.open_table(RESOURCES).map_err(db_err)?;
+            let mut roles = tx.open_table(ROLES).map_err(db_err)?;
+            let mut meta = tx.open_table(META).map_err(db_err)?;
+            for w in &pending {
+                let (table, key, value) = match w {
+                    Write::Resource(k, v) => (&mut resources, k, v),
+                    Write::Role(k, v) => (&mut roles, k, v),
+                    Write::Meta(k, v) => (&mut meta, k, v),
+                };
+                match value {
+                    Some(bytes) => {
+                        table
+                            .insert(key.as_str(), bytes.as_slice())
+                            .map_err(db_err)?;
+                    }
+                    None => {
+                        table.remove(key.as_str()).map_err(db_err)?;
+                    }
+                }
+            }
+        }
+        tx.commit().map_err(db_err)
+    }
+
+    /// Drops changes not yet committed from the write queue (the in-memory state keeps
+    /// them; callers only discard after a failed validation that changed nothing).
+    pub fn discard(&mut self) {
+        self.pending.clear();
+    }
+
+    /// A resource by id.
+    pub fn get(&self, id: &ResourceId) -> Option<&Stored> {
+        self.resources.get(&id.key())
+    }
+
+    /// Creates or replaces a resource.
+    pub fn put(&mut self, id: &ResourceId, body: Value) {
+        let stored = Stored {
+            id: id.to_string(),
+            body,
+        };
+        let key = id.key();
+        self.pending.push(Write::Resource(
+            key.clone(),
+            Some(serde_json::to_vec(&stored).expect("JSON")),
+        ));
+        self.resources.insert(key, stored);
+    }
+
+    /// Deletes a resource and every child under it; returns whether it existed.
+    pub fn delete(&mut self, id: &ResourceId) -> bool {
+        let key = id.key();
+        let children: Vec<String> = self
+            .resources
+            .range(format!("{key}/")..)
+            .take_while(|(k, _)| k.starts_with(&format!("{key}/")))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in children {
+            self.resources.remove(&k);
+            self.pending.push(Write::Resource(k, None));
+        }
+        let existed = self.resources.remove(&key).is_some();
+        self.pending.push(Write::Resource(key, None));
+        existed
+    }
+
+    /// Every resource of `kind` under `parent` (the resource group's id for top-level
+    /// kinds, the parent's id for children; an empty prefix lists the whole store).
+    pub fn list(&self, kind: ResourceType, prefix: &str) -> Vec<&Stored> {
+        let prefix = prefix.to_ascii_lowercase();
+        self.resources
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .filter_map(|(_, s)| {
+                let id = ResourceId::parse(&s.id)?;
+                (id.kind == kind).then_some(s)
+            })
+            .collect()
+    }
+
+    /// Every resource of `kind`, in every resource group.
+    pub fn all(&self, kind: ResourceType) -> impl Iterator<Item = (ResourceId, &Stored)> {
+        self.resources.values().filter_map(move |s| {
+            let id = ResourceId::parse(&s.id)?;
+            (id.kind == kind).then_some((id, s))
+        })
+    }
+
+    /// A role assignment by id.
+    pub fn role(&self, id: &str) -> Option<&Value> {
+        self.roles.get(&id.to_ascii_lowercase())
+    }
+
+    /// Creates or replaces a role assignment.
+    pub fn put_role(&mut self, id: &str, body: Value) {
+        let key = id.to_ascii_lowercase();
+        self.pending.push(Write::Role(
+            key.clone(),
+            Some(serde_json::to_vec(&body).expect("JSON")),
+        ));
+        self.roles.insert(key, body);
+    }
+
+    /// Deletes a role assignment; returns whether it existed.
+    pub fn delete_role(&mut self, id: &str) -> bool {
+        let key = id.to_ascii_lowercase();
+        self.pending.push(Write::Role(key.clone(), None));
+        self.roles.remove(&key).is_some()
+    }
+
+    /// Every role assignment.
+    pub fn roles(&self) -> impl Iterator<Item = &Value> {
+        self.roles.values()
+    }
+
+    /// A named value.
+    pub fn meta(&self, key: &str) -> Option<&Value> {
+        self.meta.get(key)
+    }
+
+    /// Sets or removes a named value.
+    pub fn set_meta(&mut self, key: &str, value: Option<Value>) {
+        self.pending.push(Write::Meta(
+            key.to_string(),
+            value.as_ref().map(|v| serde_json::to_vec(v).expect("JSON")),
+        ));
+        match value {
+            Some(v) => self.meta.insert(key.to_string(), v),
+            None => self.meta.remove(key),
+        };
+    }
+
+    /// Named values whose key starts with `prefix`.
+    pub fn meta_with_prefix<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = (&'a String, &'a Value)> + 'a {
+        self.meta
+            .range(prefix.to_string()..)
+            .take_while(move |(k, _)| k.starts_with(prefix))
+    }
+
+    /// Whether nothing was ever stored.
+    pub fn is_empty(&self) -> bool {
+        self.resources.is_empty() && self.roles.is_empty() && self.meta.is_empty()
+    }
+}

@@ -1,0 +1,328 @@
+//! The simulated world the emulator starts from: host pools with their session hosts,
+//! application groups with their members, and the directory of users and groups. Loaded
+//! from YAML (`--world`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// The world file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct World {
+    /// Subscription id the resources live in.
+    #[serde(default = "default_subscription")]
+    pub subscription: String,
+    /// Resource group the resources live in.
+    #[serde(default = "default_resource_group")]
+    pub resource_group: String,
+    /// Host pools and their session hosts.
+    #[serde(default)]
+    pub host_pools: Vec<WorldHostPool>,
+    /// Application groups and who may use them.
+    #[serde(default)]
+    pub application_groups: Vec<WorldAppGroup>,
+    /// Users and groups.
+    #[serde(default)]
+    pub directory: Directory,
+}
+
+fn default_subscription() -> String {
+    "00000000-0000-0000-0000-000000000000".to_string()
+}
+
+fn default_resource_group() -> String {
+    "rg-avd".to_string()
+}
+
+/// Identity provider the session hosts of a pool are joined to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IdentityProvider {
+    /// Microsoft Entra ID.
+    #[serde(rename = "EntraID")]
+    EntraId,
+    /// Active Directory Domain Services.
+    #[serde(rename = "ADDS")]
+    Adds,
+    /// Microsoft Entra Domain Services.
+    #[serde(rename = "EntraDS")]
+    EntraDs,
+}
+
+impl IdentityProvider {
+    /// The spelling in the world file and in the host pool's tag.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::EntraId => "EntraID",
+            Self::Adds => "ADDS",
+            Self::EntraDs => "EntraDS",
+        }
+    }
+}
+
+/// Operating system of a session host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Os {
+    /// Windows 11 Enterprise (multi-session).
+    Windows11,
+    /// Windows 10 Enterprise (multi-session).
+    Windows10,
+    /// Windows Server.
+    WindowsServer,
+}
+
+impl Os {
+    /// The `osVersion` a session host of this OS reports.
+    pub fn os_version(self) -> &'static str {
+        match self {
+            Self::Windows11 => "10.0.22631.4602",
+            Self::Windows10 => "10.0.19045.5247",
+            Self::WindowsServer => "10.0.20348.2966",
+        }
+    }
+}
+
+/// A host pool of the world.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorldHostPool {
+    /// Host pool name.
+    pub name: String,
+    /// Azure region.
+    pub location: String,
+    /// `Pooled` (default) or `Personal`.
+    #[serde(default = "default_pool_type", rename = "type")]
+    pub pool_type: String,
+    /// Identity provider of its session hosts.
+    pub identity_provider: IdentityProvider,
+    /// Its session hosts.
+    #[serde(default)]
+    pub session_hosts: Vec<WorldSessionHost>,
+}
+
+fn default_pool_type() -> String {
+    "Pooled".to_string()
+}
+
+/// A session host of the world.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorldSessionHost {
+    /// Host name, e.g. `pilot-0.contoso.com`.
+    pub name: String,
+    /// Operating system.
+    pub os: Os,
+}
+
+/// An application group of the world.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorldAppGroup {
+    /// Application group name.
+    pub name: String,
+    /// Host pool it belongs to.
+    pub host_pool: String,
+    /// `Desktop` or `RemoteApp`.
+    #[serde(rename = "type")]
+    pub group_type: crate::arm::models::ApplicationGroupType,
+    /// Users (UPN) and groups (name) that may use it.
+    #[serde(default)]
+    pub members: Vec<String>,
+}
+
+/// The directory.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Directory {
+    /// Users.
+    #[serde(default)]
+    pub users: Vec<DirectoryUser>,
+    /// Groups.
+    #[serde(default)]
+    pub groups: Vec<DirectoryGroup>,
+}
+
+/// A user of the directory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DirectoryUser {
+    /// User principal name.
+    pub upn: String,
+    /// Object id (a GUID).
+    pub object_id: String,
+    /// Names of the groups the user is in.
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// A group of the directory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DirectoryGroup {
+    /// Group name.
+    pub name: String,
+    /// Object id (a GUID).
+    pub object_id: String,
+}
+
+/// A principal found in the directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// Object id.
+    pub object_id: String,
+    /// `User` or `Group`.
+    pub kind: crate::arm::models::PrincipalType,
+    /// UPN or group name.
+    pub name: String,
+}
+
+/// Errors in a world file.
+#[derive(Debug, thiserror::Error)]
+pub enum WorldError {
+    /// The file could not be read.
+    #[error("reading the world file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The YAML is not a world.
+    #[error("the world file {path} is not valid: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// What is wrong, with its location.
+        message: String,
+    },
+    /// The world contradicts itself.
+    #[error("the world file is inconsistent: {0}")]
+    Inconsistent(String),
+}
+
+impl World {
+    /// Reads and checks a world file.
+    pub fn load(path: &Path) -> Result<Self, WorldError> {
+        let text = std::fs::read_to_string(path).map_err(|source| WorldError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let world: World = serde_yaml_ng::from_str(&text).map_err(|e| WorldError::Parse {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        world.check()?;
+        Ok(world)
+    }
+
+    /// Checks references: members, host pools and groups must exist; object ids are unique.
+    pub fn check(&self) -> Result<(), WorldError> {
+        let mut ids = BTreeSet::new();
+        for id in self
+            .directory
+            .users
+            .iter()
+            .map(|u| &u.object_id)
+            .chain(self.directory.groups.iter().map(|g| &g.object_id))
+        {
+            if !ids.insert(id.to_ascii_lowercase()) {
+                return Err(WorldError::Inconsistent(format!(
+                    "object id {id} is used twice in directory"
+                )));
+            }
+        }
+        for u in &self.directory.users {
+            for g in &u.groups {
+                if !self
+                    .directory
+                    .groups
+                    .iter()
+                    .any(|x| x.name.eq_ignore_ascii_case(g))
+                {
+                    return Err(WorldError::Inconsistent(format!(
+                        "user {} is in group {g}, which directory.groups does not declare",
+                        u.upn
+                    )));
+                }
+            }
+        }
+        for ag in &self.application_groups {
+            if !self
+                .host_pools
+                .iter()
+                .any(|h| h.name.eq_ignore_ascii_case(&ag.host_pool))
+            {
+                return Err(WorldError::Inconsistent(format!(
+                    "application group {} names host pool {}, which hostPools does not declare",
+                    ag.name, ag.host_pool
+                )));
+            }
+            for m in &ag.members {
+                if self.principal(m).is_none() {
+                    return Err(WorldError::Inconsistent(format!(
+                        "application group {} has member {m}, which is neither a user's UPN nor a group's name in directory",
+                        ag.name
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Finds a user (by UPN or object id) or a group (by name or object id).
+    pub fn principal(&self, name_or_id: &str) -> Option<Principal> {
+        use crate::arm::models::PrincipalType;
+        if let Some(u) = self.directory.users.iter().find(|u| {
+            u.upn.eq_ignore_ascii_case(name_or_id) || u.object_id.eq_ignore_ascii_case(name_or_id)
+        }) {
+            return Some(Principal {
+                object_id: u.object_id.clone(),
+                kind: PrincipalType::User,
+                name: u.upn.clone(),
+            });
+        }
+        self.directory
+            .groups
+            .iter()
+            .find(|g| {
+                g.name.eq_ignore_ascii_case(name_or_id)
+                    || g.object_id.eq_ignore_ascii_case(name_or_id)
+            })
+            .map(|g| Principal {
+                object_id: g.object_id.clone(),
+                kind: PrincipalType::Group,
+                name: g.name.clone(),
+            })
+    }
+
+    /// A user with the object ids of its groups, for the entitlement rule.
+    pub fn user(
+        &self,
+        upn_or_id: &str,
+    ) -> Option<(DirectoryUser, crate::domain::entitlements::User)> {
+        let u = self.directory.users.iter().find(|u| {
+            u.upn.eq_ignore_ascii_case(upn_or_id) || u.object_id.eq_ignore_ascii_case(upn_or_id)
+        })?;
+        let groups: BTreeMap<String, String> = self
+            .directory
+            .groups
+            .iter()
+            .map(|g| {
+                (
+                    g.name.to_ascii_lowercase(),
+                    g.object_id.to_ascii_lowercase(),
+                )
+            })
+            .collect();
+        let user = crate::domain::entitlements::User {
+            object_id: u.object_id.to_ascii_lowercase(),
+            groups: u
+                .groups
+                .iter()
+                .filter_map(|g| groups.get(&g.to_ascii_lowercase()).cloned())
+                .collect(),
+        };
+        Some((u.clone(), user))
+    }
+}
