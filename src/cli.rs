@@ -1,6 +1,8 @@
 //! The `appattach` command. Each subcommand lives in its own module under `cli/`.
 
 mod crd;
+mod emulator;
+mod entitlements;
 mod local;
 
 use std::process::ExitCode;
@@ -21,6 +23,10 @@ pub struct Cli {
 enum Command {
     /// Print the CustomResourceDefinitions of the three kinds as YAML.
     Crd(crd::Args),
+    /// Run the management-backend emulator alone (ARM-compatible, on loopback).
+    Emulator(emulator::Args),
+    /// Show which packages a user gets at sign-in, per host pool, from a running emulator.
+    Entitlements(entitlements::Args),
     /// Run a local control plane (etcd + kube-apiserver), install the CRDs, apply the
     /// examples, and stay up until Ctrl-C.
     Local(local::Args),
@@ -32,6 +38,8 @@ impl Cli {
         init_tracing();
         let result = match self.command {
             Command::Crd(args) => crd::run(args),
+            Command::Emulator(args) => tokio_main(emulator::run(args)),
+            Command::Entitlements(args) => tokio_main(entitlements::run(args)),
             Command::Local(args) => tokio_main(local::run(args)),
         };
         match result {

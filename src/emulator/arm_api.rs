@@ -321,19 +321,17 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
             "The request content is empty; a JSON body is required.",
         ));
     }
-    let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    // Syntax first, so that a wrong type is never reported as broken JSON.
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        ArmError::new(
+            400,
+            "InvalidRequestContent",
+            format!("The request content is not valid JSON: {e}."),
+        )
+    })?;
+    serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            return ArmError::new(
-                400,
-                "InvalidRequestContent",
-                format!("The request content is not valid JSON: {inner}."),
-            );
-        }
-        let msg = inner.to_string();
-        let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+        let msg = e.into_inner().to_string();
         let property = match msg
             .strip_prefix("missing field `")
             .and_then(|m| m.split('`').next())

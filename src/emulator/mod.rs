@@ -129,15 +129,31 @@ pub struct Served {
     pub addr: SocketAddr,
     /// The emulator, for in-process inspection.
     pub emulator: Emulator,
-    /// The server task; aborting it stops the server.
-    pub task: JoinHandle<()>,
+    task: JoinHandle<()>,
     staging: Option<JoinHandle<()>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Served {
     /// The base URL, e.g. `http://127.0.0.1:8080`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+}
+
+impl Served {
+    /// Stops serving: finishes requests in flight, closes connections, stops staging, and
+    /// returns once the state is closed (so another emulator may open it).
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let task = std::mem::replace(&mut self.task, tokio::spawn(async {}));
+        let _ = task.await;
+        if let Some(staging) = self.staging.take() {
+            staging.abort();
+            let _ = staging.await;
+        }
     }
 }
 
@@ -209,8 +225,15 @@ impl Emulator {
         let router = admin::router(self.clone())
             .fallback(arm_api::handle)
             .with_state(self.clone());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, router).await {
+            let shutdown = async move {
+                let _ = stopped.await;
+            };
+            if let Err(e) = axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
                 tracing::error!("emulator server stopped: {e}");
             }
         });
@@ -233,6 +256,7 @@ impl Emulator {
             emulator: self,
             task,
             staging,
+            stop: Some(stop),
         })
     }
 

@@ -1,0 +1,1 @@
+VHD (example placeholder)
