@@ -11,6 +11,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::store::Stored;
 use super::{Emulator, Inner, arm_api, faults::FaultRule, now, staging, store::SessionRecord};
 use crate::arm::{ArmError, ResourceId, ResourceType};
 use crate::domain::entitlements::{self, AppGroup, AppGroupKind, Entitlement, Feature, Package};
@@ -52,7 +53,7 @@ fn host_pool(inner: &Inner, name_or_id: &str) -> Result<ResourceId, ArmError> {
     inner
         .store
         .all(ResourceType::HostPool)
-        .map(|(id, _)| id)
+        .map(Stored::resource_id)
         .find(|id| {
             id.leaf().eq_ignore_ascii_case(name_or_id)
                 || id.to_string().eq_ignore_ascii_case(name_or_id)
@@ -66,21 +67,21 @@ fn pool_view(inner: &Inner, pool: &ResourceId) -> entitlements::HostPool {
     let app_groups = inner
         .store
         .all(ResourceType::ApplicationGroup)
-        .filter(|(_, s)| {
+        .filter(|s| {
             s.body["properties"]["hostPoolArmPath"]
                 .as_str()
                 .is_some_and(|p| p.eq_ignore_ascii_case(&key))
         })
-        .map(|(id, s)| AppGroup {
+        .map(|s| AppGroup {
             kind: if s.body["properties"]["applicationGroupType"] == "RemoteApp" {
                 AppGroupKind::RemoteApp
             } else {
                 AppGroupKind::Desktop
             },
-            members: arm_api::users_at(inner, &id.to_string()),
+            members: arm_api::users_at(inner, &s.id),
             published_families: inner
                 .store
-                .list(ResourceType::Application, &format!("{id}/"))
+                .list(ResourceType::Application, &format!("{}/", s.id))
                 .into_iter()
                 .filter_map(|a| {
                     a.body["properties"]["msixPackageFamilyName"]
@@ -103,18 +104,18 @@ fn packages_on(inner: &Inner, pool: &ResourceId) -> Vec<Package> {
     let mut out: Vec<Package> = inner
         .store
         .all(ResourceType::AppAttachPackage)
-        .filter(|(_, s)| arm_api::references(&s.body, &key))
-        .map(|(id, s)| {
+        .filter(|s| arm_api::references(&s.body, &key))
+        .map(|s| {
             let image = &s.body["properties"]["image"];
             Package {
-                id: id.to_string(),
+                id: s.id.clone(),
                 feature: Feature::AppAttach,
                 family_name: str_of(&image["packageFamilyName"]),
                 version: str_of(&image["version"]),
                 image_path: str_of(&image["imagePath"]),
                 active: image["isActive"].as_bool() == Some(true),
                 host_pools: vec![pool.to_string()],
-                principals: arm_api::users_at(inner, &id.to_string()),
+                principals: arm_api::users_at(inner, &s.id),
             }
         })
         .collect();
@@ -347,7 +348,7 @@ async fn entitlements_of(
         None => inner
             .store
             .all(ResourceType::HostPool)
-            .map(|(id, _)| id)
+            .map(Stored::resource_id)
             .collect(),
     };
     let host_pools = pools

@@ -430,18 +430,18 @@ fn get(inner: &Inner, id: &ResourceId) -> Result<Value> {
         let packages: Vec<Value> = inner
             .store
             .all(ResourceType::AppAttachPackage)
-            .filter(|(_, s)| references(&s.body, &key))
-            .map(|(pid, _)| json!(pid.to_string()))
+            .filter(|s| references(&s.body, &key))
+            .map(|s| json!(s.id))
             .collect();
         let groups: Vec<Value> = inner
             .store
             .all(ResourceType::ApplicationGroup)
-            .filter(|(_, s)| {
+            .filter(|s| {
                 s.body["properties"]["hostPoolArmPath"]
                     .as_str()
                     .is_some_and(|p| p.eq_ignore_ascii_case(&key))
             })
-            .map(|(gid, _)| json!(gid.to_string()))
+            .map(|s| json!(s.id))
             .collect();
         body["properties"]["appAttachPackageReferences"] = Value::Array(packages);
         body["properties"]["applicationGroupReferences"] = Value::Array(groups);

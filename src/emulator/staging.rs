@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::store::Stored;
 use super::{Inner, ShareMapping, arm_api, now};
 use crate::arm::{ResourceId, ResourceType};
 
@@ -81,11 +82,11 @@ fn active_packages(inner: &Inner, pool: &ResourceId) -> Vec<ActivePackage> {
     let mut out: Vec<ActivePackage> = inner
         .store
         .all(ResourceType::AppAttachPackage)
-        .filter(|(_, s)| {
+        .filter(|s| {
             arm_api::references(&s.body, &key) && active(&s.body["properties"]["image"]["isActive"])
         })
-        .map(|(id, s)| ActivePackage {
-            id: id.to_string(),
+        .map(|s| ActivePackage {
+            id: s.id.clone(),
             version: s.body["properties"]["image"]["version"]
                 .as_str()
                 .unwrap_or_default()
@@ -126,7 +127,7 @@ pub fn stage(inner: &mut Inner, host_pool: Option<&str>) -> StageSummary {
     let pools: Vec<ResourceId> = inner
         .store
         .all(ResourceType::HostPool)
-        .map(|(id, _)| id)
+        .map(Stored::resource_id)
         .filter(|id| {
             host_pool.is_none_or(|p| {
                 p.eq_ignore_ascii_case(id.leaf()) || p.eq_ignore_ascii_case(&id.to_string())

@@ -25,6 +25,13 @@ pub struct Stored {
     pub body: Value,
 }
 
+impl Stored {
+    /// The parsed id (stored ids always parse).
+    pub fn resource_id(&self) -> ResourceId {
+        ResourceId::parse(&self.id).expect("stored ids parse")
+    }
+}
+
 /// What a session got at sign-in (the emulator's own bookkeeping, never served by ARM).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -58,8 +65,8 @@ fn db_err(e: impl std::fmt::Display) -> StoreError {
 /// The state, in memory, with its pending writes.
 pub struct State {
     db: Option<Database>,
-    /// Resources by lower-case id.
-    resources: BTreeMap<String, Stored>,
+    /// Resources by lower-case id, with their kind (so scans by kind parse no ids).
+    resources: BTreeMap<String, (ResourceType, Stored)>,
     /// Role assignments by lower-case id.
     roles: BTreeMap<String, Value>,
     /// Small named values: the world, counters, session records.
@@ -107,10 +114,15 @@ impl State {
                 .map_err(db_err)?
             {
                 let (k, v) = row.map_err(db_err)?;
-                state.resources.insert(
-                    k.value().to_string(),
-                    serde_json::from_slice(v.value()).map_err(corrupt)?,
-                );
+                let stored: Stored = serde_json::from_slice(v.value()).map_err(corrupt)?;
+                let kind = ResourceId::parse(&stored.id)
+                    .ok_or_else(|| {
+                        StoreError::Corrupt(format!("stored id {} does not parse", stored.id))
+                    })?
+                    .kind;
+                state
+                    .resources
+                    .insert(k.value().to_string(), (kind, stored));
             }
             for row in tx
                 .open_table(ROLES)
@@ -182,7 +194,7 @@ impl State {
 
     /// A resource by id.
     pub fn get(&self, id: &ResourceId) -> Option<&Stored> {
-        self.resources.get(&id.key())
+        self.resources.get(&id.key()).map(|(_, s)| s)
     }
 
     /// Creates or replaces a resource.
@@ -196,7 +208,7 @@ impl State {
             key.clone(),
             Some(serde_json::to_vec(&stored).expect("JSON")),
         ));
-        self.resources.insert(key, stored);
+        self.resources.insert(key, (id.kind, stored));
     }
 
     /// Deletes a resource and every child under it; returns whether it existed.
@@ -217,26 +229,24 @@ impl State {
         existed
     }
 
-    /// Every resource of `kind` under `parent` (the resource group's id for top-level
-    /// kinds, the parent's id for children; an empty prefix lists the whole store).
+    /// Every resource of `kind` whose lower-case id starts with `prefix` (the resource
+    /// group's provider path for top-level kinds, the parent's id for children).
     pub fn list(&self, kind: ResourceType, prefix: &str) -> Vec<&Stored> {
         let prefix = prefix.to_ascii_lowercase();
         self.resources
             .range(prefix.clone()..)
             .take_while(|(k, _)| k.starts_with(&prefix))
-            .filter_map(|(_, s)| {
-                let id = ResourceId::parse(&s.id)?;
-                (id.kind == kind).then_some(s)
-            })
+            .filter(|(_, (k, _))| *k == kind)
+            .map(|(_, (_, s))| s)
             .collect()
     }
 
     /// Every resource of `kind`, in every resource group.
-    pub fn all(&self, kind: ResourceType) -> impl Iterator<Item = (ResourceId, &Stored)> {
-        self.resources.values().filter_map(move |s| {
-            let id = ResourceId::parse(&s.id)?;
-            (id.kind == kind).then_some((id, s))
-        })
+    pub fn all(&self, kind: ResourceType) -> impl Iterator<Item = &Stored> {
+        self.resources
+            .values()
+            .filter(move |(k, _)| *k == kind)
+            .map(|(_, s)| s)
     }
 
     /// A role assignment by id.
