@@ -1,5 +1,6 @@
 //! The `appattach` command. Each subcommand lives in its own module under `cli/`.
 
+mod controller;
 mod crd;
 mod emulator;
 mod entitlements;
@@ -21,6 +22,9 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the operator: reconcile the kinds into the management backend (an in-process
+    /// emulator unless --arm-endpoint is given).
+    Controller(controller::Args),
     /// Print the CustomResourceDefinitions of the three kinds as YAML.
     Crd(crd::Args),
     /// Run the management-backend emulator alone (ARM-compatible, on loopback).
@@ -37,6 +41,7 @@ impl Cli {
     pub fn run(self) -> ExitCode {
         init_tracing();
         let result = match self.command {
+            Command::Controller(args) => tokio_main(controller::run(args)),
             Command::Crd(args) => crd::run(args),
             Command::Emulator(args) => tokio_main(emulator::run(args)),
             Command::Entitlements(args) => tokio_main(entitlements::run(args)),
@@ -66,5 +71,6 @@ fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }

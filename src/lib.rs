@@ -6,7 +6,9 @@
 #![forbid(unsafe_code)]
 
 pub mod arm;
+pub mod backend;
 pub mod cli;
+pub mod controller;
 pub mod controlplane;
 pub mod domain;
 pub mod emulator;

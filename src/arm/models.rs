@@ -527,7 +527,7 @@ pub struct SendMessage {
 }
 
 /// `principalType` of a role assignment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[allow(missing_docs)]
 pub enum PrincipalType {
     User,

@@ -1,10 +1,17 @@
-//! `appattach local`: the README's main job. A local control plane, the CRDs, the examples.
+//! `appattach local`: the README's main job. A local control plane, the CRDs, the embedded
+//! emulator, the controller, and the examples, until Ctrl-C.
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use kube::{Api, ResourceExt};
 
+use crate::backend::{ArmClient, Auth};
+use crate::controller;
 use crate::controlplane::{Binaries, ControlPlane};
+use crate::emulator::{self, Emulator, ShareMapping, World};
+use crate::resources::AppAttachPackage;
 
 /// Arguments of `appattach local`.
 #[derive(clap::Args, Debug)]
@@ -13,6 +20,18 @@ pub struct Args {
     /// kustomization.yaml).
     #[arg(long, default_value = "examples")]
     examples: PathBuf,
+
+    /// The emulator's world file.
+    #[arg(long, default_value = "examples/world.yaml")]
+    world: PathBuf,
+
+    /// The emulator's share mappings (default: the examples' images).
+    #[arg(
+        long = "share",
+        value_name = "UNC=DIR",
+        default_value = r"\\fs.contoso.com\appattach=examples/share"
+    )]
+    shares: Vec<ShareMapping>,
 
     /// Directory holding etcd, kube-apiserver and kubectl. Built from their Go modules
     /// (and cached) when absent.
@@ -25,6 +44,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    let world = World::load(&args.world)?;
     let binaries = match args.control_plane_bin {
         Some(dir) => Binaries::from_dir(dir)?,
         None => {
@@ -35,9 +55,38 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     eprintln!("appattach: starting etcd and kube-apiserver...");
     let cp = ControlPlane::start(&binaries).await?;
     eprintln!("appattach: control plane ready at {}", cp.server_url());
-
     eprintln!("appattach: installing the CRDs...");
     cp.install_crds(&crate::resources::crds_yaml()?)?;
+
+    let state = tempfile::Builder::new()
+        .prefix("appattach-emulator-")
+        .tempdir()?;
+    let config = emulator::Config {
+        world: Some(world.clone()),
+        shares: args.shares.clone(),
+        state_dir: Some(state.path().to_path_buf()),
+        token: None,
+        staging_interval: Some(Duration::from_secs(5)),
+    };
+    let emulator = Emulator::start(config).await?;
+    eprintln!(
+        "appattach: management-backend emulator at {}",
+        emulator.url()
+    );
+
+    let backend = ArmClient::new(
+        &emulator.url(),
+        &world.subscription,
+        &world.resource_group,
+        Auth::None,
+    );
+    let client = cp.client().await?;
+    let controller = tokio::spawn(controller::run(
+        client.clone(),
+        backend,
+        controller::Config::default(),
+    ));
+    eprintln!("appattach: controller running");
 
     eprintln!("appattach: applying {}...", args.examples.display());
     let applied = cp
@@ -50,18 +99,85 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("applying {}", args.examples.display()))?;
     eprint!("{applied}");
 
-    let listing = cp.kubectl_output(&["get", "appattach", "-A"])?;
-    println!("{listing}");
-    println!(
-        "The local control plane is up. In another terminal:\n\n    export KUBECONFIG={}\n    kubectl get appattach -A\n",
-        cp.kubeconfig().display()
-    );
-    if args.once {
-        return Ok(());
+    wait_until_ready(&client).await?;
+    println!("{}", cp.kubectl_output(&["get", "appattach", "-A"])?);
+    for user in &world.directory.users {
+        let view = entitlements(&emulator.url(), &user.upn).await?;
+        println!("{}", super::entitlements::table(&view));
     }
-    println!("Press Ctrl-C to stop.");
-    tokio::signal::ctrl_c().await?;
-    eprintln!("appattach: stopping the control plane...");
+    println!(
+        "The local control plane is up. In another terminal:\n\n    export KUBECONFIG={}\n    kubectl get appattach -A\n    cargo run -- entitlements --emulator {} --user carol@contoso.com\n",
+        cp.kubeconfig().display(),
+        emulator.url()
+    );
+    if !args.once {
+        println!("Press Ctrl-C to stop.");
+        tokio::signal::ctrl_c().await?;
+    }
+    eprintln!("appattach: stopping");
+    controller.abort();
+    emulator.shutdown().await;
     drop(cp);
     Ok(())
+}
+
+/// Waits until every package reports Ready=True, printing progress; fails after two minutes
+/// naming the packages that are not Ready and why.
+async fn wait_until_ready(client: &kube::Client) -> anyhow::Result<()> {
+    let api: Api<AppAttachPackage> = Api::all(client.clone());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut last = String::new();
+    loop {
+        let list = api.list(&Default::default()).await?;
+        let pending: Vec<String> = list
+            .items
+            .iter()
+            .filter_map(|p| {
+                let ready = p
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
+                match ready {
+                    Some(c) if c.status == "True" => None,
+                    Some(c) => Some(format!(
+                        "{}/{}: {} ({})",
+                        p.namespace().unwrap_or_default(),
+                        p.name_any(),
+                        c.reason,
+                        c.message
+                    )),
+                    None => Some(format!(
+                        "{}/{}: not reconciled yet",
+                        p.namespace().unwrap_or_default(),
+                        p.name_any()
+                    )),
+                }
+            })
+            .collect();
+        if pending.is_empty() {
+            eprintln!("appattach: all {} packages are Ready", list.items.len());
+            return Ok(());
+        }
+        let now = pending.join("\n  ");
+        if now != last {
+            eprintln!(
+                "appattach: waiting for {} package(s):\n  {now}",
+                pending.len()
+            );
+            last = now;
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("packages not Ready after two minutes:\n  {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn entitlements(
+    url: &str,
+    user: &str,
+) -> anyhow::Result<crate::emulator::admin::EntitlementsView> {
+    let mut u = reqwest::Url::parse(url)?.join("/_emulator/entitlements")?;
+    u.query_pairs_mut().append_pair("user", user);
+    Ok(reqwest::get(u).await?.error_for_status()?.json().await?)
 }

@@ -2,3 +2,4 @@
 //! tested without any server.
 
 pub mod entitlements;
+pub mod naming;

@@ -1,0 +1,291 @@
+//! The ARM client: reqwest over HTTPS to Azure or HTTP to the emulator.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::{Backend, BackendError, Result};
+use crate::arm::error::CloudError;
+use crate::arm::models::{
+    AppAttachPackage, HostPool, List, MsixPackage, RoleAssignment, SessionHost,
+};
+use crate::arm::{self, ArmError, ResourceId, ResourceType};
+
+/// How requests authenticate.
+#[derive(Clone)]
+pub enum Auth {
+    /// No Authorization header (the emulator without `--token`).
+    None,
+    /// A static bearer token.
+    Bearer(String),
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Secrets never reach logs.
+        match self {
+            Self::None => f.write_str("None"),
+            Self::Bearer(_) => f.write_str("Bearer(<redacted>)"),
+        }
+    }
+}
+
+/// An ARM client for one subscription and resource group.
+#[derive(Clone, Debug)]
+pub struct ArmClient {
+    http: reqwest::Client,
+    endpoint: String,
+    subscription: String,
+    resource_group: String,
+    auth: Auth,
+}
+
+impl ArmClient {
+    /// A client for `endpoint` (e.g. `https://management.azure.com`).
+    pub fn new(endpoint: &str, subscription: &str, resource_group: &str, auth: Auth) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .expect("a reqwest client builds");
+        Self {
+            http,
+            endpoint: endpoint.trim_end_matches('/').to_string(),
+            subscription: subscription.to_string(),
+            resource_group: resource_group.to_string(),
+            auth,
+        }
+    }
+
+    fn rg_path(&self, kind: ResourceType, name: &str) -> String {
+        ResourceId::new(&self.subscription, &self.resource_group, kind, &[name]).to_string()
+    }
+
+    /// Sends one request; `path_or_url` is an ARM path (with its query, api-version
+    /// included) or a full nextLink.
+    async fn send(
+        &self,
+        method: Method,
+        path_or_url: &str,
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, Option<Value>)> {
+        let url = if path_or_url.starts_with("http") {
+            path_or_url.to_string()
+        } else {
+            format!("{}{path_or_url}", self.endpoint)
+        };
+        let mut req = self.http.request(method.clone(), &url);
+        if let Auth::Bearer(token) = &self.auth {
+            req = req.bearer_auth(token);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        tracing::debug!(%method, path = path_or_url, "ARM request");
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| BackendError::Transport(e.without_url().to_string()))?;
+        let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| BackendError::Transport(e.without_url().to_string()))?;
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            return Err(BackendError::Throttled(Duration::from_secs(
+                retry_after.unwrap_or(10),
+            )));
+        }
+        if !status.is_success() {
+            let (code, message) = match serde_json::from_str::<CloudError>(&text) {
+                Ok(e) => (e.error.code, e.error.message),
+                Err(_) => ("Unknown".to_string(), text.chars().take(300).collect()),
+            };
+            let mut err = ArmError::new(status.as_u16(), &code, message);
+            if status == StatusCode::SERVICE_UNAVAILABLE
+                && let Some(secs) = retry_after
+            {
+                err.message = format!("{} (retry after {secs}s)", err.message);
+            }
+            return Err(BackendError::Arm(err));
+        }
+        if text.trim().is_empty() {
+            return Ok((status, None));
+        }
+        let value = serde_json::from_str(&text).map_err(|e| BackendError::Decode(e.to_string()))?;
+        Ok((status, Some(value)))
+    }
+
+    async fn get_opt<T: DeserializeOwned>(&self, path: &str, api: &str) -> Result<Option<T>> {
+        match self
+            .send(Method::GET, &format!("{path}?api-version={api}"), None)
+            .await
+        {
+            Ok((_, Some(v))) => serde_json::from_value(v)
+                .map(Some)
+                .map_err(|e| BackendError::Decode(e.to_string())),
+            Ok((_, None)) => Err(BackendError::Decode(format!("empty answer to GET {path}"))),
+            Err(BackendError::Arm(e)) if e.status == 404 => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn put_json<T: Serialize, R: DeserializeOwned>(
+        &self,
+        path: &str,
+        api: &str,
+        body: &T,
+    ) -> Result<R> {
+        let body = serde_json::to_value(body).map_err(|e| BackendError::Decode(e.to_string()))?;
+        let (_, value) = self
+            .send(
+                Method::PUT,
+                &format!("{path}?api-version={api}"),
+                Some(&body),
+            )
+            .await?;
+        serde_json::from_value(value.unwrap_or(Value::Null))
+            .map_err(|e| BackendError::Decode(e.to_string()))
+    }
+
+    async fn delete_path(&self, path: &str, api: &str) -> Result<()> {
+        match self
+            .send(Method::DELETE, &format!("{path}?api-version={api}"), None)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(BackendError::Arm(e)) if e.status == 404 => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every item of a list, following nextLink.
+    async fn list_all<T: DeserializeOwned>(&self, path_and_query: &str) -> Result<Vec<T>> {
+        let mut out = Vec::new();
+        let mut next = Some(path_and_query.to_string());
+        while let Some(url) = next {
+            let (_, value) = self.send(Method::GET, &url, None).await?;
+            let page: List<T> = serde_json::from_value(value.unwrap_or(Value::Null))
+                .map_err(|e| BackendError::Decode(e.to_string()))?;
+            out.extend(page.value);
+            next = page.next_link;
+        }
+        Ok(out)
+    }
+}
+
+const DV: &str = arm::DESKTOP_VIRTUALIZATION_API_VERSION;
+const RA: &str = arm::ROLE_ASSIGNMENTS_API_VERSION;
+
+impl Backend for ArmClient {
+    fn host_pool_id(&self, name_or_id: &str) -> String {
+        if name_or_id.starts_with('/') {
+            name_or_id.to_string()
+        } else {
+            self.rg_path(ResourceType::HostPool, name_or_id)
+        }
+    }
+
+    fn package_id(&self, name: &str) -> String {
+        self.rg_path(ResourceType::AppAttachPackage, name)
+    }
+
+    async fn get_package(&self, name: &str) -> Result<Option<AppAttachPackage>> {
+        self.get_opt(&self.package_id(name), DV).await
+    }
+
+    async fn put_package(
+        &self,
+        name: &str,
+        package: &AppAttachPackage,
+    ) -> Result<AppAttachPackage> {
+        self.put_json(&self.package_id(name), DV, package).await
+    }
+
+    async fn delete_package(&self, name: &str) -> Result<()> {
+        self.delete_path(&self.package_id(name), DV).await
+    }
+
+    async fn get_host_pool(&self, id: &str) -> Result<Option<HostPool>> {
+        self.get_opt(id, DV).await
+    }
+
+    async fn list_session_hosts(&self, pool_id: &str) -> Result<Vec<SessionHost>> {
+        self.list_all(&format!("{pool_id}/sessionHosts?api-version={DV}"))
+            .await
+    }
+
+    async fn get_msix_package(
+        &self,
+        pool_id: &str,
+        full_name: &str,
+    ) -> Result<Option<MsixPackage>> {
+        self.get_opt(&format!("{pool_id}/msixPackages/{full_name}"), DV)
+            .await
+    }
+
+    async fn put_msix_package(
+        &self,
+        pool_id: &str,
+        full_name: &str,
+        package: &MsixPackage,
+    ) -> Result<MsixPackage> {
+        self.put_json(&format!("{pool_id}/msixPackages/{full_name}"), DV, package)
+            .await
+    }
+
+    async fn delete_msix_package(&self, pool_id: &str, full_name: &str) -> Result<()> {
+        self.delete_path(&format!("{pool_id}/msixPackages/{full_name}"), DV)
+            .await
+    }
+
+    async fn list_msix_packages(&self, pool_id: &str) -> Result<Vec<MsixPackage>> {
+        self.list_all(&format!("{pool_id}/msixPackages?api-version={DV}"))
+            .await
+    }
+
+    async fn list_role_assignments(&self, scope: &str) -> Result<Vec<RoleAssignment>> {
+        let all: Vec<RoleAssignment> =
+            self.list_all(&format!("{scope}/providers/Microsoft.Authorization/roleAssignments?api-version={RA}&$filter=atScope()")).await?;
+        // atScope() includes assignments inherited from above; keep those at the scope itself.
+        Ok(all
+            .into_iter()
+            .filter(|r| {
+                r.properties
+                    .scope
+                    .as_deref()
+                    .is_some_and(|s| s.eq_ignore_ascii_case(scope))
+            })
+            .collect())
+    }
+
+    async fn put_role_assignment(
+        &self,
+        scope: &str,
+        name: &str,
+        assignment: &RoleAssignment,
+    ) -> Result<RoleAssignment> {
+        self.put_json(
+            &format!("{scope}/providers/Microsoft.Authorization/roleAssignments/{name}"),
+            RA,
+            assignment,
+        )
+        .await
+    }
+
+    async fn delete_role_assignment(&self, id: &str) -> Result<()> {
+        self.delete_path(id, RA).await
+    }
+
+    fn subscription(&self) -> &str {
+        &self.subscription
+    }
+}

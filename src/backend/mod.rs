@@ -1,0 +1,121 @@
+//! The management backend as the controller sees it: one ARM client, behind a trait, that
+//! talks to Azure Resource Manager or to the embedded emulator alike.
+
+mod client;
+
+pub use client::{ArmClient, Auth};
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::arm::ArmError;
+use crate::arm::models::{AppAttachPackage, HostPool, MsixPackage, RoleAssignment, SessionHost};
+
+/// Why a backend call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BackendError {
+    /// ARM answered with an error.
+    #[error("{0}")]
+    Arm(ArmError),
+    /// ARM is throttling; try again after the delay.
+    #[error("throttled by the backend; retry after {}s", .0.as_secs())]
+    Throttled(Duration),
+    /// The request did not reach the backend or its answer did not come back.
+    #[error("the backend could not be reached: {0}")]
+    Transport(String),
+    /// The answer could not be read.
+    #[error("the backend's answer could not be read: {0}")]
+    Decode(String),
+}
+
+impl BackendError {
+    /// Whether retrying later may succeed without anyone changing anything.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Arm(e) => {
+                e.status >= 500 || e.status == 408 || e.status == 409 && e.code == "Conflict"
+            }
+            Self::Throttled(_) | Self::Transport(_) | Self::Decode(_) => true,
+        }
+    }
+
+    /// The delay the backend asked for, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Throttled(d) => Some(*d),
+            _ => None,
+        }
+    }
+}
+
+/// Result of a backend call.
+pub type Result<T> = std::result::Result<T, BackendError>;
+
+/// The operations the controller uses. Names are resource names in the configured
+/// resource group; host pools may also be given as full ARM ids.
+pub trait Backend: Send + Sync + 'static {
+    /// The ARM id of a host pool given by name or id.
+    fn host_pool_id(&self, name_or_id: &str) -> String;
+    /// The ARM id of an app attach package.
+    fn package_id(&self, name: &str) -> String;
+    /// GET an app attach package.
+    fn get_package(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<AppAttachPackage>>> + Send;
+    /// PUT an app attach package.
+    fn put_package(
+        &self,
+        name: &str,
+        package: &AppAttachPackage,
+    ) -> impl Future<Output = Result<AppAttachPackage>> + Send;
+    /// DELETE an app attach package.
+    fn delete_package(&self, name: &str) -> impl Future<Output = Result<()>> + Send;
+    /// GET a host pool.
+    fn get_host_pool(&self, id: &str) -> impl Future<Output = Result<Option<HostPool>>> + Send;
+    /// List a host pool's session hosts.
+    fn list_session_hosts(
+        &self,
+        pool_id: &str,
+    ) -> impl Future<Output = Result<Vec<SessionHost>>> + Send;
+    /// GET an MSIX package under a host pool.
+    fn get_msix_package(
+        &self,
+        pool_id: &str,
+        full_name: &str,
+    ) -> impl Future<Output = Result<Option<MsixPackage>>> + Send;
+    /// PUT an MSIX package under a host pool.
+    fn put_msix_package(
+        &self,
+        pool_id: &str,
+        full_name: &str,
+        package: &MsixPackage,
+    ) -> impl Future<Output = Result<MsixPackage>> + Send;
+    /// DELETE an MSIX package under a host pool.
+    fn delete_msix_package(
+        &self,
+        pool_id: &str,
+        full_name: &str,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// List the MSIX packages of a host pool.
+    fn list_msix_packages(
+        &self,
+        pool_id: &str,
+    ) -> impl Future<Output = Result<Vec<MsixPackage>>> + Send;
+    /// Role assignments at exactly `scope`.
+    fn list_role_assignments(
+        &self,
+        scope: &str,
+    ) -> impl Future<Output = Result<Vec<RoleAssignment>>> + Send;
+    /// PUT a role assignment.
+    fn put_role_assignment(
+        &self,
+        scope: &str,
+        name: &str,
+        assignment: &RoleAssignment,
+    ) -> impl Future<Output = Result<RoleAssignment>> + Send;
+    /// DELETE a role assignment by its full id.
+    fn delete_role_assignment(&self, id: &str) -> impl Future<Output = Result<()>> + Send;
+    /// The subscription, for role definition ids.
+    fn subscription(&self) -> &str;
+}

@@ -1,0 +1,106 @@
+//! `appattach controller`: the operator.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::backend::{ArmClient, Auth};
+use crate::controller::{self, Config};
+use crate::emulator::{self, Emulator, ShareMapping, World};
+
+/// Arguments of `appattach controller`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// ARM endpoint of the management backend (Azure: https://management.azure.com, or an
+    /// emulator's URL). Absent: an emulator runs in-process.
+    #[arg(long, env = "APPATTACH_ARM_ENDPOINT", requires_all = ["subscription", "resource_group"])]
+    pub arm_endpoint: Option<String>,
+
+    /// Subscription id of the backend resources.
+    #[arg(long, env = "APPATTACH_SUBSCRIPTION")]
+    pub subscription: Option<String>,
+
+    /// Resource group of the backend resources.
+    #[arg(long, env = "APPATTACH_RESOURCE_GROUP")]
+    pub resource_group: Option<String>,
+
+    /// A static bearer token for the backend.
+    #[arg(long, env = "APPATTACH_ARM_TOKEN", hide_env_values = true)]
+    pub arm_token: Option<String>,
+
+    /// Watch this namespace only (all namespaces when absent).
+    #[arg(long)]
+    pub namespace: Option<String>,
+
+    /// How often a package is compared with the backend to correct drift (jitter added).
+    #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
+    pub resync: Duration,
+
+    /// Packages reconciled at once.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: u16,
+
+    /// The in-process emulator's world file.
+    #[arg(long, default_value = "examples/world.yaml")]
+    pub world: PathBuf,
+
+    /// The in-process emulator's share mappings, `\\server\share=/dir`; repeatable.
+    #[arg(long = "share", value_name = "UNC=DIR")]
+    pub shares: Vec<ShareMapping>,
+
+    /// Where the in-process emulator keeps its state (in memory when absent).
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+
+    /// Where the in-process emulator listens.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub emulator_listen: SocketAddr,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to Kubernetes (set KUBECONFIG, or run in a cluster)")?;
+    let config = Config {
+        namespace: args.namespace.clone(),
+        resync: args.resync,
+        concurrency: args.concurrency,
+    };
+    let (backend, _emulator) = backend(&args).await?;
+    controller::run(client, backend, config).await;
+    Ok(())
+}
+
+/// The backend the flags describe, and the in-process emulator when there is one.
+pub async fn backend(args: &Args) -> anyhow::Result<(ArmClient, Option<emulator::Served>)> {
+    let auth = match &args.arm_token {
+        Some(t) => Auth::Bearer(t.clone()),
+        None => Auth::None,
+    };
+    if let Some(endpoint) = &args.arm_endpoint {
+        let sub = args.subscription.as_deref().unwrap_or_default();
+        let rg = args.resource_group.as_deref().unwrap_or_default();
+        return Ok((ArmClient::new(endpoint, sub, rg, auth), None));
+    }
+    let world = World::load(&args.world)?;
+    let config = emulator::Config {
+        world: Some(world.clone()),
+        shares: args.shares.clone(),
+        state_dir: args.state.clone(),
+        token: None,
+        staging_interval: Some(Duration::from_secs(10)),
+    };
+    let served = Emulator::new(config)?
+        .serve(args.emulator_listen, Some(Duration::from_secs(10)))
+        .await?;
+    eprintln!("appattach: embedded emulator at {}", served.url());
+    let client = ArmClient::new(
+        &served.url(),
+        &world.subscription,
+        &world.resource_group,
+        Auth::None,
+    );
+    Ok((client, Some(served)))
+}

@@ -1,0 +1,281 @@
+//! The controller: reconciles each AppAttachPackage, with the assignments that point at
+//! it, into the management backend, and reports what it did in status and events.
+//!
+//! The package is the unit of reconcile. Each pass reads the backend, validates and
+//! builds the whole desired state with pure functions ([`validate`], [`build`]), writes
+//! only the difference, and patches status only when it changed: a steady state writes
+//! nothing, neither to the backend nor to the API server.
+
+pub mod build;
+mod reconcile;
+mod status;
+pub mod validate;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+
+use crate::backend::{Backend, BackendError};
+use crate::resources::{AppAttachPackage, HostPoolAssignment, UserAssignment};
+
+/// Finalizer that guards a package's backend resources.
+pub const FINALIZER: &str = "appattach.io/cleanup";
+/// Annotation choosing how the controller treats an object.
+pub const POLICY_ANNOTATION: &str = "appattach.io/reconcile-policy";
+/// Field manager of every write the controller makes.
+pub const MANAGER: &str = "appattach-controller";
+
+/// How the controller runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Watch one namespace only; all when absent.
+    pub namespace: Option<String>,
+    /// How often a Ready package is checked against the backend (drift), before jitter.
+    pub resync: Duration,
+    /// Packages reconciled at once.
+    pub concurrency: u16,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            namespace: None,
+            resync: Duration::from_secs(30 * 60),
+            concurrency: 8,
+        }
+    }
+}
+
+/// `appattach.io/reconcile-policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// Reconcile and clean up (default).
+    Manage,
+    /// Observe and report drift; never write to the backend.
+    Skip,
+    /// Reconcile, but leave the backend resources when the object is deleted.
+    DetachOnDelete,
+}
+
+impl Policy {
+    fn of(obj: &impl ResourceExt) -> Result<Self, String> {
+        match obj.annotations().get(POLICY_ANNOTATION).map(String::as_str) {
+            None | Some("manage") => Ok(Self::Manage),
+            Some("skip") => Ok(Self::Skip),
+            Some("detach-on-delete") => Ok(Self::DetachOnDelete),
+            Some(other) => Err(format!(
+                "metadata.annotations[{POLICY_ANNOTATION}] is {other:?}; use manage, skip or detach-on-delete"
+            )),
+        }
+    }
+}
+
+/// Errors that end a reconcile early; the error policy retries them with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The backend failed in a way that may pass.
+    #[error("backend: {0}")]
+    Backend(#[from] BackendError),
+    /// The API server failed.
+    #[error("kubernetes: {0}")]
+    Kube(#[from] kube::Error),
+    /// The finalizer helper failed.
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+}
+
+impl Error {
+    /// A short label for metrics and logs.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Backend(BackendError::Throttled(_)) => "throttled",
+            Self::Backend(_) => "backend",
+            Self::Kube(_) => "kubernetes",
+            Self::Finalizer(_) => "finalizer",
+        }
+    }
+}
+
+/// What every reconcile shares.
+pub struct Context<B> {
+    /// The Kubernetes client.
+    pub client: Client,
+    /// The management backend.
+    pub backend: B,
+    /// Settings.
+    pub config: Config,
+    packages: Store<AppAttachPackage>,
+    host_pool_assignments: Store<HostPoolAssignment>,
+    user_assignments: Store<UserAssignment>,
+    recorder: Recorder,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl<B> Context<B> {
+    fn record_failure(&self, key: &str) -> u32 {
+        let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let n = f.entry(key.to_string()).or_default();
+        *n += 1;
+        *n
+    }
+
+    fn reset_failures(&self, key: &str) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+    }
+}
+
+fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs the controllers until the process stops.
+pub async fn run<B: Backend>(client: Client, backend: B, config: Config) {
+    let wc = watcher::Config::default();
+    let (packages, package_writer) = reflector::store::<AppAttachPackage>();
+    let (hpas, hpa_writer) = reflector::store::<HostPoolAssignment>();
+    let (uas, ua_writer) = reflector::store::<UserAssignment>();
+    let package_stream = watcher(
+        api::<AppAttachPackage>(&client, &config.namespace),
+        wc.clone(),
+    )
+    .default_backoff()
+    .reflect(package_writer)
+    .touched_objects();
+    let hpa_stream = watcher(
+        api::<HostPoolAssignment>(&client, &config.namespace),
+        wc.clone(),
+    )
+    .default_backoff()
+    .reflect(hpa_writer)
+    .touched_objects();
+    let ua_stream = watcher(
+        api::<UserAssignment>(&client, &config.namespace),
+        wc.clone(),
+    )
+    .default_backoff()
+    .reflect(ua_writer)
+    .touched_objects();
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: MANAGER.into(),
+            instance: None,
+        },
+    );
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        backend,
+        config: config.clone(),
+        packages: packages.clone(),
+        host_pool_assignments: hpas.clone(),
+        user_assignments: uas.clone(),
+        recorder,
+        failures: Mutex::new(HashMap::new()),
+    });
+
+    // Assignments trigger the package they point at; packageRef is immutable, so a deleted
+    // assignment still names the package it used to reach.
+    let to_package = |ns: Option<String>, name: &str| {
+        Some(ObjectRef::<AppAttachPackage>::new(name).within(&ns.unwrap_or_default()))
+    };
+    let package_controller = Controller::for_stream(package_stream, packages.clone())
+        .watches_stream(hpa_stream, move |a: HostPoolAssignment| {
+            to_package(a.namespace(), &a.spec.package_ref.name)
+        })
+        .watches_stream(ua_stream, move |a: UserAssignment| {
+            to_package(a.namespace(), &a.spec.package_ref.name)
+        })
+        .with_config(controller::Config::default().concurrency(config.concurrency))
+        .run(
+            reconcile::reconcile_package,
+            reconcile::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!("package reconcile: {e}");
+            }
+        });
+
+    // Assignments whose package does not exist get their own status.
+    let hpa_orphans = Controller::new(
+        api::<HostPoolAssignment>(&client, &config.namespace),
+        wc.clone(),
+    )
+    .watches(
+        api::<AppAttachPackage>(&client, &config.namespace),
+        wc.clone(),
+        {
+            let hpas = hpas.clone();
+            move |p: AppAttachPackage| assignments_of(&hpas, &p, |a| &a.spec.package_ref.name)
+        },
+    )
+    .run(
+        reconcile::reconcile_orphan::<HostPoolAssignment, B>,
+        reconcile::orphan_error_policy,
+        ctx.clone(),
+    )
+    .for_each(|_| async {});
+    let ua_orphans = Controller::new(
+        api::<UserAssignment>(&client, &config.namespace),
+        wc.clone(),
+    )
+    .watches(api::<AppAttachPackage>(&client, &config.namespace), wc, {
+        let uas = uas.clone();
+        move |p: AppAttachPackage| assignments_of(&uas, &p, |a| &a.spec.package_ref.name)
+    })
+    .run(
+        reconcile::reconcile_orphan::<UserAssignment, B>,
+        reconcile::orphan_error_policy,
+        ctx,
+    )
+    .for_each(|_| async {});
+    tracing::info!(
+        namespace = config.namespace.as_deref().unwrap_or("(all)"),
+        "controller running"
+    );
+    futures::join!(package_controller, hpa_orphans, ua_orphans);
+}
+
+fn assignments_of<A>(
+    store: &Store<A>,
+    package: &AppAttachPackage,
+    package_ref: impl Fn(&A) -> &String,
+) -> Vec<ObjectRef<A>>
+where
+    A: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    store
+        .state()
+        .iter()
+        .filter(|a| a.namespace() == package.namespace() && package_ref(a) == &package.name_any())
+        .map(|a| ObjectRef::from_obj(a.as_ref()))
+        .collect()
+}
+
+/// Resync with jitter: up to a tenth more, spread by object so resyncs do not bunch.
+fn resync_after(config: &Config, key: &str) -> Action {
+    let spread = key
+        .bytes()
+        .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)))
+        % 1000;
+    let base = config.resync.as_millis() as u64;
+    Action::requeue(Duration::from_millis(base + base * spread / 10_000))
+}

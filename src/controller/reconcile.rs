@@ -1,0 +1,970 @@
+//! One pass over one package: dereference its assignments, read the backend, validate,
+//! build, write the difference, report.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::finalizer::{self, finalizer};
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use super::build::{self, OWNER_TAG, Principal};
+use super::status::{self, Cond};
+use super::validate::{self, Finding, PoolFacts, Severity};
+use super::{Context, Error, FINALIZER, Policy, resync_after};
+use crate::arm::models::{MsixPackage, MsixPackageProperties, PrincipalType};
+use crate::backend::{Backend, BackendError};
+use crate::domain::naming;
+use crate::resources::{
+    AppAttachPackage, AppAttachPackageStatus, HostPoolAssignment, HostPoolAssignmentStatus,
+    HostPoolRollout, HostPoolStatus, PackageMode, PackageState, PrincipalKind, ResolvedPrincipal,
+    UserAssignment, UserAssignmentStatus, condition,
+};
+
+/// Reconciles one package (the controller's entry point).
+pub async fn reconcile_package<B: Backend>(
+    pkg: Arc<AppAttachPackage>,
+    ctx: Arc<Context<B>>,
+) -> Result<Action, Error> {
+    let ns = pkg.namespace().unwrap_or_default();
+    let key = format!("{ns}/{}", pkg.name_any());
+    let api: Api<AppAttachPackage> = Api::namespaced(ctx.client.clone(), &ns);
+    let result = finalizer(&api, FINALIZER, pkg, |event| async {
+        match event {
+            finalizer::Event::Apply(p) => apply(&p, &ctx).await,
+            finalizer::Event::Cleanup(p) => cleanup(&p, &ctx).await,
+        }
+    })
+    .await;
+    match result {
+        Ok(action) => {
+            ctx.reset_failures(&key);
+            Ok(action)
+        }
+        Err(finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e)) => Err(e),
+        Err(e) => Err(Error::Finalizer(e.to_string())),
+    }
+}
+
+/// Retries a failed pass with per-object exponential backoff (capped at five minutes),
+/// waiting at least as long as the backend asked.
+pub fn error_policy<B: Backend>(
+    pkg: Arc<AppAttachPackage>,
+    err: &Error,
+    ctx: Arc<Context<B>>,
+) -> Action {
+    let key = format!("{}/{}", pkg.namespace().unwrap_or_default(), pkg.name_any());
+    let attempt = ctx.record_failure(&key);
+    let backoff = Duration::from_millis(500u64 << attempt.min(10)).min(Duration::from_secs(300));
+    let wait = match err {
+        Error::Backend(b) => b.retry_after().map_or(backoff, |r| r.max(backoff)),
+        _ => backoff,
+    };
+    tracing::warn!(package = %key, attempt, retry_in = ?wait, reason = err.metric_label(), "reconcile failed: {err}");
+    Action::requeue(wait)
+}
+
+/// Everything learned about the package's host pools and principals.
+struct Observed {
+    pools: Vec<PoolFacts>,
+    pool_ids: Vec<(String, String, i32)>, // (spec name, id, ring)
+    principals: Vec<Principal>,
+    session_hosts: usize,
+    problems: Vec<Finding>,
+}
+
+fn error(reason: &'static str, message: String) -> Finding {
+    Finding {
+        severity: Severity::Error,
+        reason,
+        message,
+    }
+}
+
+fn backend_rejected(e: &BackendError) -> Option<Finding> {
+    match e {
+        BackendError::Arm(a)
+            if (400..500).contains(&a.status) && a.status != 408 && a.status != 429 =>
+        {
+            let reason: &'static str = match a.code.as_str() {
+                "PrincipalNotFound" => "PrincipalNotFound",
+                "InvalidResourceName" => "InvalidBackendName",
+                _ => "BackendRejected",
+            };
+            Some(error(
+                reason,
+                format!(
+                    "the backend refused the change ({} {}): {}",
+                    a.status, a.code, a.message
+                ),
+            ))
+        }
+        _ => None,
+    }
+}
+
+async fn observe<B: Backend>(
+    pkg: &AppAttachPackage,
+    ctx: &Context<B>,
+    package_id: &str,
+) -> Result<Observed, Error> {
+    let ns = pkg.namespace().unwrap_or_default();
+    let name = pkg.name_any();
+    let mut hpas: Vec<Arc<HostPoolAssignment>> = ctx
+        .host_pool_assignments
+        .state()
+        .into_iter()
+        .filter(|a| {
+            a.namespace().as_deref() == Some(ns.as_str())
+                && a.spec.package_ref.name == name
+                && a.meta().deletion_timestamp.is_none()
+        })
+        .collect();
+    hpas.sort_by_key(|a| a.name_any());
+    let mut uas: Vec<Arc<UserAssignment>> = ctx
+        .user_assignments
+        .state()
+        .into_iter()
+        .filter(|a| {
+            a.namespace().as_deref() == Some(ns.as_str())
+                && a.spec.package_ref.name == name
+                && a.meta().deletion_timestamp.is_none()
+        })
+        .collect();
+    uas.sort_by_key(|a| a.name_any());
+
+    let mut obs = Observed {
+        pools: vec![],
+        pool_ids: vec![],
+        principals: vec![],
+        session_hosts: 0,
+        problems: vec![],
+    };
+    let mut seen = BTreeSet::new();
+    for a in &hpas {
+        for (i, hp) in a.spec.host_pools.iter().enumerate() {
+            let id = ctx.backend.host_pool_id(&hp.name);
+            if !seen.insert(id.to_ascii_lowercase()) {
+                continue;
+            }
+            let field = format!(
+                "HostPoolAssignment/{} spec.hostPools[{i}].name",
+                a.name_any()
+            );
+            let Some(pool) = ctx.backend.get_host_pool(&id).await? else {
+                obs.problems.push(error(
+                    "HostPoolNotFound",
+                    format!("{field}: host pool {} was not found in the backend; fix the name or create the host pool", hp.name),
+                ));
+                continue;
+            };
+            let hosts = ctx.backend.list_session_hosts(&id).await?;
+            let has_other_feature = match pkg.spec.mode {
+                PackageMode::AppAttach => !ctx.backend.list_msix_packages(&id).await?.is_empty(),
+                PackageMode::MsixAppAttach => pool
+                    .properties
+                    .app_attach_package_references
+                    .iter()
+                    .flatten()
+                    .any(|r| !r.eq_ignore_ascii_case(package_id)),
+            };
+            obs.session_hosts += hosts.len();
+            obs.pools.push(PoolFacts {
+                name: hp.name.clone(),
+                field,
+                location: pool.location.clone().unwrap_or_default(),
+                identity_provider: pool
+                    .tags
+                    .as_ref()
+                    .and_then(|t| t.get("appattach.io/identity-provider").cloned()),
+                host_os_versions: hosts
+                    .iter()
+                    .filter_map(|h| h.properties.os_version.clone())
+                    .collect(),
+                has_other_feature,
+            });
+            obs.pool_ids
+                .push((hp.name.clone(), pool.id.clone().unwrap_or(id), hp.ring));
+        }
+    }
+    if pkg.spec.mode == PackageMode::AppAttach {
+        let mut seen = BTreeSet::new();
+        for a in &uas {
+            for (i, p) in a.spec.principals.iter().enumerate() {
+                match &p.object_id {
+                    Some(id) if seen.insert(id.to_ascii_lowercase()) => obs.principals.push(Principal {
+                        object_id: id.to_ascii_lowercase(),
+                        kind: match p.kind {
+                            PrincipalKind::User => PrincipalType::User,
+                            PrincipalKind::Group => PrincipalType::Group,
+                        },
+                    }),
+                    Some(_) => {}
+                    None => obs.problems.push(error(
+                        "PrincipalObjectIdMissing",
+                        format!(
+                            "UserAssignment/{} spec.principals[{i}].objectId: {:?} {} has no objectId; the backend assigns roles by directory object id, add it",
+                            a.name_any(),
+                            p.kind,
+                            p.name
+                        ),
+                    )),
+                }
+            }
+        }
+    }
+    // One active package per full name per host pool.
+    if pkg.spec.state == PackageState::Active {
+        let (_, full) = build::identity(&pkg.spec);
+        let mine: BTreeSet<String> = obs
+            .pool_ids
+            .iter()
+            .map(|(n, _, _)| n.to_ascii_lowercase())
+            .collect();
+        for other in ctx.packages.state() {
+            if other.uid() == pkg.uid()
+                || other.spec.state != PackageState::Active
+                || build::identity(&other.spec).1 != full
+            {
+                continue;
+            }
+            let shared = ctx.host_pool_assignments.state().into_iter().any(|a| {
+                a.namespace() == other.namespace()
+                    && a.spec.package_ref.name == other.name_any()
+                    && a.spec
+                        .host_pools
+                        .iter()
+                        .any(|h| mine.contains(&h.name.to_ascii_lowercase()))
+            });
+            if shared {
+                obs.problems.push(error(
+                    "DuplicatePackageOnHostPool",
+                    format!(
+                        "AppAttachPackage {}/{} is already active with package full name {full} on a host pool of this one; only one active package per full name per host pool: set one of them Inactive or assign them to different host pools",
+                        other.namespace().unwrap_or_default(),
+                        other.name_any()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(obs)
+}
+
+async fn apply<B: Backend>(pkg: &AppAttachPackage, ctx: &Context<B>) -> Result<Action, Error> {
+    let ns = pkg.namespace().unwrap_or_default();
+    let name = pkg.name_any();
+    let key = format!("{ns}/{name}");
+    let api: Api<AppAttachPackage> = Api::namespaced(ctx.client.clone(), &ns);
+    let generation = pkg.metadata.generation;
+    let previous = pkg.status.clone().unwrap_or_default();
+    let backend_name = naming::backend_name(&ns, &name);
+    let package_id = ctx.backend.package_id(&backend_name);
+
+    let policy = match Policy::of(pkg) {
+        Ok(p) => p,
+        Err(message) => {
+            let findings = vec![error("InvalidReconcilePolicy", message)];
+            report(pkg, ctx, &api, &previous, &findings, None).await?;
+            return Ok(Action::await_change());
+        }
+    };
+    if pkg.spec.suspend {
+        let mut st = previous.clone();
+        let mut wanted: Vec<Cond> = keep_except(&previous.conditions, condition::SYNCED);
+        wanted.push(Cond::no(
+            condition::SYNCED,
+            "Suspended",
+            "spec.suspend is true: nothing is written to the backend until it is false",
+        ));
+        st.conditions = status::conditions(&previous.conditions, &wanted, generation);
+        st.observed_generation = generation;
+        status::write(&api, &name, pkg.status.as_ref(), &st).await?;
+        return Ok(Action::await_change());
+    }
+
+    let obs = match observe(pkg, ctx, &package_id).await {
+        Ok(o) => o,
+        Err(e) => return Err(sync_failed(pkg, &api, &previous, e).await),
+    };
+    let mut findings = validate::validate(&pkg.spec, &obs.pools, jiff::Timestamp::now());
+    findings.extend(obs.problems.iter().cloned());
+
+    let observed_pkg = if pkg.spec.mode == PackageMode::AppAttach {
+        match ctx.backend.get_package(&backend_name).await {
+            Ok(o) => o,
+            Err(e) => return Err(sync_failed(pkg, &api, &previous, e.into()).await),
+        }
+    } else {
+        None
+    };
+    if let Some(owner) = observed_pkg
+        .as_ref()
+        .and_then(|o| o.tags.as_ref())
+        .and_then(|t| t.get(OWNER_TAG))
+        && owner != &key
+    {
+        findings.push(error(
+            "BackendNameTaken",
+            format!("the backend name {backend_name} (from namespace and name) already belongs to {owner}; rename this AppAttachPackage"),
+        ));
+    }
+    findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
+    let has_errors = findings.iter().any(|f| f.severity == Severity::Error);
+
+    let mut drift = false;
+    if !has_errors {
+        let pool_ids: Vec<String> = obs.pool_ids.iter().map(|(_, id, _)| id.clone()).collect();
+        let desired = build::build(
+            &pkg.spec,
+            &key,
+            ctx.backend.subscription(),
+            &package_id,
+            &pool_ids,
+            &obs.principals,
+        );
+        let result = match pkg.spec.mode {
+            PackageMode::AppAttach => {
+                sync_app_attach(
+                    ctx,
+                    &backend_name,
+                    &package_id,
+                    &desired,
+                    observed_pkg.as_ref(),
+                    policy,
+                )
+                .await
+            }
+            PackageMode::MsixAppAttach => {
+                sync_msix(ctx, pkg, &desired, &obs, &previous, policy).await
+            }
+        };
+        match result {
+            Ok(d) => drift = d,
+            Err(e) => match backend_rejected(&e) {
+                Some(f) => findings.insert(0, f),
+                None => return Err(sync_failed(pkg, &api, &previous, e.into()).await),
+            },
+        }
+    }
+    let summary = Summary {
+        backend_name,
+        package_id,
+        obs: &obs,
+        drift,
+        policy,
+    };
+    report(pkg, ctx, &api, &previous, &findings, Some(&summary)).await?;
+    Ok(resync_after(&ctx.config, &key))
+}
+
+/// Brings the app attach package and its role assignments to the desired state; returns
+/// whether the backend differed (with policy skip, nothing is written).
+async fn sync_app_attach<B: Backend>(
+    ctx: &Context<B>,
+    backend_name: &str,
+    package_id: &str,
+    desired: &build::Desired,
+    observed: Option<&crate::arm::models::AppAttachPackage>,
+    policy: Policy,
+) -> Result<bool, BackendError> {
+    let needs_put = observed.is_none_or(|o| build::package_differs(&desired.package, o));
+    let observed_roles = if observed.is_some() {
+        ctx.backend.list_role_assignments(package_id).await?
+    } else {
+        vec![]
+    };
+    let (create, delete) = build::role_changes(&desired.roles, &observed_roles);
+    let drift = needs_put || !create.is_empty() || !delete.is_empty();
+    if policy == Policy::Skip {
+        return Ok(drift);
+    }
+    // Order: the package first, then new role assignments, then removals, so nobody who
+    // stays entitled loses the app on the way.
+    if needs_put {
+        ctx.backend
+            .put_package(backend_name, &desired.package)
+            .await?;
+    }
+    for name in &create {
+        ctx.backend
+            .put_role_assignment(package_id, name, &desired.roles[name])
+            .await?;
+    }
+    for id in &delete {
+        ctx.backend.delete_role_assignment(id).await?;
+    }
+    Ok(false)
+}
+
+/// MSIX app attach: the package lives under each assigned host pool.
+async fn sync_msix<B: Backend>(
+    ctx: &Context<B>,
+    pkg: &AppAttachPackage,
+    desired: &build::Desired,
+    obs: &Observed,
+    previous: &AppAttachPackageStatus,
+    policy: Policy,
+) -> Result<bool, BackendError> {
+    let image = desired.package.properties.image.clone().unwrap_or_default();
+    let full = image.package_full_name.clone().unwrap_or_default();
+    let body = MsixPackage {
+        id: None,
+        name: None,
+        resource_type: None,
+        location: None,
+        tags: None,
+        properties: MsixPackageProperties {
+            image_path: image.image_path.clone(),
+            package_name: image.package_name.clone(),
+            package_family_name: image.package_family_name.clone(),
+            display_name: image.display_name.clone(),
+            package_relative_path: image.package_relative_path.clone(),
+            is_regular_registration: image.is_regular_registration,
+            is_active: image.is_active,
+            package_dependencies: image.package_dependencies.clone(),
+            version: image.version.clone(),
+            last_updated: None,
+            package_applications: image.package_applications.clone(),
+        },
+    };
+    let mut drift = false;
+    for (_, pool_id, _) in &obs.pool_ids {
+        let current = ctx.backend.get_msix_package(pool_id, &full).await?;
+        let differs = current.is_none_or(|c| {
+            let mut c = c.properties;
+            c.last_updated = None;
+            c != body.properties
+        });
+        drift |= differs;
+        if differs && policy != Policy::Skip {
+            ctx.backend.put_msix_package(pool_id, &full, &body).await?;
+        }
+    }
+    let now: BTreeSet<String> = obs
+        .pool_ids
+        .iter()
+        .map(|(n, _, _)| n.to_ascii_lowercase())
+        .collect();
+    for gone in previous
+        .host_pools
+        .iter()
+        .filter(|p| !now.contains(&p.name.to_ascii_lowercase()))
+    {
+        drift = true;
+        if policy != Policy::Skip {
+            let pool_id = ctx.backend.host_pool_id(&gone.name);
+            let old_full = previous_full_name(pkg, gone).unwrap_or_else(|| full.clone());
+            ctx.backend.delete_msix_package(&pool_id, &old_full).await?;
+        }
+    }
+    Ok(drift && policy == Policy::Skip)
+}
+
+fn previous_full_name(pkg: &AppAttachPackage, pool: &HostPoolRollout) -> Option<String> {
+    let version = pool.version.as_ref()?;
+    let mut spec = pkg.spec.clone();
+    spec.package.version = version.clone();
+    spec.package.full_name = None;
+    Some(build::identity(&spec).1)
+}
+
+/// What a successful pass did, for status.
+struct Summary<'a> {
+    backend_name: String,
+    package_id: String,
+    obs: &'a Observed,
+    drift: bool,
+    policy: Policy,
+}
+
+fn keep_except(previous: &[Condition], type_: &str) -> Vec<Cond> {
+    previous
+        .iter()
+        .filter(|c| c.type_ != type_)
+        .filter_map(|c| {
+            let t: &'static str = match c.type_.as_str() {
+                "Ready" => condition::READY,
+                "Synced" => condition::SYNCED,
+                "Progressing" => condition::PROGRESSING,
+                "CertificateValid" => "CertificateValid",
+                "Degraded" => "Degraded",
+                _ => return None,
+            };
+            Some(Cond {
+                type_: t,
+                status: if c.status == "True" { "True" } else { "False" },
+                reason: c.reason.clone(),
+                message: c.message.clone(),
+            })
+        })
+        .collect()
+}
+
+/// Records a failed pass (`Synced=False`, Ready untouched: the backend may still serve
+/// users) and hands the error on for backoff.
+async fn sync_failed(
+    pkg: &AppAttachPackage,
+    api: &Api<AppAttachPackage>,
+    previous: &AppAttachPackageStatus,
+    e: Error,
+) -> Error {
+    let mut wanted = keep_except(&previous.conditions, condition::SYNCED);
+    let reason = match &e {
+        Error::Backend(BackendError::Throttled(_)) => "BackendThrottled",
+        Error::Backend(_) => "BackendUnavailable",
+        _ => "ReconcileError",
+    };
+    wanted.push(Cond::no(
+        condition::SYNCED,
+        reason,
+        format!("the last reconcile failed and will be retried: {e}"),
+    ));
+    let mut st = previous.clone();
+    st.conditions = status::conditions(&previous.conditions, &wanted, pkg.metadata.generation);
+    if let Err(write_err) = status::write(api, &pkg.name_any(), pkg.status.as_ref(), &st).await {
+        tracing::warn!("recording the failure in status: {write_err}");
+    }
+    e
+}
+
+/// Writes the package's status and its assignments' statuses, and publishes events on
+/// transitions.
+async fn report<B: Backend>(
+    pkg: &AppAttachPackage,
+    ctx: &Context<B>,
+    api: &Api<AppAttachPackage>,
+    previous: &AppAttachPackageStatus,
+    findings: &[Finding],
+    summary: Option<&Summary<'_>>,
+) -> Result<(), Error> {
+    let generation = pkg.metadata.generation;
+    let first_error = findings.iter().find(|f| f.severity == Severity::Error);
+    let warnings: Vec<&Finding> = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Warning)
+        .collect();
+    let mut wanted = Vec::new();
+    match (first_error, summary) {
+        (Some(e), _) => {
+            wanted.push(Cond::no(condition::READY, e.reason, e.message.clone()));
+            wanted.push(Cond::no(
+                condition::SYNCED,
+                e.reason,
+                "the spec cannot be reconciled as it is: see Ready",
+            ));
+        }
+        (None, Some(s)) if s.drift => {
+            wanted.push(Cond::no(
+                condition::READY,
+                "DriftDetected",
+                "the backend differs from the spec; reconcile policy skip: observed, not corrected",
+            ));
+            wanted.push(Cond::yes(
+                condition::SYNCED,
+                "Observed",
+                "policy skip: the backend was read, not written",
+            ));
+        }
+        (None, Some(s)) => {
+            let what = match s.policy {
+                Policy::Skip => "matches the spec (observed only: reconcile policy skip)",
+                _ => "matches the spec",
+            };
+            wanted.push(Cond::yes(
+                condition::READY,
+                "Reconciled",
+                format!(
+                    "backend package {} {what}: {} host pool(s), {} principal(s)",
+                    s.backend_name,
+                    s.obs.pool_ids.len(),
+                    s.obs.principals.len()
+                ),
+            ));
+            wanted.push(Cond::yes(
+                condition::SYNCED,
+                "ReconcileSucceeded",
+                "the last reconcile succeeded",
+            ));
+        }
+        (None, None) => {}
+    }
+    if pkg.spec.certificate.is_some() {
+        wanted.push(
+            match findings
+                .iter()
+                .find(|f| f.reason.starts_with("Certificate"))
+            {
+                Some(f) if f.severity == Severity::Error => {
+                    Cond::no("CertificateValid", f.reason, f.message.clone())
+                }
+                Some(f) => Cond::yes("CertificateValid", f.reason, f.message.clone()),
+                None => Cond::yes(
+                    "CertificateValid",
+                    "CertificateValid",
+                    "the certificate is valid for more than 30 days, or the package is timestamped",
+                ),
+            },
+        );
+    }
+    wanted.push(match warnings.first() {
+        Some(w) => Cond::yes(
+            "Degraded",
+            w.reason,
+            warnings
+                .iter()
+                .map(|w| w.message.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+        None => Cond::no("Degraded", "NoWarnings", "no warnings"),
+    });
+
+    let mut st = AppAttachPackageStatus {
+        observed_generation: generation,
+        conditions: status::conditions(&previous.conditions, &wanted, generation),
+        ..previous.clone()
+    };
+    if let Some(s) = summary {
+        st.backend_name = Some(s.backend_name.clone());
+        st.resource_id = (pkg.spec.mode == PackageMode::AppAttach).then(|| s.package_id.clone());
+        st.current_version = Some(pkg.spec.package.version.clone());
+        st.host_pool_count = Some(s.obs.pool_ids.len() as i32);
+        st.principal_count = Some(s.obs.principals.len() as i32);
+        st.session_host_count = Some(s.obs.session_hosts as i32);
+        st.share_handles_per_file = Some(s.obs.session_hosts as i32);
+        st.host_pools = s
+            .obs
+            .pool_ids
+            .iter()
+            .map(|(n, _, ring)| HostPoolRollout {
+                name: n.clone(),
+                ring: *ring,
+                version: Some(pkg.spec.package.version.clone()),
+                phase: Some(if s.drift { "Drifted" } else { "Ready" }.to_string()),
+            })
+            .collect();
+    }
+    status::write(api, &pkg.name_any(), pkg.status.as_ref(), &st).await?;
+    publish_transitions(pkg, ctx, previous, &st, &warnings).await;
+    write_assignment_statuses(pkg, ctx, &st, summary).await?;
+    Ok(())
+}
+
+async fn publish_transitions<B>(
+    pkg: &AppAttachPackage,
+    ctx: &Context<B>,
+    previous: &AppAttachPackageStatus,
+    now: &AppAttachPackageStatus,
+    warnings: &[&Finding],
+) {
+    let reference = pkg.object_ref(&());
+    let before = status::find(&previous.conditions, condition::READY)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()));
+    let after = status::find(&now.conditions, condition::READY);
+    if let Some(ready) = after
+        && before.as_ref()
+            != Some(&(
+                ready.status.clone(),
+                ready.reason.clone(),
+                ready.message.clone(),
+            ))
+    {
+        let event = Event {
+            type_: if ready.status == "True" {
+                EventType::Normal
+            } else {
+                EventType::Warning
+            },
+            reason: ready.reason.clone(),
+            note: Some(truncate(&ready.message)),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+            tracing::warn!("publishing an event: {e}");
+        }
+    }
+    let degraded_before = status::find(&previous.conditions, "Degraded").map(|c| c.message.clone());
+    let degraded_after = status::find(&now.conditions, "Degraded").map(|c| c.message.clone());
+    if degraded_before != degraded_after {
+        for w in warnings {
+            let event = Event {
+                type_: EventType::Warning,
+                reason: w.reason.to_string(),
+                note: Some(truncate(&w.message)),
+                action: "Validate".into(),
+                secondary: None,
+            };
+            if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+                tracing::warn!("publishing an event: {e}");
+            }
+        }
+    }
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(1000).collect()
+}
+
+async fn write_assignment_statuses<B>(
+    pkg: &AppAttachPackage,
+    ctx: &Context<B>,
+    pkg_status: &AppAttachPackageStatus,
+    summary: Option<&Summary<'_>>,
+) -> Result<(), Error> {
+    let ns = pkg.namespace().unwrap_or_default();
+    let ready = status::find(&pkg_status.conditions, condition::READY).cloned();
+    let mirror = |previous: &[Condition], generation: Option<i64>| {
+        let wanted = match &ready {
+            Some(r) if r.status == "True" => vec![Cond::yes(
+                condition::READY,
+                "Reconciled",
+                format!("package {} is Ready", pkg.name_any()),
+            )],
+            Some(r) => vec![Cond::no(condition::READY, &r.reason, r.message.clone())],
+            None => vec![],
+        };
+        status::conditions(previous, &wanted, generation)
+    };
+    let hpa_api: Api<HostPoolAssignment> = Api::namespaced(ctx.client.clone(), &ns);
+    for a in ctx.host_pool_assignments.state() {
+        if a.namespace().as_deref() != Some(ns.as_str())
+            || a.spec.package_ref.name != pkg.name_any()
+            || a.meta().deletion_timestamp.is_some()
+        {
+            continue;
+        }
+        let previous = a.status.clone().unwrap_or_default();
+        let st = HostPoolAssignmentStatus {
+            observed_generation: a.metadata.generation,
+            conditions: mirror(&previous.conditions, a.metadata.generation),
+            host_pools: a
+                .spec
+                .host_pools
+                .iter()
+                .map(|h| {
+                    let id = summary
+                        .and_then(|s| {
+                            s.obs
+                                .pool_ids
+                                .iter()
+                                .find(|(n, _, _)| n.eq_ignore_ascii_case(&h.name))
+                        })
+                        .map(|(_, id, _)| id.clone());
+                    HostPoolStatus {
+                        name: h.name.clone(),
+                        version: id.as_ref().map(|_| pkg.spec.package.version.clone()),
+                        phase: Some(if id.is_some() { "Ready" } else { "NotFound" }.to_string()),
+                        resource_id: id,
+                    }
+                })
+                .collect(),
+        };
+        status::write(&hpa_api, &a.name_any(), a.status.as_ref(), &st).await?;
+    }
+    let ua_api: Api<UserAssignment> = Api::namespaced(ctx.client.clone(), &ns);
+    for a in ctx.user_assignments.state() {
+        if a.namespace().as_deref() != Some(ns.as_str())
+            || a.spec.package_ref.name != pkg.name_any()
+            || a.meta().deletion_timestamp.is_some()
+        {
+            continue;
+        }
+        let previous = a.status.clone().unwrap_or_default();
+        let package_id = summary.map(|s| s.package_id.clone());
+        let st = UserAssignmentStatus {
+            observed_generation: a.metadata.generation,
+            conditions: mirror(&previous.conditions, a.metadata.generation),
+            principals: a
+                .spec
+                .principals
+                .iter()
+                .map(|p| ResolvedPrincipal {
+                    kind: p.kind,
+                    name: p.name.clone(),
+                    object_id: p.object_id.clone(),
+                    role_assignment: match (&package_id, &p.object_id, pkg.spec.mode) {
+                        (Some(scope), Some(oid), PackageMode::AppAttach) => {
+                            Some(crate::arm::role_assignment_name(
+                                scope,
+                                &oid.to_ascii_lowercase(),
+                                crate::arm::DESKTOP_VIRTUALIZATION_USER_ROLE,
+                            ))
+                        }
+                        _ => None,
+                    },
+                })
+                .collect(),
+        };
+        status::write(&ua_api, &a.name_any(), a.status.as_ref(), &st).await?;
+    }
+    Ok(())
+}
+
+/// Removes the package's backend resources (unless the policy keeps them).
+async fn cleanup<B: Backend>(pkg: &AppAttachPackage, ctx: &Context<B>) -> Result<Action, Error> {
+    let ns = pkg.namespace().unwrap_or_default();
+    let name = pkg.name_any();
+    let key = format!("{ns}/{name}");
+    let reference = pkg.object_ref(&());
+    let policy = Policy::of(pkg).unwrap_or(Policy::Manage);
+    if policy != Policy::Manage || pkg.spec.suspend {
+        let note = format!(
+            "left the backend resources in place (reconcile policy {policy:?}, suspend {})",
+            pkg.spec.suspend
+        );
+        let event = Event {
+            type_: EventType::Normal,
+            reason: "Detached".into(),
+            note: Some(note),
+            action: "Delete".into(),
+            secondary: None,
+        };
+        let _ = ctx.recorder.publish(&event, &reference).await;
+        return Ok(Action::await_change());
+    }
+    let backend_name = naming::backend_name(&ns, &name);
+    match pkg.spec.mode {
+        PackageMode::AppAttach => {
+            let package_id = ctx.backend.package_id(&backend_name);
+            if let Some(observed) = ctx.backend.get_package(&backend_name).await? {
+                let owner = observed.tags.as_ref().and_then(|t| t.get(OWNER_TAG));
+                if owner.is_some_and(|o| o != &key) {
+                    return Ok(Action::await_change()); // not ours: never delete another's package
+                }
+                for role in ctx.backend.list_role_assignments(&package_id).await? {
+                    if let Some(id) = &role.id {
+                        ctx.backend.delete_role_assignment(id).await?;
+                    }
+                }
+                ctx.backend.delete_package(&backend_name).await?;
+            }
+        }
+        PackageMode::MsixAppAttach => {
+            let (_, full) = build::identity(&pkg.spec);
+            for pool in pkg.status.iter().flat_map(|s| s.host_pools.iter()) {
+                ctx.backend
+                    .delete_msix_package(&ctx.backend.host_pool_id(&pool.name), &full)
+                    .await?;
+            }
+        }
+    }
+    let event = Event {
+        type_: EventType::Normal,
+        reason: "Deleted".into(),
+        note: Some(format!(
+            "removed backend package {backend_name} and its role assignments; keep the image on the share until sessions that use it end"
+        )),
+        action: "Delete".into(),
+        secondary: None,
+    };
+    let _ = ctx.recorder.publish(&event, &reference).await;
+    Ok(Action::await_change())
+}
+
+/// An assignment kind, for the status of assignments whose package does not exist.
+pub trait Assignment:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + DeserializeOwned
+    + Serialize
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+    /// The package it points at.
+    fn package_ref(&self) -> &str;
+    /// Its status as JSON.
+    fn status_json(&self) -> Option<Value>;
+}
+
+impl Assignment for HostPoolAssignment {
+    fn package_ref(&self) -> &str {
+        &self.spec.package_ref.name
+    }
+    fn status_json(&self) -> Option<Value> {
+        self.status
+            .as_ref()
+            .map(|s| serde_json::to_value(s).expect("JSON"))
+    }
+}
+
+impl Assignment for UserAssignment {
+    fn package_ref(&self) -> &str {
+        &self.spec.package_ref.name
+    }
+    fn status_json(&self) -> Option<Value> {
+        self.status
+            .as_ref()
+            .map(|s| serde_json::to_value(s).expect("JSON"))
+    }
+}
+
+/// Reports `Ready=False PackageNotFound` on an assignment whose package does not exist;
+/// otherwise leaves its status to the package's reconcile.
+pub async fn reconcile_orphan<A: Assignment, B: Backend>(
+    a: Arc<A>,
+    ctx: Arc<Context<B>>,
+) -> Result<Action, Error> {
+    let ns = a.namespace().unwrap_or_default();
+    let exists =
+        ctx.packages.state().iter().any(|p| {
+            p.namespace().as_deref() == Some(ns.as_str()) && p.name_any() == a.package_ref()
+        });
+    if exists || a.meta().deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let previous: Vec<Condition> = a
+        .status_json()
+        .and_then(|s| serde_json::from_value(s["conditions"].clone()).ok())
+        .unwrap_or_default();
+    let message = format!(
+        "spec.packageRef.name: AppAttachPackage {} does not exist in namespace {ns}; create it or point this assignment at an existing package",
+        a.package_ref()
+    );
+    let conditions = status::conditions(
+        &previous,
+        &[Cond::no(
+            condition::READY,
+            "PackageNotFound",
+            message.clone(),
+        )],
+        a.meta().generation,
+    );
+    let st = json!({ "observedGeneration": a.meta().generation, "conditions": conditions });
+    let api: Api<A> = Api::namespaced(ctx.client.clone(), &ns);
+    let before = status::find(&previous, condition::READY).map(|c| c.reason.clone());
+    if status::write(&api, &a.name_any(), a.status_json().as_ref(), &st).await?
+        && before.as_deref() != Some("PackageNotFound")
+    {
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "PackageNotFound".into(),
+            note: Some(message),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        let _ = ctx.recorder.publish(&event, &a.object_ref(&())).await;
+    }
+    Ok(Action::await_change())
+}
+
+/// Retries an assignment's status write after a short wait.
+pub fn orphan_error_policy<A: Assignment, B: Backend>(
+    _a: Arc<A>,
+    err: &Error,
+    _ctx: Arc<Context<B>>,
+) -> Action {
+    tracing::warn!("assignment status: {err}");
+    Action::requeue(Duration::from_secs(5))
+}

@@ -1,0 +1,109 @@
+//! Conditions and status writes: server-side apply, one field manager, and only when
+//! something changed (a steady state patches nothing).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Resource};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::MANAGER;
+
+/// A condition to set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cond {
+    /// Condition type.
+    pub type_: &'static str,
+    /// True, False or Unknown.
+    pub status: &'static str,
+    /// CamelCase reason.
+    pub reason: String,
+    /// What it means and what to do.
+    pub message: String,
+}
+
+impl Cond {
+    /// A condition that holds.
+    pub fn yes(type_: &'static str, reason: &str, message: impl Into<String>) -> Self {
+        Self {
+            type_,
+            status: "True",
+            reason: reason.to_string(),
+            message: message.into(),
+        }
+    }
+    /// A condition that does not hold.
+    pub fn no(type_: &'static str, reason: &str, message: impl Into<String>) -> Self {
+        Self {
+            type_,
+            status: "False",
+            reason: reason.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The conditions `wanted`, keeping each one's lastTransitionTime when its status did not
+/// change, so that an unchanged state compares equal and is not written again.
+pub fn conditions(
+    previous: &[Condition],
+    wanted: &[Cond],
+    generation: Option<i64>,
+) -> Vec<Condition> {
+    wanted
+        .iter()
+        .map(|w| {
+            let old = previous.iter().find(|c| c.type_ == w.type_);
+            let since = match old {
+                Some(o) if o.status == w.status => o.last_transition_time.clone(),
+                _ => Time(
+                    jiff::Timestamp::now()
+                        .round(jiff::Unit::Second)
+                        .unwrap_or_else(|_| jiff::Timestamp::now()),
+                ),
+            };
+            Condition {
+                type_: w.type_.to_string(),
+                status: w.status.to_string(),
+                reason: w.reason.clone(),
+                message: w.message.clone(),
+                observed_generation: generation,
+                last_transition_time: since,
+            }
+        })
+        .collect()
+}
+
+/// The condition of this type, if set.
+pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+/// Patches `status` of an object by server-side apply, unless it already equals `current`.
+/// Returns whether it wrote.
+pub async fn write<K, S>(
+    api: &Api<K>,
+    name: &str,
+    current: Option<&S>,
+    status: &S,
+) -> kube::Result<bool>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    S: Serialize + PartialEq,
+{
+    if current == Some(status) {
+        return Ok(false);
+    }
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(true)
+}
