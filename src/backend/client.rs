@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::{Backend, BackendError, Result};
 use crate::arm::error::CloudError;
 use crate::arm::models::{
-    AppAttachPackage, HostPool, List, MsixPackage, RoleAssignment, SessionHost,
+    AppAttachPackage, HostPool, List, MsixPackage, RoleAssignment, SessionHost, UserSession,
 };
 use crate::arm::{self, ArmError, ResourceId, ResourceType};
 
@@ -64,9 +64,39 @@ impl ArmClient {
         ResourceId::new(&self.subscription, &self.resource_group, kind, &[name]).to_string()
     }
 
+    /// Sends a request, retrying transient failures (5xx, transport errors, and 429 after
+    /// its Retry-After when that is short) a few times with exponential backoff, as the
+    /// Azure SDKs do. What still fails goes to the caller, whose reconcile backs off.
+    async fn send(
+        &self,
+        method: Method,
+        path_or_url: &str,
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, Option<Value>)> {
+        const RETRIES: u32 = 3;
+        let mut attempt = 0;
+        loop {
+            let result = self.send_once(method.clone(), path_or_url, body).await;
+            let wait = match &result {
+                Err(BackendError::Throttled(after)) if *after <= Duration::from_secs(5) => *after,
+                Err(e @ (BackendError::Arm(_) | BackendError::Transport(_)))
+                    if e.is_transient() =>
+                {
+                    Duration::from_millis(100 << attempt)
+                }
+                _ => return result,
+            };
+            if attempt >= RETRIES {
+                return result;
+            }
+            attempt += 1;
+            tokio::time::sleep(wait).await;
+        }
+    }
+
     /// Sends one request; `path_or_url` is an ARM path (with its query, api-version
     /// included) or a full nextLink.
-    async fn send(
+    async fn send_once(
         &self,
         method: Method,
         path_or_url: &str,
@@ -220,6 +250,11 @@ impl Backend for ArmClient {
 
     async fn list_session_hosts(&self, pool_id: &str) -> Result<Vec<SessionHost>> {
         self.list_all(&format!("{pool_id}/sessionHosts?api-version={DV}"))
+            .await
+    }
+
+    async fn list_user_sessions(&self, pool_id: &str) -> Result<Vec<UserSession>> {
+        self.list_all(&format!("{pool_id}/userSessions?api-version={DV}"))
             .await
     }
 

@@ -9,7 +9,9 @@ use std::future::Future;
 use std::time::Duration;
 
 use crate::arm::ArmError;
-use crate::arm::models::{AppAttachPackage, HostPool, MsixPackage, RoleAssignment, SessionHost};
+use crate::arm::models::{
+    AppAttachPackage, HostPool, MsixPackage, RoleAssignment, SessionHost, UserSession,
+};
 
 /// Why a backend call failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -78,6 +80,11 @@ pub trait Backend: Send + Sync + 'static {
         &self,
         pool_id: &str,
     ) -> impl Future<Output = Result<Vec<SessionHost>>> + Send;
+    /// The user sessions of a host pool.
+    fn list_user_sessions(
+        &self,
+        pool_id: &str,
+    ) -> impl Future<Output = Result<Vec<UserSession>>> + Send;
     /// GET an MSIX package under a host pool.
     fn get_msix_package(
         &self,

@@ -15,11 +15,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
+use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::utils::Predicate;
+use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Api, Client, ResourceExt};
 
 use crate::backend::{Backend, BackendError};
@@ -134,14 +136,53 @@ impl<B> Context<B> {
     }
 }
 
-fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+/// A watcher of `K` that skips (and logs) an object it cannot read, instead of failing
+/// the whole stream on it: one bad object never stops the controller.
+fn tolerant_watcher<K>(
+    client: &Client,
+    namespace: &Option<String>,
+    wc: watcher::Config,
+) -> impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static
 where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-    K::DynamicType: Default,
+    K: kube::Resource<DynamicType = ()>
+        + serde::de::DeserializeOwned
+        + Clone
+        + std::fmt::Debug
+        + Send
+        + 'static,
 {
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
+    let resource = ApiResource::erase::<K>(&());
+    let api: Api<DynamicObject> = match namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+        None => Api::all_with(client.clone(), &resource),
+    };
+    watcher(api, wc).try_filter_map(|event| futures::future::ready(Ok(typed_event::<K>(event))))
+}
+
+/// The typed form of a watch event; `None` (logged) for an object that does not read as `K`.
+pub fn typed_event<K>(event: watcher::Event<DynamicObject>) -> Option<watcher::Event<K>>
+where
+    K: kube::Resource<DynamicType = ()> + serde::de::DeserializeOwned,
+{
+    let typed = |o: DynamicObject| -> Option<K> {
+        let (ns, name) = (
+            o.metadata.namespace.clone().unwrap_or_default(),
+            o.metadata.name.clone().unwrap_or_default(),
+        );
+        match serde_json::to_value(&o).and_then(serde_json::from_value::<K>) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                tracing::warn!(kind = %K::kind(&()), namespace = %ns, name = %name, "skipping an object that cannot be read: {e}");
+                None
+            }
+        }
+    };
+    match event {
+        watcher::Event::Apply(o) => typed(o).map(watcher::Event::Apply),
+        watcher::Event::Delete(o) => typed(o).map(watcher::Event::Delete),
+        watcher::Event::InitApply(o) => typed(o).map(watcher::Event::InitApply),
+        watcher::Event::Init => Some(watcher::Event::Init),
+        watcher::Event::InitDone => Some(watcher::Event::InitDone),
     }
 }
 
@@ -151,27 +192,27 @@ pub async fn run<B: Backend>(client: Client, backend: B, config: Config) {
     let (packages, package_writer) = reflector::store::<AppAttachPackage>();
     let (hpas, hpa_writer) = reflector::store::<HostPoolAssignment>();
     let (uas, ua_writer) = reflector::store::<UserAssignment>();
-    let package_stream = watcher(
-        api::<AppAttachPackage>(&client, &config.namespace),
-        wc.clone(),
-    )
-    .default_backoff()
-    .reflect(package_writer)
-    .touched_objects();
-    let hpa_stream = watcher(
-        api::<HostPoolAssignment>(&client, &config.namespace),
-        wc.clone(),
-    )
-    .default_backoff()
-    .reflect(hpa_writer)
-    .touched_objects();
-    let ua_stream = watcher(
-        api::<UserAssignment>(&client, &config.namespace),
-        wc.clone(),
-    )
-    .default_backoff()
-    .reflect(ua_writer)
-    .touched_objects();
+    let package_stream =
+        tolerant_watcher::<AppAttachPackage>(&client, &config.namespace, wc.clone())
+            .default_backoff()
+            .reflect(package_writer)
+            .touched_objects()
+            // Our own status writes must not trigger a pass (that would defeat backoff): only
+            // spec (generation), annotations (policy) and finalizers do.
+            .predicate_filter(
+                predicates::generation
+                    .combine(predicates::annotations)
+                    .combine(predicates::finalizers),
+                Default::default(),
+            );
+    let hpa_stream = tolerant_watcher::<HostPoolAssignment>(&client, &config.namespace, wc.clone())
+        .default_backoff()
+        .reflect(hpa_writer)
+        .touched_objects();
+    let ua_stream = tolerant_watcher::<UserAssignment>(&client, &config.namespace, wc.clone())
+        .default_backoff()
+        .reflect(ua_writer)
+        .touched_objects();
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -215,38 +256,9 @@ pub async fn run<B: Backend>(client: Client, backend: B, config: Config) {
         });
 
     // Assignments whose package does not exist get their own status.
-    let hpa_orphans = Controller::new(
-        api::<HostPoolAssignment>(&client, &config.namespace),
-        wc.clone(),
-    )
-    .watches(
-        api::<AppAttachPackage>(&client, &config.namespace),
-        wc.clone(),
-        {
-            let hpas = hpas.clone();
-            move |p: AppAttachPackage| assignments_of(&hpas, &p, |a| &a.spec.package_ref.name)
-        },
-    )
-    .run(
-        reconcile::reconcile_orphan::<HostPoolAssignment, B>,
-        reconcile::orphan_error_policy,
-        ctx.clone(),
-    )
-    .for_each(|_| async {});
-    let ua_orphans = Controller::new(
-        api::<UserAssignment>(&client, &config.namespace),
-        wc.clone(),
-    )
-    .watches(api::<AppAttachPackage>(&client, &config.namespace), wc, {
-        let uas = uas.clone();
-        move |p: AppAttachPackage| assignments_of(&uas, &p, |a| &a.spec.package_ref.name)
-    })
-    .run(
-        reconcile::reconcile_orphan::<UserAssignment, B>,
-        reconcile::orphan_error_policy,
-        ctx,
-    )
-    .for_each(|_| async {});
+    let hpa_orphans =
+        orphans::<HostPoolAssignment, B>(&client, &config.namespace, wc.clone(), ctx.clone());
+    let ua_orphans = orphans::<UserAssignment, B>(&client, &config.namespace, wc, ctx);
     tracing::info!(
         namespace = config.namespace.as_deref().unwrap_or("(all)"),
         "controller running"
@@ -254,10 +266,43 @@ pub async fn run<B: Backend>(client: Client, backend: B, config: Config) {
     futures::join!(package_controller, hpa_orphans, ua_orphans);
 }
 
+/// The controller for assignments whose package does not exist: triggered by the
+/// assignments and by packages coming and going.
+async fn orphans<A, B>(
+    client: &Client,
+    namespace: &Option<String>,
+    wc: watcher::Config,
+    ctx: Arc<Context<B>>,
+) where
+    A: reconcile::Assignment,
+    B: Backend,
+{
+    let (store, writer) = reflector::store::<A>();
+    let assignments = tolerant_watcher::<A>(client, namespace, wc.clone())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects();
+    let packages = tolerant_watcher::<AppAttachPackage>(client, namespace, wc)
+        .default_backoff()
+        .touched_objects();
+    let index = store.clone();
+    Controller::for_stream(assignments, store)
+        .watches_stream(packages, move |p: AppAttachPackage| {
+            assignments_of(&index, &p, |a: &A| a.package_ref())
+        })
+        .run(
+            reconcile::reconcile_orphan::<A, B>,
+            reconcile::orphan_error_policy,
+            ctx,
+        )
+        .for_each(|_| async {})
+        .await;
+}
+
 fn assignments_of<A>(
     store: &Store<A>,
     package: &AppAttachPackage,
-    package_ref: impl Fn(&A) -> &String,
+    package_ref: impl Fn(&A) -> &str,
 ) -> Vec<ObjectRef<A>>
 where
     A: kube::Resource<DynamicType = ()> + Clone + 'static,
@@ -265,7 +310,7 @@ where
     store
         .state()
         .iter()
-        .filter(|a| a.namespace() == package.namespace() && package_ref(a) == &package.name_any())
+        .filter(|a| a.namespace() == package.namespace() && package_ref(a) == package.name_any())
         .map(|a| ObjectRef::from_obj(a.as_ref()))
         .collect()
 }
@@ -278,4 +323,61 @@ fn resync_after(config: &Config, key: &str) -> Action {
         % 1000;
     let base = config.resync.as_millis() as u64;
     Action::requeue(Duration::from_millis(base + base * spread / 10_000))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(mode: &str) -> DynamicObject {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "appattach.io/v1alpha1",
+            "kind": "AppAttachPackage",
+            "metadata": {"name": "p", "namespace": "ns"},
+            "spec": {
+                "mode": mode,
+                "location": "westeurope",
+                "image": {"path": r"\\fs\s\a.cim"},
+                "package": {"type": "Msix", "name": "Contoso.App", "publisher": "CN=Contoso", "version": "1.0.0.0"}
+            }
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn an_object_that_cannot_be_read_is_skipped_not_fatal() {
+        let good = typed_event::<AppAttachPackage>(watcher::Event::Apply(object("AppAttach")));
+        assert!(
+            matches!(good, Some(watcher::Event::Apply(p)) if p.spec.package.name == "Contoso.App")
+        );
+        // A mode this controller does not know (say, from a newer CRD version).
+        assert!(
+            typed_event::<AppAttachPackage>(watcher::Event::Apply(object("AppAttachV2"))).is_none()
+        );
+        assert!(
+            typed_event::<AppAttachPackage>(watcher::Event::InitApply(object("AppAttachV2")))
+                .is_none()
+        );
+        assert!(matches!(
+            typed_event::<AppAttachPackage>(watcher::Event::InitDone),
+            Some(watcher::Event::InitDone)
+        ));
+    }
+
+    #[test]
+    fn resyncs_spread_by_object_within_a_tenth() {
+        let config = Config {
+            resync: Duration::from_secs(1000),
+            ..Config::default()
+        };
+        let delays: Vec<Action> = ["a/x", "b/y", "c/z"]
+            .iter()
+            .map(|k| resync_after(&config, k))
+            .collect();
+        for d in &delays {
+            let text = format!("{d:?}");
+            assert!(text.contains("requeue_after: Some("), "{text}");
+        }
+        assert_ne!(format!("{:?}", delays[0]), format!("{:?}", delays[1]));
+    }
 }

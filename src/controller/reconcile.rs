@@ -833,6 +833,42 @@ async fn cleanup<B: Backend>(pkg: &AppAttachPackage, ctx: &Context<B>) -> Result
         return Ok(Action::await_change());
     }
     let backend_name = naming::backend_name(&ns, &name);
+    // Sessions that signed in while the package was assigned may still run from its image.
+    let mut sessions = 0;
+    for pool in pkg.status.iter().flat_map(|s| s.host_pools.iter()) {
+        sessions += ctx
+            .backend
+            .list_user_sessions(&ctx.backend.host_pool_id(&pool.name))
+            .await?
+            .len();
+    }
+    let keep_image = if sessions > 0 {
+        format!(
+            "{sessions} session(s) on its host pools may still use the image: keep {} on the share until they end",
+            pkg.spec.image.path
+        )
+    } else {
+        format!(
+            "no session on its host pools uses the image any more; {} may be removed from the share",
+            pkg.spec.image.path
+        )
+    };
+    if sessions > 0 {
+        let api: Api<AppAttachPackage> = Api::namespaced(ctx.client.clone(), &ns);
+        let previous = pkg.status.clone().unwrap_or_default();
+        let mut st = previous.clone();
+        let wanted = vec![Cond::no(condition::READY, "Deleting", keep_image.clone())];
+        st.conditions = status::conditions(&previous.conditions, &wanted, pkg.metadata.generation);
+        status::write(&api, &name, pkg.status.as_ref(), &st).await?;
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "ImageInUse".into(),
+            note: Some(keep_image.clone()),
+            action: "Delete".into(),
+            secondary: None,
+        };
+        let _ = ctx.recorder.publish(&event, &reference).await;
+    }
     match pkg.spec.mode {
         PackageMode::AppAttach => {
             let package_id = ctx.backend.package_id(&backend_name);
@@ -862,7 +898,7 @@ async fn cleanup<B: Backend>(pkg: &AppAttachPackage, ctx: &Context<B>) -> Result
         type_: EventType::Normal,
         reason: "Deleted".into(),
         note: Some(format!(
-            "removed backend package {backend_name} and its role assignments; keep the image on the share until sessions that use it end"
+            "removed backend package {backend_name} and its role assignments; {keep_image}"
         )),
         action: "Delete".into(),
         secondary: None,

@@ -287,12 +287,6 @@ pub struct Application {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 256))]
     pub display_name: Option<String>,
-
-    /// Publish this application as a RemoteApp in these RemoteApp application groups
-    /// (names or ARM resource ids).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 50))]
-    pub remote_app_groups: Vec<String>,
 }
 
 /// A dependency of the package.

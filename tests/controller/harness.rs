@@ -1,0 +1,330 @@
+//! One test's world: a namespace, an emulator, and a controller watching that namespace.
+
+use std::time::{Duration, Instant};
+
+use appattach_operator::backend::{ArmClient, Auth};
+use appattach_operator::controller::{self, Config};
+use appattach_operator::emulator::{self, Emulator, Served, World};
+use k8s_openapi::api::events::v1::Event;
+use kube::Api;
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+
+use crate::support::TestNamespace;
+
+pub const SUB: &str = "00000000-0000-0000-0000-000000000000";
+pub const RG: &str = "rg-avd";
+pub const FINANCE: &str = "6f1c2d3e-4a5b-4c6d-8e7f-90a1b2c3d4e5";
+pub const SALES: &str = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f2a3b4c5d";
+
+fn world() -> World {
+    serde_yaml_ng::from_str(&format!(
+        r#"
+subscription: {SUB}
+resourceGroup: {RG}
+hostPools:
+  - {{name: hp-a, location: westeurope, identityProvider: EntraID, sessionHosts: [{{name: a-0, os: Windows11}}, {{name: a-1, os: Windows11}}]}}
+  - {{name: hp-b, location: westeurope, identityProvider: ADDS, sessionHosts: [{{name: b-0, os: Windows11}}]}}
+  - {{name: hp-north, location: northeurope, identityProvider: ADDS, sessionHosts: [{{name: n-0, os: Windows11}}]}}
+  - {{name: hp-entrads, location: westeurope, identityProvider: EntraDS, sessionHosts: [{{name: e-0, os: Windows11}}]}}
+applicationGroups:
+  - {{name: ag-a, hostPool: hp-a, type: Desktop, members: [Finance]}}
+  - {{name: ag-b, hostPool: hp-b, type: Desktop, members: [Finance, Sales]}}
+directory:
+  groups: [{{name: Finance, objectId: {FINANCE}}}, {{name: Sales, objectId: {SALES}}}]
+  users:
+    - {{upn: alice@contoso.com, objectId: 3c4d5e6f-7a8b-4c9d-8e0f-1a2b3c4d5e6f, groups: [Finance]}}
+    - {{upn: bob@contoso.com, objectId: 4d5e6f7a-8b9c-4d0e-9f1a-2b3c4d5e6f7a, groups: [Sales]}}
+"#
+    ))
+    .unwrap()
+}
+
+pub struct Env {
+    pub ns: TestNamespace,
+    pub emulator: Served,
+    pub http: reqwest::Client,
+    controller: Option<JoinHandle<()>>,
+    resync: Duration,
+    _state: tempfile::TempDir,
+}
+
+impl Env {
+    /// A namespace, an emulator, and a controller with this resync period.
+    pub async fn new(test: &str, resync: Duration) -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "warn".into()),
+            )
+            .with_test_writer()
+            .try_init();
+        let ns = TestNamespace::new(test).await;
+        let state = tempfile::tempdir().unwrap();
+        let emulator = Emulator::start(emulator::Config {
+            world: Some(world()),
+            shares: vec![],
+            state_dir: Some(state.path().join("s")),
+            token: None,
+            staging_interval: None,
+        })
+        .await
+        .unwrap();
+        let mut env = Self {
+            ns,
+            emulator,
+            http: reqwest::Client::new(),
+            controller: None,
+            resync,
+            _state: state,
+        };
+        env.start_controller();
+        env
+    }
+
+    pub fn start_controller(&mut self) {
+        let backend = ArmClient::new(&self.emulator.url(), SUB, RG, Auth::None);
+        let config = Config {
+            namespace: Some(self.ns.name.clone()),
+            resync: self.resync,
+            concurrency: 4,
+        };
+        self.controller = Some(tokio::spawn(controller::run(
+            self.ns.client.clone(),
+            backend,
+            config,
+        )));
+    }
+
+    pub async fn stop_controller(&mut self) {
+        if let Some(c) = self.controller.take() {
+            c.abort();
+            let _ = c.await;
+        }
+    }
+
+    /// The backend name of a package of this namespace.
+    pub fn backend_name(&self, name: &str) -> String {
+        appattach_operator::domain::naming::backend_name(&self.ns.name, name)
+    }
+
+    pub fn package_path(&self, name: &str) -> String {
+        format!(
+            "/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.DesktopVirtualization/appAttachPackages/{}",
+            self.backend_name(name)
+        )
+    }
+
+    pub fn pool_id(&self, name: &str) -> String {
+        format!(
+            "/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.DesktopVirtualization/hostPools/{name}"
+        )
+    }
+
+    /// An ARM or admin request to the emulator.
+    pub async fn arm(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let url = if path.starts_with("/_emulator") || path.contains("api-version") {
+            format!("{}{path}", self.emulator.url())
+        } else {
+            format!("{}{path}{sep}api-version=2024-04-03", self.emulator.url())
+        };
+        let mut req = self.http.request(method, url);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.arm(reqwest::Method::GET, path, None).await
+    }
+
+    /// Role assignments at the package's scope.
+    pub async fn roles(&self, package: &str) -> Vec<Value> {
+        let (_, list) = self
+            .get(&format!("{}/providers/Microsoft.Authorization/roleAssignments?api-version=2022-04-01&$filter=atScope()", self.package_path(package)))
+            .await;
+        list["value"].as_array().cloned().unwrap_or_default()
+    }
+
+    pub async fn counts(&self) -> Value {
+        self.get("/_emulator/requests").await.1
+    }
+
+    pub async fn reset_counts(&self) {
+        self.arm(reqwest::Method::DELETE, "/_emulator/requests", None)
+            .await;
+    }
+
+    /// Waits until `kind/name` has condition `type_` with `status` (and `reason`, when
+    /// given); returns the object. Fails after 60 s, showing the last status.
+    pub async fn wait_condition(
+        &self,
+        kind: &str,
+        name: &str,
+        type_: &str,
+        status: &str,
+        reason: Option<&str>,
+    ) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut last = Value::Null;
+        loop {
+            if let Ok(obj) = self.ns.api(kind).get(name).await {
+                let obj = serde_json::to_value(&obj).unwrap();
+                let found = obj["status"]["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|c| c["type"] == type_)
+                    .cloned();
+                if let Some(c) = &found
+                    && c["status"] == status
+                    && reason.is_none_or(|r| c["reason"] == r)
+                    && obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
+                {
+                    return obj;
+                }
+                last = obj["status"].clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{kind}/{name} never had {type_}={status} {reason:?}; last status: {last}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until a package is Ready with this many host pools and principals (an early
+    /// pass, before its assignments were seen, is Ready with fewer).
+    pub async fn wait_package(&self, name: &str, pools: u64, principals: u64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let obj = self.wait_ready("AppAttachPackage", name).await;
+            if obj["status"]["hostPoolCount"] == pools
+                && obj["status"]["principalCount"] == principals
+            {
+                return obj;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} never reached {pools} pools and {principals} principals: {}",
+                obj["status"]
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn wait_ready(&self, kind: &str, name: &str) -> Value {
+        self.wait_condition(kind, name, "Ready", "True", None).await
+    }
+
+    /// Polls `check` until it holds; fails after 60 s with `what`.
+    pub async fn eventually<F, Fut>(&self, what: &str, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !check().await {
+            assert!(Instant::now() < deadline, "never: {what}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Events about an object of this namespace.
+    pub async fn events(&self, name: &str) -> Vec<Event> {
+        let api: Api<Event> = Api::namespaced(self.ns.client.clone(), &self.ns.name);
+        api.list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .collect()
+    }
+
+    /// Waits for a Warning event with this reason about `name`.
+    pub async fn wait_warning(&self, name: &str, reason: &str) -> Event {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(e) = self.events(name).await.into_iter().find(|e| {
+                e.type_.as_deref() == Some("Warning") && e.reason.as_deref() == Some(reason)
+            }) {
+                return e;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no Warning event {reason} about {name}: {:?}",
+                self.events(name).await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn signin(&self, user: &str, pool: &str) -> Value {
+        let (status, body) = self
+            .arm(
+                reqwest::Method::POST,
+                "/_emulator/signin",
+                Some(json!({"user": user, "hostPool": pool})),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Some(c) = self.controller.take() {
+            c.abort();
+        }
+    }
+}
+
+/// A package manifest.
+pub fn package(name: &str) -> Value {
+    json!({
+        "apiVersion": "appattach.io/v1alpha1",
+        "kind": "AppAttachPackage",
+        "metadata": {"name": name},
+        "spec": {
+            "location": "westeurope",
+            "image": {"path": format!(r"\\fs\apps\{name}_1.0.0.0.vhdx")},
+            "package": {"type": "Msix", "name": format!("Contoso.{}", name.replace('-', "")), "publisher": "CN=Contoso", "version": "1.0.0.0",
+                        "applications": [{"id": "App", "displayName": "App"}]},
+            "certificate": {"subject": "CN=Contoso", "expiry": "2030-01-01T00:00:00Z", "timestamped": true}
+        }
+    })
+}
+
+pub fn pools(name: &str, package: &str, pools: &[(&str, i32)]) -> Value {
+    json!({
+        "apiVersion": "appattach.io/v1alpha1",
+        "kind": "HostPoolAssignment",
+        "metadata": {"name": name},
+        "spec": {"packageRef": {"name": package}, "hostPools": pools.iter().map(|(n, r)| json!({"name": n, "ring": r})).collect::<Vec<_>>()}
+    })
+}
+
+pub fn users(name: &str, package: &str, principals: &[(&str, &str, Option<&str>)]) -> Value {
+    json!({
+        "apiVersion": "appattach.io/v1alpha1",
+        "kind": "UserAssignment",
+        "metadata": {"name": name},
+        "spec": {"packageRef": {"name": package}, "principals": principals.iter().map(|(k, n, id)| {
+            let mut p = json!({"kind": k, "name": n});
+            if let Some(id) = id { p["objectId"] = json!(id); }
+            p
+        }).collect::<Vec<_>>()}
+    })
+}

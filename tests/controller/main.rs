@@ -1,0 +1,13 @@
+//! The controller against a real kube-apiserver and the emulator over HTTP.
+
+#[allow(dead_code)]
+#[path = "../apiserver/support.rs"]
+mod support;
+
+mod harness;
+
+mod faults;
+mod lifecycle;
+mod readme;
+mod reconcile;
+mod validation;
