@@ -100,6 +100,22 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     eprint!("{applied}");
 
     wait_until_ready(&client).await?;
+    let counts: crate::emulator::faults::CountsView =
+        reqwest::get(format!("{}/_emulator/requests", emulator.url()))
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+    let by_method: Vec<String> = counts
+        .by_method
+        .iter()
+        .map(|(m, n)| format!("{m} {n}"))
+        .collect();
+    eprintln!(
+        "appattach: backend requests until everything was Ready: {} ({})",
+        counts.total,
+        by_method.join(", ")
+    );
     println!("{}", cp.kubectl_output(&["get", "appattach", "-A"])?);
     for user in &world.directory.users {
         let view = entitlements(&emulator.url(), &user.upn).await?;

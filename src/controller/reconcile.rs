@@ -230,7 +230,11 @@ async fn observe<B: Backend>(
             .map(|(n, _, _)| n.to_ascii_lowercase())
             .collect();
         for other in ctx.packages.state() {
+            // The older object keeps the host pool; the newer one is refused.
+            let older = (&other.metadata.creation_timestamp, other.name_any())
+                < (&pkg.metadata.creation_timestamp, pkg.name_any());
             if other.uid() == pkg.uid()
+                || !older
                 || other.spec.state != PackageState::Active
                 || build::identity(&other.spec).1 != full
             {

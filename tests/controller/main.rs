@@ -8,6 +8,7 @@ mod harness;
 
 mod faults;
 mod lifecycle;
+mod msix;
 mod readme;
 mod reconcile;
 mod validation;
