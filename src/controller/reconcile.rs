@@ -11,6 +11,7 @@ use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{self, finalizer};
+use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -111,35 +112,36 @@ fn backend_rejected(e: &BackendError) -> Option<Finding> {
     }
 }
 
+/// The live assignments of one kind that point at `pkg`, by name.
+fn assignments_of_package<A: Assignment>(store: &Store<A>, pkg: &AppAttachPackage) -> Vec<Arc<A>> {
+    let mut out: Vec<Arc<A>> = store
+        .state()
+        .into_iter()
+        .filter(|a| {
+            a.namespace() == pkg.namespace()
+                && a.package_ref() == pkg.name_any()
+                && a.meta().deletion_timestamp.is_none()
+        })
+        .collect();
+    out.sort_by_key(|a| a.name_any());
+    out
+}
+
 async fn observe<B: Backend>(
     pkg: &AppAttachPackage,
     ctx: &Context<B>,
     package_id: &str,
 ) -> Result<Observed, Error> {
-    let ns = pkg.namespace().unwrap_or_default();
-    let name = pkg.name_any();
-    let mut hpas: Vec<Arc<HostPoolAssignment>> = ctx
-        .host_pool_assignments
-        .state()
-        .into_iter()
-        .filter(|a| {
-            a.namespace().as_deref() == Some(ns.as_str())
-                && a.spec.package_ref.name == name
-                && a.meta().deletion_timestamp.is_none()
-        })
-        .collect();
-    hpas.sort_by_key(|a| a.name_any());
-    let mut uas: Vec<Arc<UserAssignment>> = ctx
-        .user_assignments
-        .state()
-        .into_iter()
-        .filter(|a| {
-            a.namespace().as_deref() == Some(ns.as_str())
-                && a.spec.package_ref.name == name
-                && a.meta().deletion_timestamp.is_none()
-        })
-        .collect();
-    uas.sort_by_key(|a| a.name_any());
+    // Never decide on half-listed assignments: right after a start, a package could look
+    // unassigned and lose its role assignments.
+    for ready in [
+        ctx.host_pool_assignments.wait_until_ready().await,
+        ctx.user_assignments.wait_until_ready().await,
+    ] {
+        ready.map_err(|e| Error::Finalizer(format!("assignment cache: {e}")))?;
+    }
+    let hpas = assignments_of_package(&ctx.host_pool_assignments, pkg);
+    let uas = assignments_of_package(&ctx.user_assignments, pkg);
 
     let mut obs = Observed {
         pools: vec![],
@@ -740,13 +742,7 @@ async fn write_assignment_statuses<B>(
         status::conditions(previous, &wanted, generation)
     };
     let hpa_api: Api<HostPoolAssignment> = Api::namespaced(ctx.client.clone(), &ns);
-    for a in ctx.host_pool_assignments.state() {
-        if a.namespace().as_deref() != Some(ns.as_str())
-            || a.spec.package_ref.name != pkg.name_any()
-            || a.meta().deletion_timestamp.is_some()
-        {
-            continue;
-        }
+    for a in assignments_of_package(&ctx.host_pool_assignments, pkg) {
         let previous = a.status.clone().unwrap_or_default();
         let st = HostPoolAssignmentStatus {
             observed_generation: a.metadata.generation,
@@ -776,13 +772,7 @@ async fn write_assignment_statuses<B>(
         status::write(&hpa_api, &a.name_any(), a.status.as_ref(), &st).await?;
     }
     let ua_api: Api<UserAssignment> = Api::namespaced(ctx.client.clone(), &ns);
-    for a in ctx.user_assignments.state() {
-        if a.namespace().as_deref() != Some(ns.as_str())
-            || a.spec.package_ref.name != pkg.name_any()
-            || a.meta().deletion_timestamp.is_some()
-        {
-            continue;
-        }
+    for a in assignments_of_package(&ctx.user_assignments, pkg) {
         let previous = a.status.clone().unwrap_or_default();
         let package_id = summary.map(|s| s.package_id.clone());
         let st = UserAssignmentStatus {

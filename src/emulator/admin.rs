@@ -64,14 +64,7 @@ fn host_pool(inner: &Inner, name_or_id: &str) -> Result<ResourceId, ArmError> {
 /// The host pool as the entitlement rule sees it.
 fn pool_view(inner: &Inner, pool: &ResourceId) -> entitlements::HostPool {
     let key = pool.key();
-    let app_groups = inner
-        .store
-        .all(ResourceType::ApplicationGroup)
-        .filter(|s| {
-            s.body["properties"]["hostPoolArmPath"]
-                .as_str()
-                .is_some_and(|p| p.eq_ignore_ascii_case(&key))
-        })
+    let app_groups = arm_api::app_groups_of(inner, &key)
         .map(|s| AppGroup {
             kind: if s.body["properties"]["applicationGroupType"] == "RemoteApp" {
                 AppGroupKind::RemoteApp
@@ -101,10 +94,7 @@ fn pool_view(inner: &Inner, pool: &ResourceId) -> entitlements::HostPool {
 fn packages_on(inner: &Inner, pool: &ResourceId) -> Vec<Package> {
     let key = pool.key();
     let str_of = |v: &Value| v.as_str().unwrap_or_default().to_string();
-    let mut out: Vec<Package> = inner
-        .store
-        .all(ResourceType::AppAttachPackage)
-        .filter(|s| arm_api::references(&s.body, &key))
+    let mut out: Vec<Package> = arm_api::packages_on_pool(inner, &key)
         .map(|s| {
             let image = &s.body["properties"]["image"];
             Package {

@@ -427,26 +427,38 @@ fn get(inner: &Inner, id: &ResourceId) -> Result<Value> {
     let mut body = stored.body.clone();
     if id.kind == ResourceType::HostPool {
         let key = id.key();
-        let packages: Vec<Value> = inner
-            .store
-            .all(ResourceType::AppAttachPackage)
-            .filter(|s| references(&s.body, &key))
-            .map(|s| json!(s.id))
-            .collect();
-        let groups: Vec<Value> = inner
-            .store
-            .all(ResourceType::ApplicationGroup)
-            .filter(|s| {
-                s.body["properties"]["hostPoolArmPath"]
-                    .as_str()
-                    .is_some_and(|p| p.eq_ignore_ascii_case(&key))
-            })
-            .map(|s| json!(s.id))
-            .collect();
+        let packages: Vec<Value> = packages_on_pool(inner, &key).map(|s| json!(s.id)).collect();
+        let groups: Vec<Value> = app_groups_of(inner, &key).map(|s| json!(s.id)).collect();
         body["properties"]["appAttachPackageReferences"] = Value::Array(packages);
         body["properties"]["applicationGroupReferences"] = Value::Array(groups);
     }
     Ok(body)
+}
+
+/// The app attach packages that reference the host pool with this (lower-case) id.
+pub(super) fn packages_on_pool<'a>(
+    inner: &'a Inner,
+    pool_key: &'a str,
+) -> impl Iterator<Item = &'a store::Stored> + 'a {
+    inner
+        .store
+        .all(ResourceType::AppAttachPackage)
+        .filter(move |s| references(&s.body, pool_key))
+}
+
+/// The application groups of the host pool with this (lower-case) id.
+pub(super) fn app_groups_of<'a>(
+    inner: &'a Inner,
+    pool_key: &'a str,
+) -> impl Iterator<Item = &'a store::Stored> + 'a {
+    inner
+        .store
+        .all(ResourceType::ApplicationGroup)
+        .filter(move |s| {
+            s.body["properties"]["hostPoolArmPath"]
+                .as_str()
+                .is_some_and(|p| p.eq_ignore_ascii_case(pool_key))
+        })
 }
 
 /// Whether an app attach package body references the host pool with this key.

@@ -79,12 +79,8 @@ pub fn check_image(shares: &[ShareMapping], unc: &str) -> Result<(), String> {
 fn active_packages(inner: &Inner, pool: &ResourceId) -> Vec<ActivePackage> {
     let key = pool.key();
     let active = |v: &Value| v.as_bool() == Some(true);
-    let mut out: Vec<ActivePackage> = inner
-        .store
-        .all(ResourceType::AppAttachPackage)
-        .filter(|s| {
-            arm_api::references(&s.body, &key) && active(&s.body["properties"]["image"]["isActive"])
-        })
+    let mut out: Vec<ActivePackage> = arm_api::packages_on_pool(inner, &key)
+        .filter(|s| active(&s.body["properties"]["image"]["isActive"]))
         .map(|s| ActivePackage {
             id: s.id.clone(),
             version: s.body["properties"]["image"]["version"]

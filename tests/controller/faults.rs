@@ -41,22 +41,7 @@ async fn thirty_percent_failures_converge_with_bounded_requests() {
             .unwrap();
     }
     for name in ["one", "two", "three"] {
-        env.eventually(
-            &format!("{name} is Ready with its pools and principal"),
-            || async {
-                let obj =
-                    serde_json::to_value(env.ns.api("AppAttachPackage").get(name).await.unwrap())
-                        .unwrap();
-                obj["status"]["hostPoolCount"] == 2
-                    && obj["status"]["principalCount"] == 1
-                    && obj["status"]["conditions"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
-            },
-        )
-        .await;
+        env.wait_package(name, 2, 1).await;
     }
     let counts = env.counts().await;
     env.arm(reqwest::Method::DELETE, "/_emulator/faults", None)

@@ -215,27 +215,7 @@ async fn a_restart_in_the_middle_converges_without_duplicates() {
     first.kill().unwrap(); // SIGKILL
     first.wait().unwrap();
     let mut second = spawn_controller(&env);
-    env.eventually(
-        "the package is Ready with both pools and both principals",
-        || async {
-            let obj = serde_json::to_value(
-                env.ns
-                    .api("AppAttachPackage")
-                    .get("expenses")
-                    .await
-                    .unwrap(),
-            )
-            .unwrap();
-            obj["status"]["hostPoolCount"] == 2
-                && obj["status"]["principalCount"] == 2
-                && obj["status"]["conditions"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
-        },
-    )
-    .await;
+    env.wait_package("expenses", 2, 2).await;
     second.kill().unwrap();
     second.wait().unwrap();
     assert_eq!(
