@@ -91,6 +91,9 @@ pub enum Error {
     /// The finalizer helper failed.
     #[error("finalizer: {0}")]
     Finalizer(String),
+    /// A watch cache ended before it was filled.
+    #[error("cache: {0}")]
+    Cache(String),
 }
 
 impl Error {
@@ -101,6 +104,7 @@ impl Error {
             Self::Backend(_) => "backend",
             Self::Kube(_) => "kubernetes",
             Self::Finalizer(_) => "finalizer",
+            Self::Cache(_) => "cache",
         }
     }
 }
@@ -282,8 +286,12 @@ async fn orphans<A, B>(
         .default_backoff()
         .reflect(writer)
         .applied_objects();
+    // This controller's own view of the packages: it is up to date whenever one of them
+    // triggers a pass, which the package controller's cache need not be yet.
+    let (package_store, package_writer) = reflector::store::<AppAttachPackage>();
     let packages = tolerant_watcher::<AppAttachPackage>(client, namespace, wc)
         .default_backoff()
+        .reflect(package_writer)
         .touched_objects();
     let index = store.clone();
     Controller::for_stream(assignments, store)
@@ -291,7 +299,7 @@ async fn orphans<A, B>(
             assignments_of(&index, &p, |a: &A| a.package_ref())
         })
         .run(
-            reconcile::reconcile_orphan::<A, B>,
+            move |a, ctx| reconcile::reconcile_orphan::<A, B>(a, ctx, package_store.clone()),
             reconcile::orphan_error_policy,
             ctx,
         )

@@ -138,7 +138,7 @@ async fn observe<B: Backend>(
         ctx.host_pool_assignments.wait_until_ready().await,
         ctx.user_assignments.wait_until_ready().await,
     ] {
-        ready.map_err(|e| Error::Finalizer(format!("assignment cache: {e}")))?;
+        ready.map_err(|e| Error::Cache(format!("assignments: {e}")))?;
     }
     let hpas = assignments_of_package(&ctx.host_pool_assignments, pkg);
     let uas = assignments_of_package(&ctx.user_assignments, pkg);
@@ -945,12 +945,18 @@ impl Assignment for UserAssignment {
 pub async fn reconcile_orphan<A: Assignment, B: Backend>(
     a: Arc<A>,
     ctx: Arc<Context<B>>,
+    packages: Store<AppAttachPackage>,
 ) -> Result<Action, Error> {
+    // Until the packages are listed, every assignment would look orphaned.
+    packages
+        .wait_until_ready()
+        .await
+        .map_err(|e| Error::Cache(format!("packages: {e}")))?;
     let ns = a.namespace().unwrap_or_default();
-    let exists =
-        ctx.packages.state().iter().any(|p| {
-            p.namespace().as_deref() == Some(ns.as_str()) && p.name_any() == a.package_ref()
-        });
+    let exists = packages
+        .state()
+        .iter()
+        .any(|p| p.namespace().as_deref() == Some(ns.as_str()) && p.name_any() == a.package_ref());
     if exists || a.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }

@@ -225,3 +225,45 @@ async fn warnings_are_events_and_a_degraded_condition() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_principal_the_directory_does_not_know_is_reported() {
+    let env = Env::new("unknown_principal", Duration::from_secs(300)).await;
+    env.ns.apply(&package("expenses")).await.unwrap();
+    env.ns
+        .apply(&pools("expenses-pools", "expenses", &[("hp-a", 0)]))
+        .await
+        .unwrap();
+    let stranger = "11111111-2222-4333-8444-555555555555";
+    env.ns
+        .apply(&users(
+            "expenses-users",
+            "expenses",
+            &[("User", "stranger@contoso.com", Some(stranger))],
+        ))
+        .await
+        .unwrap();
+    let obj = env
+        .wait_condition(
+            "AppAttachPackage",
+            "expenses",
+            "Ready",
+            "False",
+            Some("PrincipalNotFound"),
+        )
+        .await;
+    assert!(
+        obj["status"]["conditions"].to_string().contains(stranger),
+        "{}",
+        obj["status"]
+    );
+    env.wait_warning("expenses", "PrincipalNotFound").await;
+    env.wait_condition(
+        "UserAssignment",
+        "expenses-users",
+        "Ready",
+        "False",
+        Some("PrincipalNotFound"),
+    )
+    .await;
+}
