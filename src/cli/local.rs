@@ -11,7 +11,6 @@ use crate::backend::{ArmClient, Auth};
 use crate::controller;
 use crate::controlplane::{Binaries, ControlPlane};
 use crate::emulator::{self, Emulator, ShareMapping, World};
-use crate::resources::AppAttachPackage;
 
 /// Arguments of `appattach local`.
 #[derive(clap::Args, Debug)]
@@ -137,53 +136,66 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits until every package reports Ready=True, printing progress; fails after two minutes
-/// naming the packages that are not Ready and why.
+/// Waits until every package and every assignment reports Ready=True (an assignment is
+/// Ready only once a pass of its package has taken it in), printing progress; fails after
+/// two minutes naming what is not Ready and why.
 async fn wait_until_ready(client: &kube::Client) -> anyhow::Result<()> {
-    let api: Api<AppAttachPackage> = Api::all(client.clone());
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut last = String::new();
     loop {
-        let list = api.list(&Default::default()).await?;
-        let pending: Vec<String> = list
-            .items
-            .iter()
-            .filter_map(|p| {
-                let ready = p
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
-                match ready {
-                    Some(c) if c.status == "True" => None,
-                    Some(c) => Some(format!(
-                        "{}/{}: {} ({})",
-                        p.namespace().unwrap_or_default(),
-                        p.name_any(),
-                        c.reason,
-                        c.message
-                    )),
-                    None => Some(format!(
-                        "{}/{}: not reconciled yet",
-                        p.namespace().unwrap_or_default(),
-                        p.name_any()
-                    )),
+        let mut pending = Vec::new();
+        let mut packages = 0;
+        for (kind, plural) in [
+            ("AppAttachPackage", "appattachpackages"),
+            ("HostPoolAssignment", "hostpoolassignments"),
+            ("UserAssignment", "userassignments"),
+        ] {
+            let resource = kube::api::ApiResource {
+                group: crate::resources::GROUP.into(),
+                version: crate::resources::VERSION.into(),
+                api_version: format!("{}/{}", crate::resources::GROUP, crate::resources::VERSION),
+                kind: kind.into(),
+                plural: plural.into(),
+            };
+            let api: Api<kube::api::DynamicObject> = Api::all_with(client.clone(), &resource);
+            for obj in api.list(&Default::default()).await?.items {
+                if kind == "AppAttachPackage" {
+                    packages += 1;
                 }
-            })
-            .collect();
+                let ready = obj.data["status"]["conditions"]
+                    .as_array()
+                    .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+                    .cloned();
+                let id = format!(
+                    "{kind} {}/{}",
+                    obj.namespace().unwrap_or_default(),
+                    obj.name_any()
+                );
+                match ready {
+                    Some(c) if c["status"] == "True" => {}
+                    Some(c) => pending.push(format!(
+                        "{id}: {} ({})",
+                        c["reason"].as_str().unwrap_or(""),
+                        c["message"].as_str().unwrap_or("")
+                    )),
+                    None => pending.push(format!("{id}: not reconciled yet")),
+                }
+            }
+        }
         if pending.is_empty() {
-            eprintln!("appattach: all {} packages are Ready", list.items.len());
+            eprintln!("appattach: all {packages} packages and their assignments are Ready");
             return Ok(());
         }
         let now = pending.join("\n  ");
         if now != last {
             eprintln!(
-                "appattach: waiting for {} package(s):\n  {now}",
+                "appattach: waiting for {} object(s):\n  {now}",
                 pending.len()
             );
             last = now;
         }
         if Instant::now() > deadline {
-            anyhow::bail!("packages not Ready after two minutes:\n  {last}");
+            anyhow::bail!("not Ready after two minutes:\n  {last}");
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

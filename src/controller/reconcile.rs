@@ -66,8 +66,10 @@ pub fn error_policy<B: Backend>(
     let attempt = ctx.record_failure(&key);
     let backoff = Duration::from_millis(500u64 << attempt.min(10)).min(Duration::from_secs(300));
     let wait = match err {
+        // The backend asked for a pause, or is failing: back off, at least as asked.
         Error::Backend(b) => b.retry_after().map_or(backoff, |r| r.max(backoff)),
-        _ => backoff,
+        // A stale cache or a write conflict on the API server clears within moments.
+        _ => backoff.min(Duration::from_secs(5)),
     };
     tracing::warn!(package = %key, attempt, retry_in = ?wait, reason = err.metric_label(), "reconcile failed: {err}");
     Action::requeue(wait)

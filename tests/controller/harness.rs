@@ -175,7 +175,7 @@ impl Env {
         status: &str,
         reason: Option<&str>,
     ) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_secs(120);
         let mut last = Value::Null;
         loop {
             if let Ok(obj) = self.ns.api(kind).get(name).await {
@@ -206,7 +206,7 @@ impl Env {
     /// Waits until a package is Ready with this many host pools and principals (an early
     /// pass, before its assignments were seen, is Ready with fewer).
     pub async fn wait_package(&self, name: &str, pools: u64, principals: u64) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let obj = self.wait_ready("AppAttachPackage", name).await;
             if obj["status"]["hostPoolCount"] == pools
@@ -233,7 +233,7 @@ impl Env {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_secs(120);
         while !check().await {
             assert!(Instant::now() < deadline, "never: {what}");
             tokio::time::sleep(Duration::from_millis(100)).await;

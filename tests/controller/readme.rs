@@ -26,7 +26,10 @@ async fn the_readme_main_job_brings_every_example_to_ready() {
         out.status.success(),
         "appattach local --once failed:\n{stdout}\n{stderr}"
     );
-    assert!(stderr.contains("all 3 packages are Ready"), "{stderr}");
+    assert!(
+        stderr.contains("all 3 packages and their assignments are Ready"),
+        "{stderr}"
+    );
     for name in ["contoso-expenses", "fabrikam-designer", "northwind-orders"] {
         let line = stdout
             .lines()
