@@ -91,9 +91,6 @@ pub enum Error {
     /// The finalizer helper failed.
     #[error("finalizer: {0}")]
     Finalizer(String),
-    /// A watch cache ended before it was filled.
-    #[error("cache: {0}")]
-    Cache(String),
 }
 
 impl Error {
@@ -104,7 +101,6 @@ impl Error {
             Self::Backend(_) => "backend",
             Self::Kube(_) => "kubernetes",
             Self::Finalizer(_) => "finalizer",
-            Self::Cache(_) => "cache",
         }
     }
 }

@@ -134,14 +134,6 @@ async fn observe<B: Backend>(
     ctx: &Context<B>,
     package_id: &str,
 ) -> Result<Observed, Error> {
-    // Never decide on half-listed assignments: right after a start, a package could look
-    // unassigned and lose its role assignments.
-    for ready in [
-        ctx.host_pool_assignments.wait_until_ready().await,
-        ctx.user_assignments.wait_until_ready().await,
-    ] {
-        ready.map_err(|e| Error::Cache(format!("assignments: {e}")))?;
-    }
     let hpas = assignments_of_package(&ctx.host_pool_assignments, pkg);
     let uas = assignments_of_package(&ctx.user_assignments, pkg);
 
@@ -267,7 +259,30 @@ async fn observe<B: Backend>(
     Ok(obs)
 }
 
+/// How soon a pass that found a cache still filling tries again.
+const CACHE_FILLING_RETRY: Duration = Duration::from_millis(500);
+
+/// Whether a watch cache holds its initial list. Checked, never awaited: the caches fill
+/// only while the controller polls its streams, which it stops doing while every
+/// reconcile slot is taken, so a pass that waited for them could wait for ever.
+fn is_listed<K>(store: &Store<K>) -> bool
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    use futures::FutureExt;
+    store
+        .wait_until_ready()
+        .now_or_never()
+        .is_some_and(|r| r.is_ok())
+}
+
 async fn apply<B: Backend>(pkg: &AppAttachPackage, ctx: &Context<B>) -> Result<Action, Error> {
+    // Never decide on half-listed assignments: right after a start, a package could look
+    // unassigned and lose its role assignments.
+    if !is_listed(&ctx.host_pool_assignments) || !is_listed(&ctx.user_assignments) {
+        return Ok(Action::requeue(CACHE_FILLING_RETRY));
+    }
     let ns = pkg.namespace().unwrap_or_default();
     let name = pkg.name_any();
     let key = format!("{ns}/{name}");
@@ -950,10 +965,9 @@ pub async fn reconcile_orphan<A: Assignment, B: Backend>(
     packages: Store<AppAttachPackage>,
 ) -> Result<Action, Error> {
     // Until the packages are listed, every assignment would look orphaned.
-    packages
-        .wait_until_ready()
-        .await
-        .map_err(|e| Error::Cache(format!("packages: {e}")))?;
+    if !is_listed(&packages) {
+        return Ok(Action::requeue(CACHE_FILLING_RETRY));
+    }
     let ns = a.namespace().unwrap_or_default();
     let exists = packages
         .state()

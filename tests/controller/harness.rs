@@ -46,6 +46,8 @@ pub struct Env {
     pub http: reqwest::Client,
     controller: Option<JoinHandle<()>>,
     resync: Duration,
+    /// Packages reconciled at once by the next controller started.
+    pub concurrency: u16,
     _state: tempfile::TempDir,
 }
 
@@ -76,6 +78,7 @@ impl Env {
             http: reqwest::Client::new(),
             controller: None,
             resync,
+            concurrency: 4,
             _state: state,
         };
         env.start_controller();
@@ -87,7 +90,7 @@ impl Env {
         let config = Config {
             namespace: Some(self.ns.name.clone()),
             resync: self.resync,
-            concurrency: 4,
+            concurrency: self.concurrency,
         };
         self.controller = Some(tokio::spawn(controller::run(
             self.ns.client.clone(),

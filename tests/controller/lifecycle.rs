@@ -230,3 +230,31 @@ async fn a_restart_in_the_middle_converges_without_duplicates() {
         "no duplicate packages"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_started_after_the_objects_with_one_slot_reconciles_them_all() {
+    // Every reconcile slot taken before the assignment caches are listed must not stall
+    // the controller (a pass never waits for a cache; it comes back shortly).
+    let mut env = Env::new("late_start", Duration::from_secs(300)).await;
+    env.stop_controller().await;
+    for name in ["one", "two", "three"] {
+        env.ns.apply(&package(name)).await.unwrap();
+        env.ns
+            .apply(&pools(&format!("{name}-pools"), name, &[("hp-a", 0)]))
+            .await
+            .unwrap();
+        env.ns
+            .apply(&users(
+                &format!("{name}-users"),
+                name,
+                &[("Group", "Finance", Some(FINANCE))],
+            ))
+            .await
+            .unwrap();
+    }
+    env.concurrency = 1;
+    env.start_controller();
+    for name in ["one", "two", "three"] {
+        env.wait_package(name, 1, 1).await;
+    }
+}
