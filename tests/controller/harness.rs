@@ -27,6 +27,7 @@ hostPools:
   - {{name: hp-b, location: westeurope, identityProvider: ADDS, sessionHosts: [{{name: b-0, os: Windows11}}]}}
   - {{name: hp-north, location: northeurope, identityProvider: ADDS, sessionHosts: [{{name: n-0, os: Windows11}}]}}
   - {{name: hp-entrads, location: westeurope, identityProvider: EntraDS, sessionHosts: [{{name: e-0, os: Windows11}}]}}
+  - {{name: hp-server, location: westeurope, identityProvider: ADDS, sessionHosts: [{{name: s-0, os: WindowsServer}}]}}
 applicationGroups:
   - {{name: ag-a, hostPool: hp-a, type: Desktop, members: [Finance]}}
   - {{name: ag-b, hostPool: hp-b, type: Desktop, members: [Finance, Sales]}}

@@ -201,6 +201,27 @@ async fn warnings_are_events_and_a_degraded_condition() {
     )
     .await;
     env.wait_warning("old-tool", "VhdNotRecommended").await;
+    // CimFS on a pool whose session hosts do not run Windows 11.
+    let cim = set(
+        package("cim-app"),
+        "/spec/image/path",
+        json!(r"\\fs\apps\cim-app_1.0.0.0.cim"),
+    );
+    env.ns.apply(&cim).await.unwrap();
+    env.ns
+        .apply(&pools("cim-app-a", "cim-app", &[("hp-server", 0)]))
+        .await
+        .unwrap();
+    env.wait_condition(
+        "AppAttachPackage",
+        "cim-app",
+        "Degraded",
+        "True",
+        Some("CimFSNeedsWindows11"),
+    )
+    .await;
+    env.wait_ready("AppAttachPackage", "cim-app").await;
+    env.wait_warning("cim-app", "CimFSNeedsWindows11").await;
     // An expired certificate on a package that is not timestamped is not Ready.
     let expired = set(
         package("expired"),
