@@ -111,6 +111,9 @@ async fn deleting_removes_the_backend_resources_unless_detached() {
     ready_package(&env, "detached").await;
     annotate(&env, "detached", "detach-on-delete").await;
     env.wait_ready("AppAttachPackage", "detached").await;
+    // A user is signed in with the managed package: its image must stay on the share.
+    let session = env.signin("alice@contoso.com", "hp-a").await;
+    assert_eq!(session["packages"].as_array().unwrap().len(), 2);
     for name in ["managed", "detached"] {
         env.ns
             .api("AppAttachPackage")
@@ -149,6 +152,12 @@ async fn deleting_removes_the_backend_resources_unless_detached() {
         "the detached package stays"
     );
     assert_eq!(env.roles("detached").await.len(), 1);
+    let in_use = env.wait_warning("managed", "ImageInUse").await;
+    let note = in_use.note.unwrap_or_default();
+    assert!(
+        note.contains("1 session(s)") && note.contains(r"\\fs\apps\managed_1.0.0.0.vhdx"),
+        "{note}"
+    );
     // Its assignments now point at nothing, and say so.
     env.wait_condition(
         "HostPoolAssignment",
