@@ -22,23 +22,7 @@ async fn thirty_percent_failures_converge_with_bounded_requests() {
     )
     .await;
     for name in ["one", "two", "three"] {
-        env.ns.apply(&package(name)).await.unwrap();
-        env.ns
-            .apply(&pools(
-                &format!("{name}-pools"),
-                name,
-                &[("hp-a", 0), ("hp-b", 1)],
-            ))
-            .await
-            .unwrap();
-        env.ns
-            .apply(&users(
-                &format!("{name}-users"),
-                name,
-                &[("Group", "Finance", Some(FINANCE))],
-            ))
-            .await
-            .unwrap();
+        env.apply_assigned(name, &[("hp-a", 0), ("hp-b", 1)]).await;
     }
     for name in ["one", "two", "three"] {
         env.wait_package(name, 2, 1).await;

@@ -170,7 +170,7 @@ impl Env {
     }
 
     /// Waits until `kind/name` has condition `type_` with `status` (and `reason`, when
-    /// given); returns the object. Fails after 60 s, showing the last status.
+    /// given) for its current generation; returns the object.
     pub async fn wait_condition(
         &self,
         kind: &str,
@@ -179,69 +179,90 @@ impl Env {
         status: &str,
         reason: Option<&str>,
     ) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let mut last = Value::Null;
-        loop {
-            if let Ok(obj) = self.ns.api(kind).get(name).await {
-                let obj = serde_json::to_value(&obj).unwrap();
-                let found = obj["status"]["conditions"]
+        poll(
+            &format!("{kind}/{name} with {type_}={status} {reason:?}"),
+            || async {
+                let obj = serde_json::to_value(
+                    self.ns
+                        .api(kind)
+                        .get(name)
+                        .await
+                        .map_err(|e| e.to_string())?,
+                )
+                .unwrap();
+                let holds = obj["status"]["conditions"]
                     .as_array()
                     .into_iter()
                     .flatten()
-                    .find(|c| c["type"] == type_)
-                    .cloned();
-                if let Some(c) = &found
-                    && c["status"] == status
-                    && reason.is_none_or(|r| c["reason"] == r)
-                    && obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
-                {
-                    return obj;
+                    .any(|c| {
+                        c["type"] == type_
+                            && c["status"] == status
+                            && reason.is_none_or(|r| c["reason"] == r)
+                    });
+                if holds && obj["status"]["observedGeneration"] == obj["metadata"]["generation"] {
+                    Ok(obj)
+                } else {
+                    Err(format!("status {}", obj["status"]))
                 }
-                last = obj["status"].clone();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{kind}/{name} never had {type_}={status} {reason:?}; last status: {last}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            },
+        )
+        .await
     }
 
     /// Waits until a package is Ready with this many host pools and principals (an early
     /// pass, before its assignments were seen, is Ready with fewer).
     pub async fn wait_package(&self, name: &str, pools: u64, principals: u64) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let obj = self.wait_ready("AppAttachPackage", name).await;
-            if obj["status"]["hostPoolCount"] == pools
-                && obj["status"]["principalCount"] == principals
-            {
-                return obj;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name} never reached {pools} pools and {principals} principals: {}",
-                obj["status"]
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        poll(
+            &format!("{name} Ready with {pools} pools and {principals} principals"),
+            || async {
+                let obj = self.wait_ready("AppAttachPackage", name).await;
+                let st = &obj["status"];
+                if st["hostPoolCount"] == pools && st["principalCount"] == principals {
+                    Ok(obj)
+                } else {
+                    Err(format!("status {st}"))
+                }
+            },
+        )
+        .await
     }
 
     pub async fn wait_ready(&self, kind: &str, name: &str) -> Value {
         self.wait_condition(kind, name, "Ready", "True", None).await
     }
 
-    /// Polls `check` until it holds; fails after 60 s with `what`.
+    /// Polls `check` until it holds.
     pub async fn eventually<F, Fut>(&self, what: &str, mut check: F)
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while !check().await {
-            assert!(Instant::now() < deadline, "never: {what}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        poll(what, || {
+            let fut = check();
+            async move {
+                if fut.await {
+                    Ok(())
+                } else {
+                    Err("not yet".to_string())
+                }
+            }
+        })
+        .await
+    }
+
+    /// Applies package `name` with `{name}-pools` on `pools` and `{name}-users` for the
+    /// Finance group: the common shape of a package under test.
+    pub async fn apply_assigned(&self, name: &str, pools_: &[(&str, i32)]) {
+        self.ns.apply(&package(name)).await.unwrap();
+        self.ns
+            .apply(&pools(&format!("{name}-pools"), name, pools_))
+            .await
+            .unwrap();
+        let finance = [("Group", "Finance", Some(FINANCE))];
+        self.ns
+            .apply(&users(&format!("{name}-users"), name, &finance))
+            .await
+            .unwrap();
     }
 
     /// Events about an object of this namespace.
@@ -258,20 +279,20 @@ impl Env {
 
     /// Waits for a Warning event with this reason about `name`.
     pub async fn wait_warning(&self, name: &str, reason: &str) -> Event {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(e) = self.events(name).await.into_iter().find(|e| {
-                e.type_.as_deref() == Some("Warning") && e.reason.as_deref() == Some(reason)
-            }) {
-                return e;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no Warning event {reason} about {name}: {:?}",
-                self.events(name).await
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        poll(
+            &format!("a Warning event {reason} about {name}"),
+            || async {
+                let events = self.events(name).await;
+                let found = events
+                    .iter()
+                    .find(|e| {
+                        e.type_.as_deref() == Some("Warning") && e.reason.as_deref() == Some(reason)
+                    })
+                    .cloned();
+                found.ok_or_else(|| format!("events {events:?}"))
+            },
+        )
+        .await
     }
 
     pub async fn signin(&self, user: &str, pool: &str) -> Value {
@@ -284,6 +305,26 @@ impl Env {
             .await;
         assert_eq!(status, 200, "{body}");
         body
+    }
+}
+
+/// Polls `attempt` every 100 ms until it returns `Ok`; after two minutes fails with `what`
+/// and the last `Err` it gave (the state it saw).
+pub async fn poll<T, F, Fut>(what: &str, mut attempt: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        match attempt().await {
+            Ok(v) => return v,
+            Err(last) => assert!(
+                Instant::now() < deadline,
+                "never: {what}; last seen: {last}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -9,19 +9,7 @@ use crate::harness::*;
 use crate::support::set;
 
 async fn ready_package(env: &Env, name: &str) {
-    env.ns.apply(&package(name)).await.unwrap();
-    env.ns
-        .apply(&pools(&format!("{name}-pools"), name, &[("hp-a", 0)]))
-        .await
-        .unwrap();
-    env.ns
-        .apply(&users(
-            &format!("{name}-users"),
-            name,
-            &[("Group", "Finance", Some(FINANCE))],
-        ))
-        .await
-        .unwrap();
+    env.apply_assigned(name, &[("hp-a", 0)]).await;
     env.wait_package(name, 1, 1).await;
 }
 
@@ -247,19 +235,7 @@ async fn a_controller_started_after_the_objects_with_one_slot_reconciles_them_al
     let mut env = Env::new("late_start", Duration::from_secs(300)).await;
     env.stop_controller().await;
     for name in ["one", "two", "three"] {
-        env.ns.apply(&package(name)).await.unwrap();
-        env.ns
-            .apply(&pools(&format!("{name}-pools"), name, &[("hp-a", 0)]))
-            .await
-            .unwrap();
-        env.ns
-            .apply(&users(
-                &format!("{name}-users"),
-                name,
-                &[("Group", "Finance", Some(FINANCE))],
-            ))
-            .await
-            .unwrap();
+        env.apply_assigned(name, &[("hp-a", 0)]).await;
     }
     env.concurrency = 1;
     env.start_controller();

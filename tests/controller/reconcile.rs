@@ -9,19 +9,7 @@ use crate::harness::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_package_with_assignments_reaches_the_backend_and_the_right_users() {
     let env = Env::new("reaches_backend", Duration::from_secs(300)).await;
-    env.ns.apply(&package("expenses")).await.unwrap();
-    env.ns
-        .apply(&pools("expenses-pools", "expenses", &[("hp-a", 0)]))
-        .await
-        .unwrap();
-    env.ns
-        .apply(&users(
-            "expenses-users",
-            "expenses",
-            &[("Group", "Finance", Some(FINANCE))],
-        ))
-        .await
-        .unwrap();
+    env.apply_assigned("expenses", &[("hp-a", 0)]).await;
     let obj = env.wait_package("expenses", 1, 1).await;
     assert_eq!(obj["status"]["backendName"], env.backend_name("expenses"));
     assert_eq!(obj["status"]["currentVersion"], "1.0.0.0");
