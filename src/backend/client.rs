@@ -10,7 +10,8 @@ use serde_json::Value;
 use super::{Backend, BackendError, Result};
 use crate::arm::error::CloudError;
 use crate::arm::models::{
-    AppAttachPackage, HostPool, List, MsixPackage, RoleAssignment, SessionHost, UserSession,
+    AppAttachPackage, HostPool, List, MsixPackage, RoleAssignment, SendMessage, SessionHost,
+    UserSession,
 };
 use crate::arm::{self, ArmError, ResourceId, ResourceType};
 
@@ -318,6 +319,44 @@ impl Backend for ArmClient {
 
     async fn delete_role_assignment(&self, id: &str) -> Result<()> {
         self.delete_path(id, RA).await
+    }
+
+    async fn send_message(&self, session_id: &str, message: &SendMessage) -> Result<()> {
+        let body =
+            serde_json::to_value(message).map_err(|e| BackendError::Decode(e.to_string()))?;
+        self.send(
+            Method::POST,
+            &format!("{session_id}/sendMessage?api-version={DV}"),
+            Some(&body),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn log_off(&self, session_id: &str) -> Result<()> {
+        match self
+            .send(
+                Method::DELETE,
+                &format!("{session_id}?api-version={DV}&force=true"),
+                None,
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(BackendError::Arm(e)) if e.status == 404 => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn set_allow_new_session(&self, host_id: &str, allow: bool) -> Result<()> {
+        let body = serde_json::json!({ "properties": { "allowNewSession": allow } });
+        self.send(
+            Method::PATCH,
+            &format!("{host_id}?api-version={DV}"),
+            Some(&body),
+        )
+        .await
+        .map(|_| ())
     }
 
     fn subscription(&self) -> &str {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::arm::ArmError;
 use crate::arm::models::{
-    AppAttachPackage, HostPool, MsixPackage, RoleAssignment, SessionHost, UserSession,
+    AppAttachPackage, HostPool, MsixPackage, RoleAssignment, SendMessage, SessionHost, UserSession,
 };
 
 /// Why a backend call failed.
@@ -123,6 +123,20 @@ pub trait Backend: Send + Sync + 'static {
     ) -> impl Future<Output = Result<RoleAssignment>> + Send;
     /// DELETE a role assignment by its full id.
     fn delete_role_assignment(&self, id: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Sends a message to a user session (by its full id).
+    fn send_message(
+        &self,
+        session_id: &str,
+        message: &SendMessage,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Logs a user session off (by its full id); a session already gone is no error.
+    fn log_off(&self, session_id: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Lets a session host take new sessions, or drains it.
+    fn set_allow_new_session(
+        &self,
+        host_id: &str,
+        allow: bool,
+    ) -> impl Future<Output = Result<()>> + Send;
     /// The subscription, for role definition ids.
     fn subscription(&self) -> &str;
 }

@@ -38,6 +38,10 @@ pub struct Args {
     #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
     pub resync: Duration,
 
+    /// How often a running rollout checks its gate and counts sessions on old images.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    pub rollout_poll: Duration,
+
     /// Packages reconciled at once.
     #[arg(long, default_value_t = 8)]
     pub concurrency: u16,
@@ -67,6 +71,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         namespace: args.namespace.clone(),
         resync: args.resync,
         concurrency: args.concurrency,
+        rollout_poll: args.rollout_poll,
     };
     let (backend, _emulator) = backend(&args).await?;
     controller::run(client, backend, config).await;

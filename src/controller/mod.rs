@@ -8,6 +8,8 @@
 
 pub mod build;
 mod reconcile;
+mod rolling;
+pub mod rollout;
 mod status;
 pub mod validate;
 
@@ -43,6 +45,9 @@ pub struct Config {
     pub resync: Duration,
     /// Packages reconciled at once.
     pub concurrency: u16,
+    /// How often a running rollout looks at its gate, and sessions on old images are
+    /// counted.
+    pub rollout_poll: Duration,
 }
 
 impl Default for Config {
@@ -51,6 +56,7 @@ impl Default for Config {
             namespace: None,
             resync: Duration::from_secs(30 * 60),
             concurrency: 8,
+            rollout_poll: Duration::from_secs(15),
         }
     }
 }

@@ -20,8 +20,8 @@ use serde_json::{Value, json};
 use super::build::{self, OWNER_TAG, Principal};
 use super::status::{self, Cond};
 use super::validate::{self, Finding, PoolFacts, Severity};
-use super::{Context, Error, FINALIZER, Policy, resync_after};
-use crate::arm::models::{MsixPackage, MsixPackageProperties, PrincipalType};
+use super::{Context, Error, FINALIZER, Policy, resync_after, rolling};
+use crate::arm::models::{MsixPackage, MsixPackageProperties, PrincipalType, SessionHost};
 use crate::backend::{Backend, BackendError};
 use crate::domain::naming;
 use crate::resources::{
@@ -76,12 +76,14 @@ pub fn error_policy<B: Backend>(
 }
 
 /// Everything learned about the package's host pools and principals.
-struct Observed {
-    pools: Vec<PoolFacts>,
-    pool_ids: Vec<(String, String, i32)>, // (spec name, id, ring)
-    principals: Vec<Principal>,
-    session_hosts: usize,
-    problems: Vec<Finding>,
+pub(super) struct Observed {
+    pub(super) pools: Vec<PoolFacts>,
+    pub(super) pool_ids: Vec<(String, String, i32)>, // (spec name, id, ring)
+    /// The session hosts of each pool of `pool_ids`, in the same order.
+    pub(super) hosts: Vec<Vec<SessionHost>>,
+    pub(super) principals: Vec<Principal>,
+    pub(super) session_hosts: usize,
+    pub(super) problems: Vec<Finding>,
 }
 
 fn error(reason: &'static str, message: String) -> Finding {
@@ -140,6 +142,7 @@ async fn observe<B: Backend>(
     let mut obs = Observed {
         pools: vec![],
         pool_ids: vec![],
+        hosts: vec![],
         principals: vec![],
         session_hosts: 0,
         problems: vec![],
@@ -189,6 +192,7 @@ async fn observe<B: Backend>(
             });
             obs.pool_ids
                 .push((hp.name.clone(), pool.id.clone().unwrap_or(id), hp.ring));
+            obs.hosts.push(hosts);
         }
     }
     if pkg.spec.mode == PackageMode::AppAttach {
@@ -289,7 +293,11 @@ async fn apply<B: Backend>(pkg: &AppAttachPackage, ctx: &Context<B>) -> Result<A
     let api: Api<AppAttachPackage> = Api::namespaced(ctx.client.clone(), &ns);
     let generation = pkg.metadata.generation;
     let previous = pkg.status.clone().unwrap_or_default();
-    let backend_name = naming::backend_name(&ns, &name);
+    // The backend package of the version every host pool runs (it changes with rollouts).
+    let backend_name = previous
+        .backend_name
+        .clone()
+        .unwrap_or_else(|| naming::backend_name(&ns, &name));
     let package_id = ctx.backend.package_id(&backend_name);
 
     let policy = match Policy::of(pkg) {
@@ -344,88 +352,64 @@ async fn apply<B: Backend>(pkg: &AppAttachPackage, ctx: &Context<B>) -> Result<A
     let has_errors = findings.iter().any(|f| f.severity == Severity::Error);
 
     let mut drift = false;
+    let mut outcome = None;
     if !has_errors {
-        let pool_ids: Vec<String> = obs.pool_ids.iter().map(|(_, id, _)| id.clone()).collect();
-        let desired = build::build(
-            &pkg.spec,
-            &key,
-            ctx.backend.subscription(),
-            &package_id,
-            &pool_ids,
-            &obs.principals,
-        );
         let result = match pkg.spec.mode {
-            PackageMode::AppAttach => {
-                sync_app_attach(
-                    ctx,
-                    &backend_name,
-                    &package_id,
-                    &desired,
-                    observed_pkg.as_ref(),
-                    policy,
-                )
-                .await
-            }
+            PackageMode::AppAttach => rolling::app_attach(
+                ctx,
+                pkg,
+                &api,
+                &obs,
+                &previous,
+                &backend_name,
+                observed_pkg,
+                policy,
+            )
+            .await
+            .map(|o| {
+                drift = o.drift;
+                outcome = Some(o);
+            }),
             PackageMode::MsixAppAttach => {
-                sync_msix(ctx, pkg, &desired, &obs, &previous, policy).await
+                let pool_ids: Vec<String> =
+                    obs.pool_ids.iter().map(|(_, id, _)| id.clone()).collect();
+                let desired = build::build(
+                    &pkg.spec,
+                    &key,
+                    ctx.backend.subscription(),
+                    &package_id,
+                    &pool_ids,
+                    &obs.principals,
+                );
+                sync_msix(ctx, pkg, &desired, &obs, &previous, policy)
+                    .await
+                    .map(|d| drift = d)
+                    .map_err(Error::from)
             }
         };
         match result {
-            Ok(d) => drift = d,
-            Err(e) => match backend_rejected(&e) {
+            Ok(()) => {}
+            Err(Error::Backend(e)) => match backend_rejected(&e) {
                 Some(f) => findings.insert(0, f),
                 None => return Err(sync_failed(pkg, &api, &previous, e.into()).await),
             },
+            Err(e) => return Err(e),
         }
     }
+    let requeue = outcome.as_ref().and_then(|o| o.requeue);
     let summary = Summary {
         backend_name,
         package_id,
         obs: &obs,
         drift,
         policy,
+        outcome,
     };
     report(pkg, ctx, &api, &previous, &findings, Some(&summary)).await?;
-    Ok(resync_after(&ctx.config, &key))
-}
-
-/// Brings the app attach package and its role assignments to the desired state; returns
-/// whether the backend differed (with policy skip, nothing is written).
-async fn sync_app_attach<B: Backend>(
-    ctx: &Context<B>,
-    backend_name: &str,
-    package_id: &str,
-    desired: &build::Desired,
-    observed: Option<&crate::arm::models::AppAttachPackage>,
-    policy: Policy,
-) -> Result<bool, BackendError> {
-    let needs_put = observed.is_none_or(|o| build::package_differs(&desired.package, o));
-    let observed_roles = if observed.is_some() {
-        ctx.backend.list_role_assignments(package_id).await?
-    } else {
-        vec![]
-    };
-    let (create, delete) = build::role_changes(&desired.roles, &observed_roles);
-    let drift = needs_put || !create.is_empty() || !delete.is_empty();
-    if policy == Policy::Skip {
-        return Ok(drift);
-    }
-    // Order: the package first, then new role assignments, then removals, so nobody who
-    // stays entitled loses the app on the way.
-    if needs_put {
-        ctx.backend
-            .put_package(backend_name, &desired.package)
-            .await?;
-    }
-    for name in &create {
-        ctx.backend
-            .put_role_assignment(package_id, name, &desired.roles[name])
-            .await?;
-    }
-    for id in &delete {
-        ctx.backend.delete_role_assignment(id).await?;
-    }
-    Ok(false)
+    Ok(match requeue {
+        Some(d) => Action::requeue(d.min(ctx.config.resync)),
+        None => resync_after(&ctx.config, &key),
+    })
 }
 
 /// MSIX app attach: the package lives under each assigned host pool.
@@ -492,6 +476,10 @@ async fn sync_msix<B: Backend>(
     Ok(drift && policy == Policy::Skip)
 }
 
+fn rolling_active(r: &crate::resources::RolloutStatus) -> bool {
+    super::rollout::is_active(r)
+}
+
 fn previous_full_name(pkg: &AppAttachPackage, pool: &HostPoolRollout) -> Option<String> {
     let version = pool.version.as_ref()?;
     let mut spec = pkg.spec.clone();
@@ -507,6 +495,8 @@ struct Summary<'a> {
     obs: &'a Observed,
     drift: bool,
     policy: Policy,
+    /// App attach: what the rollout pass decided.
+    outcome: Option<rolling::Outcome>,
 }
 
 fn keep_except(previous: &[Condition], type_: &str) -> Vec<Cond> {
@@ -524,7 +514,11 @@ fn keep_except(previous: &[Condition], type_: &str) -> Vec<Cond> {
             };
             Some(Cond {
                 type_: t,
-                status: if c.status == "True" { "True" } else { "False" },
+                status: match c.status.as_str() {
+                    "True" => "True",
+                    "Unknown" => "Unknown",
+                    _ => "False",
+                },
                 reason: c.reason.clone(),
                 message: c.message.clone(),
             })
@@ -551,9 +545,16 @@ async fn sync_failed(
         reason,
         format!("the last reconcile failed and will be retried: {e}"),
     ));
-    let mut st = previous.clone();
-    st.conditions = status::conditions(&previous.conditions, &wanted, pkg.metadata.generation);
-    if let Err(write_err) = status::write(api, &pkg.name_any(), pkg.status.as_ref(), &st).await {
+    // A rollout step may have recorded its intent in this pass: keep it.
+    let latest = api
+        .get_status(&pkg.name_any())
+        .await
+        .ok()
+        .and_then(|p| p.status);
+    let mut st = latest.clone().unwrap_or_else(|| previous.clone());
+    st.conditions = status::conditions(&st.conditions, &wanted, pkg.metadata.generation);
+    let current = latest.as_ref().or(pkg.status.as_ref());
+    if let Err(write_err) = status::write(api, &pkg.name_any(), current, &st).await {
         tracing::warn!("recording the failure in status: {write_err}");
     }
     e
@@ -650,6 +651,22 @@ async fn report<B: Backend>(
         ),
         None => Cond::no("Degraded", "NoWarnings", "no warnings"),
     });
+    // A rollout says how far it got, and Ready says whether the spec's version is what
+    // every host pool runs.
+    let outcome = summary.and_then(|s| s.outcome.as_ref());
+    let rollout = outcome
+        .and_then(|o| o.rollout.as_ref())
+        .or(previous.rollout.as_ref());
+    if let Some(r) = rollout {
+        let (progressing, ready) = rolling::conditions(r);
+        if first_error.is_none()
+            && let Some(ready) = ready.filter(|_| outcome.is_some())
+        {
+            wanted.retain(|c| c.type_ != condition::READY);
+            wanted.insert(0, ready);
+        }
+        wanted.push(progressing);
+    }
 
     let mut st = AppAttachPackageStatus {
         observed_generation: generation,
@@ -660,6 +677,7 @@ async fn report<B: Backend>(
         st.backend_name = Some(s.backend_name.clone());
         st.resource_id = (pkg.spec.mode == PackageMode::AppAttach).then(|| s.package_id.clone());
         st.current_version = Some(pkg.spec.package.version.clone());
+        st.current_image_path = Some(pkg.spec.image.path.clone());
         st.host_pool_count = Some(s.obs.pool_ids.len() as i32);
         st.principal_count = Some(s.obs.principals.len() as i32);
         st.session_host_count = Some(s.obs.session_hosts as i32);
@@ -673,11 +691,55 @@ async fn report<B: Backend>(
                 ring: *ring,
                 version: Some(pkg.spec.package.version.clone()),
                 phase: Some(if s.drift { "Drifted" } else { "Ready" }.to_string()),
+                switched_at: None,
+                previous_version: None,
+                staged_hosts: None,
+                failed_hosts: None,
+                previous_version_sessions: None,
             })
             .collect();
+        if let Some(o) = &s.outcome {
+            if let Some(c) = &o.current {
+                st.backend_name = Some(c.backend_name.clone());
+                st.resource_id = Some(ctx.backend.package_id(&c.backend_name));
+                st.current_version = Some(c.version.clone());
+                st.current_image_path = Some(c.image_path.clone());
+            }
+            st.target_version = o
+                .rollout
+                .as_ref()
+                .filter(|r| rolling_active(r) || o.failed_version)
+                .map(|r| r.target.version.clone());
+            st.host_pools = o.rows.clone();
+            st.retained_images = o.retained.clone();
+            st.history = o.history.clone();
+            st.rollout = o.rollout.clone();
+        }
     }
-    status::write(api, &pkg.name_any(), pkg.status.as_ref(), &st).await?;
+    // The status may have been written once already in this pass (a step's intent).
+    let current = outcome
+        .and_then(|o| o.written.as_ref())
+        .or(pkg.status.as_ref());
+    status::write(api, &pkg.name_any(), current, &st).await?;
     publish_transitions(pkg, ctx, previous, &st, &warnings).await;
+    if let Some(r) = &st.rollout
+        && let Some((warning, reason, note)) = rolling::event(previous.rollout.as_ref(), r)
+    {
+        let event = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.into(),
+            note: Some(truncate(&note)),
+            action: "Rollout".into(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&event, &pkg.object_ref(&())).await {
+            tracing::warn!("publishing an event: {e}");
+        }
+    }
     write_assignment_statuses(pkg, ctx, &st, summary).await?;
     Ok(())
 }
@@ -693,7 +755,7 @@ async fn publish_transitions<B>(
     let before = status::find(&previous.conditions, condition::READY)
         .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()));
     let after = status::find(&now.conditions, condition::READY);
-    if let Some(ready) = after
+    if let Some(ready) = after.filter(|r| r.status != "Unknown")
         && before.as_ref()
             != Some(&(
                 ready.status.clone(),
@@ -882,18 +944,23 @@ async fn cleanup<B: Backend>(pkg: &AppAttachPackage, ctx: &Context<B>) -> Result
     }
     match pkg.spec.mode {
         PackageMode::AppAttach => {
-            let package_id = ctx.backend.package_id(&backend_name);
-            if let Some(observed) = ctx.backend.get_package(&backend_name).await? {
-                let owner = observed.tags.as_ref().and_then(|t| t.get(OWNER_TAG));
-                if owner.is_some_and(|o| o != &key) {
-                    return Ok(Action::await_change()); // not ours: never delete another's package
-                }
-                for role in ctx.backend.list_role_assignments(&package_id).await? {
-                    if let Some(id) = &role.id {
-                        ctx.backend.delete_role_assignment(id).await?;
+            // The stable version's package, and those of a rollout in flight.
+            let status = pkg.status.clone().unwrap_or_default();
+            let home = status.backend_name.clone().unwrap_or(backend_name.clone());
+            for slot in rolling::slot_names(&status, &home) {
+                let package_id = ctx.backend.package_id(&slot);
+                if let Some(observed) = ctx.backend.get_package(&slot).await? {
+                    let owner = observed.tags.as_ref().and_then(|t| t.get(OWNER_TAG));
+                    if owner.is_some_and(|o| o != &key) {
+                        continue; // not ours: never delete another's package
                     }
+                    for role in ctx.backend.list_role_assignments(&package_id).await? {
+                        if let Some(id) = &role.id {
+                            ctx.backend.delete_role_assignment(id).await?;
+                        }
+                    }
+                    ctx.backend.delete_package(&slot).await?;
                 }
-                ctx.backend.delete_package(&backend_name).await?;
             }
         }
         PackageMode::MsixAppAttach => {

@@ -32,6 +32,15 @@ impl Cond {
             message: message.into(),
         }
     }
+    /// A condition whose state is not known yet.
+    pub fn unknown(type_: &'static str, reason: &str, message: impl Into<String>) -> Self {
+        Self {
+            type_,
+            status: "Unknown",
+            reason: reason.to_string(),
+            message: message.into(),
+        }
+    }
     /// A condition that does not hold.
     pub fn no(type_: &'static str, reason: &str, message: impl Into<String>) -> Self {
         Self {

@@ -36,6 +36,13 @@ pub fn backend_name(namespace: &str, name: &str) -> String {
     out
 }
 
+/// The backend name of one version of the package, for a rollout that runs it side by
+/// side with the version before: `{namespace}-{name}-v{version}`, dots as hyphens, in the
+/// same ARM rule as [`backend_name`].
+pub fn versioned_backend_name(namespace: &str, name: &str, version: &str) -> String {
+    backend_name(namespace, &format!("{name}-v{version}"))
+}
+
 fn fnv1a(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
@@ -107,6 +114,10 @@ mod tests {
         let long = backend_name(&"n".repeat(63), &"p".repeat(63));
         assert_eq!(long.len(), 63);
         assert_ne!(long, backend_name(&"n".repeat(63), &"p".repeat(62)));
+        assert_eq!(
+            versioned_backend_name("avd-apps", "expenses", "2.4.1.0"),
+            "avd-apps-expenses-v2-4-1-0"
+        );
     }
 
     proptest! {

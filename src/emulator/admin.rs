@@ -27,6 +27,10 @@ pub fn router(_emulator: Emulator) -> Router<Emulator> {
         .route("/_emulator/stage", post(stage))
         .route("/_emulator/staging", get(staging_view))
         .route(
+            "/_emulator/staging-faults",
+            post(add_staging_fault).delete(clear_staging_faults),
+        )
+        .route(
             "/_emulator/faults",
             get(list_faults).post(add_fault).delete(clear_faults),
         )
@@ -385,6 +389,47 @@ async fn stage(State(em): State<Emulator>, Query(q): Query<StageQuery>) -> Respo
     let summary = staging::stage(&mut inner, q.host_pool.as_deref());
     match commit(&mut inner) {
         Ok(()) => Json(summary).into_response(),
+        Err(r) => *r,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StagingFault {
+    /// Session host name.
+    session_host: String,
+    /// What staging reports on it; empty: the host stops reporting at all (as if its
+    /// agent hung), until the faults are cleared.
+    error: String,
+}
+
+/// Makes one session host fail to stage every image (say, it cannot reach the share).
+async fn add_staging_fault(State(em): State<Emulator>, Json(f): Json<StagingFault>) -> Response {
+    let mut inner = em.lock();
+    let key = format!(
+        "{}{}",
+        staging::FAULT_PREFIX,
+        f.session_host.to_ascii_lowercase()
+    );
+    inner.store.set_meta(&key, Some(Value::String(f.error)));
+    match commit(&mut inner) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(r) => *r,
+    }
+}
+
+async fn clear_staging_faults(State(em): State<Emulator>) -> Response {
+    let mut inner = em.lock();
+    let keys: Vec<String> = inner
+        .store
+        .meta_with_prefix(staging::FAULT_PREFIX)
+        .map(|(k, _)| k.clone())
+        .collect();
+    for k in keys {
+        inner.store.set_meta(&k, None);
+    }
+    match commit(&mut inner) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(r) => *r,
     }
 }

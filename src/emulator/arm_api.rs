@@ -82,6 +82,13 @@ pub async fn handle(
     }
     match dispatch(&mut inner, &request) {
         Ok(reply) => match inner.store.commit() {
+            Ok(()) if method != Method::GET => {
+                inner.counts.record_applied(method.as_str(), &path);
+                match reply {
+                    Reply::Json(status, body) => (status, axum::Json(body)).into_response(),
+                    Reply::Empty(status) => status.into_response(),
+                }
+            }
             Ok(()) => match reply {
                 Reply::Json(status, body) => (status, axum::Json(body)).into_response(),
                 Reply::Empty(status) => status.into_response(),

@@ -144,6 +144,7 @@ fn next_unit(state: &mut u64) -> f64 {
 #[derive(Default)]
 pub struct Counts {
     by_request: BTreeMap<(String, String), u64>,
+    applied: BTreeMap<(String, String), u64>,
 }
 
 /// A snapshot of the counts.
@@ -158,6 +159,9 @@ pub struct CountsView {
     pub by_method: BTreeMap<String, u64>,
     /// By method and path.
     pub by_path: Vec<PathCount>,
+    /// Writes that took effect (answered 2xx), by method and path: a write refused by a
+    /// fault, or by validation, is in `byPath` but not here.
+    pub applied: Vec<PathCount>,
 }
 
 /// Requests to one path with one method.
@@ -178,9 +182,18 @@ impl Counts {
             .or_default() += 1;
     }
 
+    /// Counts one write that took effect.
+    pub fn record_applied(&mut self, method: &str, path: &str) {
+        *self
+            .applied
+            .entry((method.to_string(), path.to_ascii_lowercase()))
+            .or_default() += 1;
+    }
+
     /// Forgets every count.
     pub fn reset(&mut self) {
         self.by_request.clear();
+        self.applied.clear();
     }
 
     /// The counts so far.
@@ -198,6 +211,15 @@ impl Counts {
                 count: *n,
             });
         }
+        v.applied = self
+            .applied
+            .iter()
+            .map(|((method, path), n)| PathCount {
+                method: method.clone(),
+                path: path.clone(),
+                count: *n,
+            })
+            .collect();
         v
     }
 }

@@ -36,6 +36,9 @@ pub struct StageSummary {
     pub failed_hosts: Vec<String>,
 }
 
+/// Named values holding per-host staging faults: `stagingfault/{host name}` → error.
+pub const FAULT_PREFIX: &str = "stagingfault/";
+
 struct ActivePackage {
     id: String,
     version: String,
@@ -141,10 +144,23 @@ pub fn stage(inner: &mut Inner, host_pool: Option<&str>) -> StageSummary {
             .collect();
         for (host_id, body) in hosts {
             summary.session_hosts += 1;
+            let leaf = host_id.rsplit('/').next().unwrap_or_default();
+            let leaf = leaf.rsplit_once('.').map_or(leaf, |(short, _)| short);
+            let fault = inner
+                .store
+                .meta(&format!("{FAULT_PREFIX}{}", leaf.to_ascii_lowercase()))
+                .and_then(Value::as_str)
+                .map(String::from);
+            if fault.as_deref() == Some("") {
+                continue; // a host that does not report
+            }
             let staged: Vec<StagedPackage> = packages
                 .iter()
                 .map(|p| {
-                    let result = check_image(&inner.shares, &p.image_path);
+                    let result = match &fault {
+                        Some(e) => Err(format!("cannot stage {}: {e}", p.image_path)),
+                        None => check_image(&inner.shares, &p.image_path),
+                    };
                     StagedPackage {
                         package_id: p.id.clone(),
                         version: p.version.clone(),

@@ -19,7 +19,8 @@ pub use package::{
     AppAttachPackage, AppAttachPackageSpec, AppAttachPackageStatus, Application, Architecture,
     CertificateSpec, HealthCheckOnStagingFailure, HostPoolRollout, ImageFormat, ImageSpec,
     MaintenanceWindow, PackageDependency, PackageMode, PackageSpec, PackageState, PackageType,
-    Registration, RetainedImage, RolloutFailurePolicy, RolloutSpec, Weekday,
+    Registration, RetainedImage, RolloutFailurePolicy, RolloutRecord, RolloutSpec, RolloutStatus,
+    VersionRef, Weekday,
 };
 pub use user_assignment::{
     PrincipalKind, PrincipalRef, ResolvedPrincipal, UserAssignment, UserAssignmentSpec,

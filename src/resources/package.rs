@@ -495,6 +495,10 @@ pub struct AppAttachPackageStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_version: Option<String>,
 
+    /// The image of the current version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_image_path: Option<String>,
+
     /// The version a rollout moves toward, while one runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_version: Option<String>,
@@ -507,6 +511,15 @@ pub struct AppAttachPackageStatus {
     /// Images of earlier versions kept because sessions that signed in with them are alive.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retained_images: Vec<RetainedImage>,
+
+    /// The current or last rollout: where it stands, so a restarted controller resumes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
+
+    /// Earlier rollouts, newest first (at most ten): what `rollout history` prints and
+    /// `rollout undo` goes back to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<RolloutRecord>,
 
     /// Number of host pools the package is assigned to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -537,9 +550,114 @@ pub struct HostPoolRollout {
     /// Version the host pool runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
-    /// Rollout phase on this host pool, for example `Staging`, `Soaking`, `Done`.
+    /// Rollout phase on this host pool: `Ready`, `Pending`, `Staging`, `Soaking`, `Done`,
+    /// `RolledBack`, `Drifted`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
+    /// When the host pool last switched version (RFC 3339): sessions that started before
+    /// it run the version it had before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switched_at: Option<String>,
+    /// The version the host pool ran before it switched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_version: Option<String>,
+    /// Session hosts that reported staging the version since the switch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staged_hosts: Option<i32>,
+    /// Session hosts that reported failing to stage it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_hosts: Option<i32>,
+    /// Live sessions that started before the switch, on the previous version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_version_sessions: Option<i32>,
+}
+
+/// One version of the package in the backend: its own app attach package.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionRef {
+    /// Package version.
+    pub version: String,
+    /// UNC path of its image.
+    pub image_path: String,
+    /// Name of its app attach package in the backend.
+    pub backend_name: String,
+}
+
+/// Where a rollout stands.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    /// Counts rollouts of this object, from 1.
+    pub revision: i64,
+    /// The version the rollout moves to.
+    pub target: VersionRef,
+    /// The versions it moves from: the one every host pool ran first, then any rollout
+    /// target it superseded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub previous: Vec<VersionRef>,
+    /// `Progressing`, `Paused`, `Held` (a failed gate waits for a person), `RollingBack`,
+    /// `Complete`, `Failed`, `Reverted`.
+    pub phase: String,
+    /// The step in progress: `Pending`, `Switching`, `Staging`, `Soaking`, `Finishing`,
+    /// `RollingBack`, `Done`.
+    pub step: String,
+    /// The ring the step works on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ring: Option<i32>,
+    /// When the step started (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_started_at: Option<String>,
+    /// When the rollout started (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// What the rollout is doing or why it stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The generation whose version failed: it is not tried again until the spec changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_generation: Option<i64>,
+    /// Sessions sent a message about the change (`spec.rollout.notifyUsers`).
+    #[serde(default)]
+    pub notified_sessions: i32,
+    /// Sessions logged off after `spec.rollout.sessionGracePeriod`.
+    #[serde(default)]
+    pub logged_off_sessions: i32,
+    /// MSIX app attach: session hosts this rollout drained, to be undrained.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drained_hosts: Vec<String>,
+}
+
+/// One rollout in the history.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutRecord {
+    /// The rollout's revision.
+    pub revision: i64,
+    /// The version rolled out.
+    pub version: String,
+    /// Its image.
+    pub image_path: String,
+    /// `spec.package.relativePath` of that version, when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relative_path: Option<String>,
+    /// `spec.package.fullName` of that version, when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_name: Option<String>,
+    /// The version it replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_version: Option<String>,
+    /// `Complete`, `Failed`, `Reverted`, `Superseded`.
+    pub result: String,
+    /// When it started (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// When it ended (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// Why it ended so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// An image of an earlier version, kept while sessions use it.
@@ -552,4 +670,7 @@ pub struct RetainedImage {
     pub version: String,
     /// Live sessions that signed in with this image.
     pub sessions: i32,
+    /// When the image stopped serving new sign-ins (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
 }

@@ -28,9 +28,17 @@ hostPools:
   - {{name: hp-north, location: northeurope, identityProvider: ADDS, sessionHosts: [{{name: n-0, os: Windows11}}]}}
   - {{name: hp-entrads, location: westeurope, identityProvider: EntraDS, sessionHosts: [{{name: e-0, os: Windows11}}]}}
   - {{name: hp-server, location: westeurope, identityProvider: ADDS, sessionHosts: [{{name: s-0, os: WindowsServer}}]}}
+  - {{name: hp-r0, location: westeurope, identityProvider: ADDS, sessionHosts: [{{name: r0-0, os: Windows11}}, {{name: r0-1, os: Windows11}}]}}
+  - {{name: hp-r1, location: westeurope, identityProvider: ADDS, sessionHosts: [{{name: r1-0, os: Windows11}}]}}
+  - {{name: hp-r2, location: westeurope, identityProvider: ADDS, sessionHosts: [{{name: r2-0, os: Windows11}}]}}
+  - {{name: hp-m, location: westeurope, identityProvider: ADDS, sessionHosts: [{{name: m-0, os: Windows11}}, {{name: m-1, os: Windows11}}, {{name: m-2, os: Windows11}}]}}
 applicationGroups:
   - {{name: ag-a, hostPool: hp-a, type: Desktop, members: [Finance]}}
   - {{name: ag-b, hostPool: hp-b, type: Desktop, members: [Finance, Sales]}}
+  - {{name: ag-r0, hostPool: hp-r0, type: Desktop, members: [Finance, Sales]}}
+  - {{name: ag-r1, hostPool: hp-r1, type: Desktop, members: [Finance, Sales]}}
+  - {{name: ag-r2, hostPool: hp-r2, type: Desktop, members: [Finance, Sales]}}
+  - {{name: ag-m, hostPool: hp-m, type: Desktop, members: [Finance, Sales]}}
 directory:
   groups: [{{name: Finance, objectId: {FINANCE}}}, {{name: Sales, objectId: {SALES}}}]
   users:
@@ -49,12 +57,30 @@ pub struct Env {
     resync: Duration,
     /// Packages reconciled at once by the next controller started.
     pub concurrency: u16,
+    /// The local folder behind the share `\\fs\apps` (staging environments only).
+    pub share: std::path::PathBuf,
     _state: tempfile::TempDir,
 }
+
+/// The UNC root of the test share.
+pub const SHARE: &str = r"\\fs\apps";
+
+/// How often session hosts stage and a rollout looks at its gate, in staging environments.
+pub const TICK: Duration = Duration::from_millis(150);
 
 impl Env {
     /// A namespace, an emulator, and a controller with this resync period.
     pub async fn new(test: &str, resync: Duration) -> Self {
+        Self::build(test, resync, false).await
+    }
+
+    /// An environment whose session hosts stage images from a real share folder, every
+    /// [`TICK`], as the service's do.
+    pub async fn staging(test: &str) -> Self {
+        Self::build(test, Duration::from_secs(600), true).await
+    }
+
+    async fn build(test: &str, resync: Duration, staging: bool) -> Self {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
                 tracing_subscriber::EnvFilter::try_from_default_env()
@@ -64,12 +90,18 @@ impl Env {
             .try_init();
         let ns = TestNamespace::new(test).await;
         let state = tempfile::tempdir().unwrap();
+        let share = state.path().join("share");
+        std::fs::create_dir_all(&share).unwrap();
         let emulator = Emulator::start(emulator::Config {
             world: Some(world()),
-            shares: vec![],
+            shares: if staging {
+                vec![format!("{SHARE}={}", share.display()).parse().unwrap()]
+            } else {
+                vec![]
+            },
             state_dir: Some(state.path().join("s")),
             token: None,
-            staging_interval: None,
+            staging_interval: staging.then_some(TICK),
         })
         .await
         .unwrap();
@@ -80,6 +112,7 @@ impl Env {
             controller: None,
             resync,
             concurrency: 4,
+            share,
             _state: state,
         };
         env.start_controller();
@@ -92,6 +125,7 @@ impl Env {
             namespace: Some(self.ns.name.clone()),
             resync: self.resync,
             concurrency: self.concurrency,
+            rollout_poll: TICK,
         };
         self.controller = Some(tokio::spawn(controller::run(
             self.ns.client.clone(),

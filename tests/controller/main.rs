@@ -11,4 +11,5 @@ mod lifecycle;
 mod msix;
 mod readme;
 mod reconcile;
+mod rollout;
 mod validation;

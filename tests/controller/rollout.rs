@@ -1,0 +1,526 @@
+//! Version changes rolled out ring by ring: the gate on the session hosts' staging health,
+//! the soak, rollback, users' sessions, and restarts at every kind of step.
+
+use serde_json::{Value, json};
+
+use crate::harness::{Env, SHARE, package, poll};
+use crate::support::set;
+
+const RINGS: [(&str, i32); 3] = [("hp-r0", 0), ("hp-r1", 1), ("hp-r2", 2)];
+
+fn image(name: &str, version: &str) -> String {
+    format!(r"{SHARE}\{name}_{version}.vhdx")
+}
+
+/// Puts an image file on the test share.
+fn put_image(env: &Env, name: &str, version: &str) {
+    std::fs::write(env.share.join(format!("{name}_{version}.vhdx")), b"vhdx").unwrap();
+}
+
+/// The package at `version`, with these rollout settings.
+fn manifest(name: &str, version: &str, rollout: Value) -> Value {
+    let p = set(package(name), "/spec/package/version", json!(version));
+    let p = set(p, "/spec/image/path", json!(image(name, version)));
+    set(p, "/spec/rollout", rollout)
+}
+
+/// A package on the three ring pools, Ready at 1.0.0.0 with its image on the share.
+async fn ready_at_v1(env: &Env, name: &str, rollout: Value) {
+    put_image(env, name, "1.0.0.0");
+    env.ns
+        .apply(&manifest(name, "1.0.0.0", rollout))
+        .await
+        .unwrap();
+    env.apply_assigned(name, &RINGS).await;
+    env.wait_package(name, 3, 1).await;
+}
+
+async fn status(env: &Env, name: &str) -> Value {
+    let obj = env.ns.api("AppAttachPackage").get(name).await.unwrap();
+    serde_json::to_value(obj).unwrap()["status"].clone()
+}
+
+/// Waits until the rollout satisfies `check`; returns the status.
+async fn wait_rollout(env: &Env, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    poll(&format!("{name}: {what}"), || async {
+        let st = status(env, name).await;
+        if check(&st["rollout"]) {
+            Ok(st)
+        } else {
+            Err(format!("rollout {}", st["rollout"]))
+        }
+    })
+    .await
+}
+
+fn at(r: &Value, phase: &str) -> bool {
+    r["phase"] == phase
+}
+
+fn step(r: &Value, step: &str, ring: i64) -> bool {
+    r["step"] == step && r["ring"] == ring
+}
+
+async fn refs(env: &Env, backend: &str) -> Option<Vec<String>> {
+    let (code, body) = env
+        .get(&format!(
+            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.DesktopVirtualization/appAttachPackages/{backend}",
+            crate::harness::SUB,
+            crate::harness::RG
+        ))
+        .await;
+    (code == 200).then(|| {
+        let mut v: Vec<String> = body["properties"]["hostPoolReferences"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_str().unwrap().rsplit('/').next().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    })
+}
+
+fn versioned(env: &Env, name: &str, version: &str) -> String {
+    appattach_operator::domain::naming::versioned_backend_name(&env.ns.name, name, version)
+}
+
+fn time(v: &Value) -> jiff::Timestamp {
+    v.as_str()
+        .unwrap_or_else(|| panic!("a time, got {v}"))
+        .parse()
+        .unwrap()
+}
+
+async fn health_checked_at(env: &Env, pool: &str) -> Vec<jiff::Timestamp> {
+    let (_, hosts) = env
+        .get(&format!("{}/sessionHosts", env.pool_id(pool)))
+        .await;
+    hosts["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            time(&h["properties"]["sessionHostHealthCheckResults"][0]["additionalFailureDetails"]
+                ["lastHealthCheckDateTime"])
+        })
+        .collect()
+}
+
+async fn sign_out(env: &Env, session: &Value) {
+    let (code, body) = env
+        .arm(
+            reqwest::Method::POST,
+            "/_emulator/signout",
+            Some(json!({"sessionId": session["sessionId"]})),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+}
+
+#[tokio::test]
+async fn a_good_version_moves_ring_by_ring_and_the_old_image_stays_while_sessions_use_it() {
+    let env = Env::staging("rollout-good").await;
+    ready_at_v1(&env, "roll", json!({"soak": "1s"})).await;
+    let old = env.backend_name("roll");
+    let new = versioned(&env, "roll", "2.0.0.0");
+    let s0 = env.signin("alice@contoso.com", "hp-r0").await;
+    let s2 = env.signin("alice@contoso.com", "hp-r2").await;
+    assert_eq!(s0["packages"][0]["version"], "1.0.0.0");
+
+    put_image(&env, "roll", "2.0.0.0");
+    env.ns
+        .apply(&manifest("roll", "2.0.0.0", json!({"soak": "1s"})))
+        .await
+        .unwrap();
+
+    // Ring 0 alone runs the new version, and soaks only after both its hosts staged it.
+    let st = wait_rollout(&env, "roll", "ring 0 soaking", |r| step(r, "Soaking", 0)).await;
+    let soak_started = time(&st["rollout"]["stepStartedAt"]);
+    assert_eq!(refs(&env, &new).await.unwrap(), ["hp-r0"]);
+    assert_eq!(refs(&env, &old).await.unwrap(), ["hp-r1", "hp-r2"]);
+    let switched = time(&st["hostPools"][0]["switchedAt"]);
+    for checked in health_checked_at(&env, "hp-r0").await {
+        assert!(switched <= checked && checked <= soak_started, "{st}");
+    }
+    assert_eq!(st["hostPools"][0]["stagedHosts"], 2, "{st}");
+    assert_eq!(st["targetVersion"], "2.0.0.0");
+    assert_eq!(st["currentVersion"], "1.0.0.0");
+    assert_eq!(
+        env.wait_condition(
+            "AppAttachPackage",
+            "roll",
+            "Ready",
+            "Unknown",
+            Some("RolloutInProgress")
+        )
+        .await["status"]["rollout"]["target"]["version"],
+        "2.0.0.0"
+    );
+
+    let st = wait_rollout(&env, "roll", "complete", |r| at(r, "Complete")).await;
+    // Ring 1 switched only after ring 0's soak.
+    let ring1 = st["hostPools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "hp-r1")
+        .unwrap()
+        .clone();
+    assert!(
+        time(&ring1["switchedAt"]) >= soak_started + jiff::SignedDuration::from_secs(1),
+        "{st}"
+    );
+    assert_eq!(refs(&env, &new).await.unwrap(), ["hp-r0", "hp-r1", "hp-r2"]);
+    assert_eq!(
+        refs(&env, &old).await,
+        None,
+        "the old backend package is removed"
+    );
+    assert_eq!(st["currentVersion"], "2.0.0.0");
+    assert_eq!(st["backendName"], new.as_str());
+    assert_eq!(st["history"][0]["result"], "Complete");
+    assert_eq!(st["history"][0]["fromVersion"], "1.0.0.0");
+    assert_eq!(
+        env.roles("roll").await.len(),
+        0,
+        "the old package's roles went with it"
+    );
+    env.wait_ready("AppAttachPackage", "roll").await;
+    env.wait_condition(
+        "AppAttachPackage",
+        "roll",
+        "Progressing",
+        "True",
+        Some("RolloutComplete"),
+    )
+    .await;
+
+    // Two sessions signed in with 1.0.0.0: its image is retained until both end.
+    let retained = |st: &Value| st["retainedImages"].clone();
+    assert_eq!(retained(&st)[0]["path"], image("roll", "1.0.0.0"));
+    assert_eq!(retained(&st)[0]["sessions"], 2, "{st}");
+    let fresh = env.signin("alice@contoso.com", "hp-r0").await;
+    assert_eq!(fresh["packages"][0]["version"], "2.0.0.0");
+    sign_out(&env, &s0).await;
+    poll("one retained session", || async {
+        let st = status(&env, "roll").await;
+        (retained(&st)[0]["sessions"] == 1)
+            .then_some(())
+            .ok_or(format!("{st}"))
+    })
+    .await;
+    sign_out(&env, &s2).await;
+    poll("no retained image", || async {
+        let st = status(&env, "roll").await;
+        st["retainedImages"]
+            .is_null()
+            .then_some(())
+            .ok_or(format!("{st}"))
+    })
+    .await;
+
+    let reasons: Vec<String> = env
+        .events("roll")
+        .await
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    for r in [
+        "RolloutStarted",
+        "RingSwitched",
+        "RingStaged",
+        "RolloutComplete",
+    ] {
+        assert!(reasons.iter().any(|x| x == r), "{r} in {reasons:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_missing_image_fails_ring_zero_and_rolls_back_without_touching_later_rings() {
+    let env = Env::staging("rollout-missing").await;
+    ready_at_v1(&env, "miss", json!({"soak": "1s"})).await;
+    let old = env.backend_name("miss");
+    let new = versioned(&env, "miss", "2.0.0.0");
+    env.reset_counts().await;
+
+    // 2.0.0.0's image is not on the share.
+    env.ns
+        .apply(&manifest("miss", "2.0.0.0", json!({"soak": "1s"})))
+        .await
+        .unwrap();
+    let obj = env
+        .wait_condition(
+            "AppAttachPackage",
+            "miss",
+            "Progressing",
+            "False",
+            Some("RolloutFailed"),
+        )
+        .await;
+    let st = &obj["status"];
+    let message = st["rollout"]["message"].as_str().unwrap();
+    for host in ["r0-0", "r0-1"] {
+        assert!(message.contains(host), "{message}");
+    }
+    assert!(message.contains(&image("miss", "2.0.0.0")), "{message}");
+    assert_eq!(st["rollout"]["phase"], "Failed");
+    assert_eq!(st["currentVersion"], "1.0.0.0");
+    assert_eq!(st["history"][0]["result"], "Failed");
+    env.wait_condition(
+        "AppAttachPackage",
+        "miss",
+        "Ready",
+        "False",
+        Some("RolloutFailed"),
+    )
+    .await;
+    env.wait_warning("miss", "RolloutFailed").await;
+
+    // Every pool is back on the old package; the new one is gone and was only ever
+    // written once (with ring 0 alone).
+    assert_eq!(refs(&env, &old).await.unwrap(), ["hp-r0", "hp-r1", "hp-r2"]);
+    assert_eq!(refs(&env, &new).await, None);
+    let counts = env.counts().await;
+    let applied = |method: &str, suffix: &str| -> u64 {
+        counts["applied"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["method"] == method && c["path"].as_str().unwrap().ends_with(suffix))
+            .map(|c| c["count"].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(
+        applied("PUT", &format!("appattachpackages/{new}")),
+        1,
+        "{counts}"
+    );
+    assert_eq!(
+        applied("DELETE", &format!("appattachpackages/{new}")),
+        1,
+        "{counts}"
+    );
+    // Rings 1 and 2 never switched.
+    for pool in ["hp-r1", "hp-r2"] {
+        let row = st["hostPools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == pool)
+            .unwrap();
+        assert!(row["switchedAt"].is_null(), "{row}");
+    }
+
+    // Once the image is there and the spec changes again, it is tried again and passes.
+    put_image(&env, "miss", "2.0.0.0");
+    env.ns
+        .apply(&manifest(
+            "miss",
+            "2.0.0.0",
+            json!({"soak": "1s", "notifyUsers": true}),
+        ))
+        .await
+        .unwrap();
+    let st = wait_rollout(&env, "miss", "complete", |r| at(r, "Complete")).await;
+    assert_eq!(st["rollout"]["revision"], 2);
+    assert_eq!(st["currentVersion"], "2.0.0.0");
+}
+
+#[tokio::test]
+async fn a_tolerated_staging_failure_lets_the_rollout_proceed() {
+    let env = Env::staging("rollout-tolerated").await;
+    let rollout = json!({"soak": "1s", "maxStagingFailures": 1});
+    ready_at_v1(&env, "tol", rollout.clone()).await;
+    let (code, _) = env
+        .arm(
+            reqwest::Method::POST,
+            "/_emulator/staging-faults",
+            Some(json!({"sessionHost": "r0-1", "error": "the share is unreachable"})),
+        )
+        .await;
+    assert_eq!(code, 204);
+    put_image(&env, "tol", "2.0.0.0");
+    env.ns
+        .apply(&manifest("tol", "2.0.0.0", rollout))
+        .await
+        .unwrap();
+    let st = wait_rollout(&env, "tol", "ring 0 soaking", |r| step(r, "Soaking", 0)).await;
+    assert!(
+        st["rollout"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("1 failed (tolerated)"),
+        "{st}"
+    );
+    assert_eq!(st["hostPools"][0]["failedHosts"], 1, "{st}");
+    wait_rollout(&env, "tol", "complete", |r| at(r, "Complete")).await;
+}
+
+#[tokio::test]
+async fn users_keep_their_version_are_told_once_and_the_grace_period_logs_off_only_old_sessions() {
+    let env = Env::staging("rollout-users").await;
+    let rollout = json!({"soak": "1s", "notifyUsers": true, "sessionGracePeriod": "2s"});
+    ready_at_v1(&env, "usr", rollout.clone()).await;
+    let old0 = env.signin("alice@contoso.com", "hp-r0").await;
+    let old1 = env.signin("alice@contoso.com", "hp-r1").await;
+    put_image(&env, "usr", "2.0.0.0");
+    env.ns
+        .apply(&manifest("usr", "2.0.0.0", rollout))
+        .await
+        .unwrap();
+    wait_rollout(&env, "usr", "ring 0 staging or later", |r| {
+        r["ring"].as_i64().unwrap_or(-1) >= 0 && r["step"] != "Pending" && r["step"] != "Switching"
+    })
+    .await;
+    // A session started after ring 0 switched gets the new version.
+    let new0 = env.signin("alice@contoso.com", "hp-r0").await;
+    assert_eq!(new0["packages"][0]["version"], "2.0.0.0");
+    assert_eq!(old0["packages"][0]["version"], "1.0.0.0");
+
+    let st = wait_rollout(&env, "usr", "complete", |r| at(r, "Complete")).await;
+    let _ = st;
+    // After the grace period, the sessions that started on 1.0.0.0 are logged off, and
+    // only those.
+    let st = poll("old sessions logged off", || async {
+        let st = status(&env, "usr").await;
+        (st["rollout"]["loggedOffSessions"] == 2)
+            .then_some(st.clone())
+            .ok_or(format!("{st}"))
+    })
+    .await;
+    assert_eq!(st["rollout"]["notifiedSessions"], 2, "{st}");
+    let (_, sessions) = env.get("/_emulator/sessions").await;
+    let live: Vec<&Value> = sessions["value"].as_array().unwrap().iter().collect();
+    let ids: Vec<&str> = live.iter().map(|s| s["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [new0["sessionId"].as_str().unwrap()], "{sessions}");
+    // The new session was never told (it runs the new version already).
+    assert!(
+        live[0]["messages"].as_array().is_none_or(|m| m.is_empty()),
+        "{sessions}"
+    );
+    let _ = old1;
+    assert!(st["retainedImages"].is_null(), "{st}");
+}
+
+/// The applied writes to each path of one package (its backend packages and their role
+/// assignments).
+async fn applied_writes(env: &Env, name: &str) -> Vec<(String, String, u64)> {
+    let counts = env.counts().await;
+    let prefix = env.backend_name(name).to_ascii_lowercase();
+    counts["applied"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| {
+            c["path"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("appattachpackages/{prefix}"))
+        })
+        .map(|c| {
+            (
+                c["method"].as_str().unwrap().to_string(),
+                c["path"].as_str().unwrap().to_string(),
+                c["count"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_controller_killed_after_any_kind_of_step_resumes_and_writes_nothing_twice() {
+    let mut env = Env::staging("rollout-restart").await;
+    for kind in ["Pending", "Switching", "Staging", "Soaking", "Finishing"] {
+        let name = format!("k-{}", kind.to_ascii_lowercase());
+        let rollout = json!({"soak": "2s", "paused": true});
+        ready_at_v1(&env, &name, rollout.clone()).await;
+        put_image(&env, &name, "2.0.0.0");
+        let held = |on: &str| json!({"method": on, "pathContains": format!("appAttachPackages/{}", env.backend_name(&name)), "status": 429, "retryAfterSeconds": 600, "count": 1});
+        match kind {
+            "Switching" => {
+                env.arm(
+                    reqwest::Method::POST,
+                    "/_emulator/faults",
+                    Some(held("PUT")),
+                )
+                .await;
+            }
+            "Finishing" => {
+                env.arm(
+                    reqwest::Method::POST,
+                    "/_emulator/faults",
+                    Some(held("DELETE")),
+                )
+                .await;
+            }
+            "Staging" => {
+                env.arm(
+                    reqwest::Method::POST,
+                    "/_emulator/staging-faults",
+                    Some(json!({"sessionHost": "r0-1", "error": ""})),
+                )
+                .await;
+            }
+            _ => {}
+        }
+        env.ns
+            .apply(&manifest(&name, "2.0.0.0", rollout))
+            .await
+            .unwrap();
+        wait_rollout(&env, &name, "paused before ring 0", |r| {
+            at(r, "Paused") && r["step"] == "Pending"
+        })
+        .await;
+        if kind != "Pending" {
+            env.ns
+                .apply(&manifest(&name, "2.0.0.0", json!({"soak": "2s"})))
+                .await
+                .unwrap();
+            wait_rollout(&env, &name, kind, |r| r["step"] == kind).await;
+        }
+        env.stop_controller().await;
+        env.arm(reqwest::Method::DELETE, "/_emulator/faults", None)
+            .await;
+        env.arm(reqwest::Method::DELETE, "/_emulator/staging-faults", None)
+            .await;
+        env.ns
+            .apply(&manifest(&name, "2.0.0.0", json!({"soak": "2s"})))
+            .await
+            .unwrap();
+        env.start_controller();
+        wait_rollout(&env, &name, "complete after a restart", |r| {
+            at(r, "Complete")
+        })
+        .await;
+
+        let writes = applied_writes(&env, &name).await;
+        let old = env.backend_name(&name).to_ascii_lowercase();
+        let new = versioned(&env, &name, "2.0.0.0").to_ascii_lowercase();
+        let count = |method: &str, backend: &str| {
+            writes
+                .iter()
+                .find(|(m, p, _)| {
+                    m == method && p.ends_with(&format!("appattachpackages/{backend}"))
+                })
+                .map_or(0, |w| w.2)
+        };
+        // Created once, then one reference change per ring; the new one once per ring.
+        assert_eq!(count("PUT", &old), 4, "{kind}: {writes:?}");
+        assert_eq!(count("PUT", &new), 3, "{kind}: {writes:?}");
+        assert_eq!(count("DELETE", &old), 1, "{kind}: {writes:?}");
+        // Each role assignment is written once, and removed once.
+        for (m, p, n) in writes.iter().filter(|w| w.1.contains("roleassignments")) {
+            assert_eq!(*n, 1, "{kind}: {m} {p} written {n} times");
+        }
+        // No session host is left drained.
+        for pool in ["hp-r0", "hp-r1", "hp-r2"] {
+            let (_, hosts) = env
+                .get(&format!("{}/sessionHosts", env.pool_id(pool)))
+                .await;
+            for h in hosts["value"].as_array().unwrap() {
+                assert_ne!(h["properties"]["allowNewSession"], false, "{h}");
+            }
+        }
+    }
+}
