@@ -5,6 +5,7 @@ mod crd;
 mod emulator;
 mod entitlements;
 mod local;
+mod rollout;
 
 use std::process::ExitCode;
 
@@ -34,6 +35,9 @@ enum Command {
     /// Run a local control plane (etcd + kube-apiserver), install the CRDs, apply the
     /// examples, and stay up until Ctrl-C.
     Local(local::Args),
+    /// Watch, pause, resume, undo and list the version rollouts of an AppAttachPackage,
+    /// like `kubectl rollout`.
+    Rollout(rollout::Args),
 }
 
 impl Cli {
@@ -46,6 +50,7 @@ impl Cli {
             Command::Emulator(args) => tokio_main(emulator::run(args)),
             Command::Entitlements(args) => tokio_main(entitlements::run(args)),
             Command::Local(args) => tokio_main(local::run(args)),
+            Command::Rollout(args) => tokio_main(rollout::run(args)),
         };
         match result {
             Ok(()) => ExitCode::SUCCESS,

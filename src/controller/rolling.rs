@@ -641,6 +641,7 @@ fn push_history(
                 .then(|| pkg.spec.package.full_name.clone())
                 .flatten(),
             from_version: r.previous.first().map(|p| p.version.clone()),
+            from_image_path: r.previous.first().map(|p| p.image_path.clone()),
             result: result.into(),
             started_at: r.started_at.clone(),
             finished_at: Some(at.into()),

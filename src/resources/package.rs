@@ -647,6 +647,9 @@ pub struct RolloutRecord {
     /// The version it replaced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_version: Option<String>,
+    /// The image of the version it replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_image_path: Option<String>,
     /// `Complete`, `Failed`, `Reverted`, `Superseded`.
     pub result: String,
     /// When it started (RFC 3339).

@@ -276,6 +276,11 @@ async fn a_missing_image_fails_ring_zero_and_rolls_back_without_touching_later_r
     )
     .await;
     env.wait_warning("miss", "RolloutFailed").await;
+    let (ok, text) = cli(&env, &["status", "miss"]).await;
+    assert!(
+        !ok && text.contains("failed") && text.contains("r0-0"),
+        "{text}"
+    );
 
     // Every pool is back on the old package; the new one is gone and was only ever
     // written once (with ring 0 alone).
@@ -523,4 +528,80 @@ async fn a_controller_killed_after_any_kind_of_step_resumes_and_writes_nothing_t
             }
         }
     }
+}
+
+/// Runs `appattach rollout ARGS -n NAMESPACE`, as `kubectl appattach rollout` would.
+async fn cli(env: &Env, args: &[&str]) -> (bool, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_appattach"))
+        .arg("rollout")
+        .args(args)
+        .args(["-n", &env.ns.name])
+        .env("KUBECONFIG", env.ns.cp.kubeconfig())
+        .env("APPATTACH_LOG", "warn")
+        .output()
+        .await
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test]
+async fn the_rollout_command_pauses_resumes_undoes_and_lists_history() {
+    let env = Env::staging("rollout-cli").await;
+    ready_at_v1(&env, "cli", json!({"soak": "1s"})).await;
+    let (ok, text) = cli(&env, &["history", "cli"]).await;
+    assert!(ok && text.contains("no rollouts yet"), "{text}");
+
+    let (ok, text) = cli(&env, &["pause", "cli"]).await;
+    assert!(ok, "{text}");
+    put_image(&env, "cli", "2.0.0.0");
+    env.ns
+        .apply(&manifest("cli", "2.0.0.0", json!({"soak": "1s"})))
+        .await
+        .unwrap();
+    wait_rollout(&env, "cli", "paused before ring 0", |r| at(r, "Paused")).await;
+    let (ok, text) = cli(&env, &["status", "cli"]).await;
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("Paused") && text.contains("HOST POOL"),
+        "{text}"
+    );
+    assert_eq!(
+        refs(&env, &versioned(&env, "cli", "2.0.0.0")).await,
+        None,
+        "nothing moved while paused"
+    );
+
+    let (ok, text) = cli(&env, &["resume", "cli"]).await;
+    assert!(ok, "{text}");
+    let (ok, text) = cli(&env, &["status", "cli", "--watch", "--timeout", "2m"]).await;
+    assert!(ok, "{text}");
+    assert!(text.contains("Complete"), "{text}");
+    let (ok, text) = cli(&env, &["history", "cli"]).await;
+    assert!(
+        ok && text.contains("2.0.0.0") && text.contains("Complete"),
+        "{text}"
+    );
+
+    // Undo: back to 1.0.0.0, as a new rollout.
+    let (ok, text) = cli(&env, &["undo", "cli"]).await;
+    assert!(ok, "{text}");
+    let st = wait_rollout(&env, "cli", "the undo complete", |r| {
+        at(r, "Complete") && r["revision"] == 2
+    })
+    .await;
+    assert_eq!(st["currentVersion"], "1.0.0.0");
+    assert_eq!(st["currentImagePath"], image("cli", "1.0.0.0"));
+    let (_, text) = cli(&env, &["history", "cli"]).await;
+    assert_eq!(
+        text.lines().filter(|l| l.contains("Complete")).count(),
+        2,
+        "{text}"
+    );
+    let (ok, text) = cli(&env, &["status", "cli"]).await;
+    assert!(ok, "{text}");
 }
