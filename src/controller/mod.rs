@@ -7,6 +7,7 @@
 //! nothing, neither to the backend nor to the API server.
 
 pub mod build;
+mod msix_rollout;
 mod reconcile;
 mod rolling;
 pub mod rollout;

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use super::build::{self, OWNER_TAG, Principal};
 use super::status::{self, Cond};
 use super::validate::{self, Finding, PoolFacts, Severity};
-use super::{Context, Error, FINALIZER, Policy, resync_after, rolling};
+use super::{Context, Error, FINALIZER, Policy, msix_rollout, resync_after, rolling};
 use crate::arm::models::{MsixPackage, MsixPackageProperties, PrincipalType, SessionHost};
 use crate::backend::{Backend, BackendError};
 use crate::domain::naming;
@@ -371,20 +371,12 @@ async fn apply<B: Backend>(pkg: &AppAttachPackage, ctx: &Context<B>) -> Result<A
                 outcome = Some(o);
             }),
             PackageMode::MsixAppAttach => {
-                let pool_ids: Vec<String> =
-                    obs.pool_ids.iter().map(|(_, id, _)| id.clone()).collect();
-                let desired = build::build(
-                    &pkg.spec,
-                    &key,
-                    ctx.backend.subscription(),
-                    &package_id,
-                    &pool_ids,
-                    &obs.principals,
-                );
-                sync_msix(ctx, pkg, &desired, &obs, &previous, policy)
+                msix_rollout::msix(ctx, pkg, &api, &obs, &previous, policy)
                     .await
-                    .map(|d| drift = d)
-                    .map_err(Error::from)
+                    .map(|o| {
+                        drift = o.drift;
+                        outcome = Some(o);
+                    })
             }
         };
         match result {
@@ -412,18 +404,10 @@ async fn apply<B: Backend>(pkg: &AppAttachPackage, ctx: &Context<B>) -> Result<A
     })
 }
 
-/// MSIX app attach: the package lives under each assigned host pool.
-async fn sync_msix<B: Backend>(
-    ctx: &Context<B>,
-    pkg: &AppAttachPackage,
-    desired: &build::Desired,
-    obs: &Observed,
-    previous: &AppAttachPackageStatus,
-    policy: Policy,
-) -> Result<bool, BackendError> {
+/// The MSIX package body of a desired package.
+pub(super) fn msix_body(desired: &build::Desired) -> MsixPackage {
     let image = desired.package.properties.image.clone().unwrap_or_default();
-    let full = image.package_full_name.clone().unwrap_or_default();
-    let body = MsixPackage {
+    MsixPackage {
         id: None,
         name: None,
         resource_type: None,
@@ -442,7 +426,21 @@ async fn sync_msix<B: Backend>(
             last_updated: None,
             package_applications: image.package_applications.clone(),
         },
-    };
+    }
+}
+
+/// MSIX app attach: the package lives under each assigned host pool.
+pub(super) async fn sync_msix<B: Backend>(
+    ctx: &Context<B>,
+    pkg: &AppAttachPackage,
+    desired: &build::Desired,
+    obs: &Observed,
+    previous: &AppAttachPackageStatus,
+    policy: Policy,
+) -> Result<bool, BackendError> {
+    let image = desired.package.properties.image.clone().unwrap_or_default();
+    let full = image.package_full_name.clone().unwrap_or_default();
+    let body = msix_body(desired);
     let mut drift = false;
     for (_, pool_id, _) in &obs.pool_ids {
         let current = ctx.backend.get_msix_package(pool_id, &full).await?;
@@ -700,8 +698,10 @@ async fn report<B: Backend>(
             .collect();
         if let Some(o) = &s.outcome {
             if let Some(c) = &o.current {
-                st.backend_name = Some(c.backend_name.clone());
-                st.resource_id = Some(ctx.backend.package_id(&c.backend_name));
+                if pkg.spec.mode == PackageMode::AppAttach {
+                    st.backend_name = Some(c.backend_name.clone());
+                    st.resource_id = Some(ctx.backend.package_id(&c.backend_name));
+                }
                 st.current_version = Some(c.version.clone());
                 st.current_image_path = Some(c.image_path.clone());
             }
@@ -964,6 +964,12 @@ async fn cleanup<B: Backend>(pkg: &AppAttachPackage, ctx: &Context<B>) -> Result
             }
         }
         PackageMode::MsixAppAttach => {
+            // Never leave a session host drained.
+            if let Some(r) = pkg.status.as_ref().and_then(|s| s.rollout.as_ref()) {
+                for h in &r.drained_hosts {
+                    ctx.backend.set_allow_new_session(h, true).await?;
+                }
+            }
             let (_, full) = build::identity(&pkg.spec);
             for pool in pkg.status.iter().flat_map(|s| s.host_pools.iter()) {
                 ctx.backend

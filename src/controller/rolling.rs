@@ -45,9 +45,9 @@ pub(super) struct Outcome {
 }
 
 /// How many rollouts the history keeps.
-const HISTORY: usize = 10;
+pub(super) const HISTORY: usize = 10;
 
-fn version_time(s: &Option<String>) -> Option<Timestamp> {
+pub(super) fn version_time(s: &Option<String>) -> Option<Timestamp> {
     rollout::parse_time(s.as_deref())
 }
 
@@ -229,26 +229,7 @@ pub(super) async fn app_attach<B: Backend>(
         requeue: plan.requeue,
         ..Default::default()
     };
-    let mut rows: BTreeMap<String, HostPoolRollout> = pools
-        .iter()
-        .map(|p| {
-            let old = rows_by_name.get(&p.name.to_ascii_lowercase());
-            (
-                p.id.to_ascii_lowercase(),
-                HostPoolRollout {
-                    name: p.name.clone(),
-                    ring: p.ring,
-                    version: None,
-                    phase: None,
-                    switched_at: old.and_then(|r| r.switched_at.clone()),
-                    previous_version: old.and_then(|r| r.previous_version.clone()),
-                    staged_hosts: None,
-                    failed_hosts: None,
-                    previous_version_sessions: None,
-                },
-            )
-        })
-        .collect();
+    let mut rows = rows_from(&pools, previous);
     let all_ids: Vec<String> = pools.iter().map(|p| p.id.clone()).collect();
     let version_of = |backend: &str, r: Option<&RolloutStatus>| -> Option<String> {
         r.into_iter()
@@ -515,7 +496,24 @@ pub(super) async fn app_attach<B: Backend>(
         }
     }
 
-    // Sessions: who still runs an old version, grace-period log-offs, retained images.
+    sessions_pass(ctx, spec, &pools, &mut rows, policy, now, &mut out).await?;
+    out.rows = rows.into_values().collect();
+    out.rows
+        .sort_by(|a, b| (a.ring, &a.name).cmp(&(b.ring, &b.name)));
+    Ok(out)
+}
+
+/// Sessions: how many still run an old version per host pool, grace-period log-offs,
+/// and the retained images' counts.
+pub(super) async fn sessions_pass<B: Backend>(
+    ctx: &Context<B>,
+    spec: &crate::resources::AppAttachPackageSpec,
+    pools: &[PoolObs],
+    rows: &mut BTreeMap<String, HostPoolRollout>,
+    policy: Policy,
+    now: Timestamp,
+    out: &mut Outcome,
+) -> Result<(), BackendError> {
     let rolling = out.rollout.as_ref().is_some_and(rollout::is_active);
     if rolling || !out.retained.is_empty() {
         let grace = spec
@@ -524,7 +522,7 @@ pub(super) async fn app_attach<B: Backend>(
             .as_deref()
             .and_then(rollout::parse_duration);
         let mut old_by_version: BTreeMap<String, i32> = BTreeMap::new();
-        for p in &pools {
+        for p in pools {
             let row = rows
                 .get_mut(&p.id.to_ascii_lowercase())
                 .expect("a row per pool");
@@ -568,18 +566,45 @@ pub(super) async fn app_attach<B: Backend>(
             );
         }
     }
-    out.rows = rows.into_values().collect();
-    out.rows
-        .sort_by(|a, b| (a.ring, &a.name).cmp(&(b.ring, &b.name)));
-    Ok(out)
+    Ok(())
 }
 
-fn started_before(s: &UserSession, t: Timestamp) -> bool {
+/// A status row per host pool (by lowercased id), keeping when each last switched.
+pub(super) fn rows_from(
+    pools: &[PoolObs],
+    previous: &AppAttachPackageStatus,
+) -> BTreeMap<String, HostPoolRollout> {
+    pools
+        .iter()
+        .map(|p| {
+            let old = previous
+                .host_pools
+                .iter()
+                .find(|r| r.name.eq_ignore_ascii_case(&p.name));
+            (
+                p.id.to_ascii_lowercase(),
+                HostPoolRollout {
+                    name: p.name.clone(),
+                    ring: p.ring,
+                    version: None,
+                    phase: None,
+                    switched_at: old.and_then(|r| r.switched_at.clone()),
+                    previous_version: old.and_then(|r| r.previous_version.clone()),
+                    staged_hosts: None,
+                    failed_hosts: None,
+                    previous_version_sessions: None,
+                },
+            )
+        })
+        .collect()
+}
+
+pub(super) fn started_before(s: &UserSession, t: Timestamp) -> bool {
     version_time(&s.properties.create_time).is_some_and(|c| c < t)
 }
 
 /// Per-pool version, phase and gate counts during a rollout.
-fn fill_rows(
+pub(super) fn fill_rows(
     rows: &mut BTreeMap<String, HostPoolRollout>,
     pools: &[PoolObs],
     r: &RolloutStatus,
@@ -616,7 +641,7 @@ fn fill_rows(
     }
 }
 
-fn push_history(
+pub(super) fn push_history(
     history: &mut Vec<RolloutRecord>,
     pkg: &Package,
     r: &RolloutStatus,
@@ -652,7 +677,7 @@ fn push_history(
 }
 
 /// Records a step's intent before its backend writes, so a restart resumes it.
-async fn intent(
+pub(super) async fn intent(
     api: &Api<Package>,
     pkg: &Package,
     previous: &AppAttachPackageStatus,

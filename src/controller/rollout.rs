@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::resources::{RolloutFailurePolicy, RolloutSpec, RolloutStatus, VersionRef};
+use crate::resources::{
+    MaintenanceWindow, RolloutFailurePolicy, RolloutSpec, RolloutStatus, VersionRef, Weekday,
+};
 
 /// Rollout phases (`status.rollout.phase`).
 pub mod phase {
@@ -300,6 +302,7 @@ pub fn plan(input: &Input<'_>) -> Plan {
             notified_sessions: 0,
             logged_off_sessions: 0,
             drained_hosts: vec![],
+            cycled_hosts: vec![],
         };
         return Plan::record(next, Some(Duration::ZERO));
     };
@@ -380,12 +383,19 @@ pub fn plan(input: &Input<'_>) -> Plan {
         step::STAGING => {
             let ring = r.ring.unwrap_or_default();
             let pools: Vec<&PoolObs> = input.pools.iter().filter(|p| p.ring == ring).collect();
-            let since = started;
-            let g = gate(
-                pools.iter().flat_map(|p| p.hosts.iter()),
-                since,
-                &r.target.image_path,
-            );
+            // Each pool's hosts count from that pool's own switch.
+            let mut g = Gate::default();
+            for p in &pools {
+                let one = gate(
+                    &p.hosts,
+                    p.switched_at.unwrap_or(started),
+                    &r.target.image_path,
+                );
+                g.staged.extend(one.staged);
+                g.failed.extend(one.failed);
+                g.pending.extend(one.pending);
+                g.skipped.extend(one.skipped);
+            }
             let allowed = input.spec.max_staging_failures.max(0) as usize;
             if g.failed.len() > allowed {
                 let hosts = g
@@ -494,6 +504,7 @@ fn switch(r: &RolloutStatus, ring: i32, now: Timestamp) -> Plan {
     next.phase = phase::PROGRESSING.into();
     next.step = step::SWITCHING.into();
     next.ring = Some(ring);
+    next.cycled_hosts.clear();
     next.step_started_at = Some(format_time(now));
     next.message = Some(format!(
         "ring {ring}: switching its host pools to {}",
@@ -584,6 +595,79 @@ pub fn switched_through(r: &RolloutStatus, rings: &[i32]) -> Option<i32> {
     .filter(|_| r.phase != phase::FAILED && r.phase != phase::REVERTED)
 }
 
+/// Whether a weekly maintenance window is open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    /// Open until this time.
+    Open(Timestamp),
+    /// Closed until this time.
+    Closed(Timestamp),
+}
+
+/// Where `now` falls in a weekly window; an error names the field that cannot be read.
+pub fn window(w: &MaintenanceWindow, now: Timestamp) -> Result<Window, String> {
+    let tz = jiff::tz::TimeZone::get(&w.time_zone).map_err(|_| {
+        format!(
+            "spec.rollout.maintenanceWindow.timeZone: {:?} is not an IANA time zone; use a name like Europe/Amsterdam or UTC",
+            w.time_zone
+        )
+    })?;
+    let length = parse_duration(&w.duration)
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            format!(
+                "spec.rollout.maintenanceWindow.duration: {:?} is not a positive duration like 4h",
+                w.duration
+            )
+        })?;
+    let (h, m) = w
+        .start_time
+        .split_once(':')
+        .and_then(|(h, m)| Some((h.parse::<i8>().ok()?, m.parse::<i8>().ok()?)))
+        .ok_or_else(|| {
+            format!(
+                "spec.rollout.maintenanceWindow.startTime: {:?} is not HH:MM",
+                w.start_time
+            )
+        })?;
+    let weekday = match w.day_of_week {
+        Weekday::Monday => jiff::civil::Weekday::Monday,
+        Weekday::Tuesday => jiff::civil::Weekday::Tuesday,
+        Weekday::Wednesday => jiff::civil::Weekday::Wednesday,
+        Weekday::Thursday => jiff::civil::Weekday::Thursday,
+        Weekday::Friday => jiff::civil::Weekday::Friday,
+        Weekday::Saturday => jiff::civil::Weekday::Saturday,
+        Weekday::Sunday => jiff::civil::Weekday::Sunday,
+    };
+    let bad = |e: jiff::Error| format!("spec.rollout.maintenanceWindow: {e}");
+    let local = now.to_zoned(tz.clone());
+    let mut date = local.date();
+    // The latest opening at or before now: this week's, or last week's.
+    for _ in 0..7 {
+        if date.weekday() == weekday {
+            break;
+        }
+        date = date.yesterday().map_err(bad)?;
+    }
+    let mut opens = date
+        .at(h, m, 0, 0)
+        .to_zoned(tz.clone())
+        .map_err(bad)?
+        .timestamp();
+    if opens > now {
+        opens = (opens.to_zoned(tz.clone()) - jiff::Span::new().days(7)).timestamp();
+    }
+    let length = jiff::SignedDuration::try_from(length).map_err(bad)?;
+    let closes = opens + length;
+    if now < closes {
+        Ok(Window::Open(closes))
+    } else {
+        Ok(Window::Closed(
+            (opens.to_zoned(tz) + jiff::Span::new().days(7)).timestamp(),
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -647,6 +731,43 @@ mod tests {
             now: t(now),
             poll: Duration::from_secs(5),
         }
+    }
+
+    #[test]
+    fn maintenance_windows_open_weekly_in_their_time_zone() {
+        let w = MaintenanceWindow {
+            day_of_week: Weekday::Saturday,
+            start_time: "22:00".into(),
+            duration: "4h".into(),
+            time_zone: "Europe/Amsterdam".into(),
+        };
+        let at = |s: &str| s.parse::<Timestamp>().unwrap();
+        // Saturday 2026-11-28 22:00 in Amsterdam is 21:00 UTC; the window runs to 01:00 UTC.
+        assert_eq!(
+            window(&w, at("2026-11-28T21:30:00Z")),
+            Ok(Window::Open(at("2026-11-29T01:00:00Z")))
+        );
+        assert_eq!(
+            window(&w, at("2026-11-29T00:59:00Z")),
+            Ok(Window::Open(at("2026-11-29T01:00:00Z")))
+        );
+        assert_eq!(
+            window(&w, at("2026-11-29T01:00:00Z")),
+            Ok(Window::Closed(at("2026-12-05T21:00:00Z")))
+        );
+        assert_eq!(
+            window(&w, at("2026-11-24T12:00:00Z")),
+            Ok(Window::Closed(at("2026-11-28T21:00:00Z")))
+        );
+        let bad = MaintenanceWindow {
+            time_zone: "Mars/Olympus".into(),
+            ..w
+        };
+        assert!(
+            window(&bad, at("2026-11-24T12:00:00Z"))
+                .unwrap_err()
+                .contains("spec.rollout.maintenanceWindow.timeZone")
+        );
     }
 
     #[test]
@@ -795,6 +916,7 @@ mod tests {
             notified_sessions: 0,
             logged_off_sessions: 0,
             drained_hosts: vec![],
+            cycled_hosts: vec![],
         }
     }
 

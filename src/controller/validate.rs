@@ -78,6 +78,25 @@ pub fn validate(
     now: jiff::Timestamp,
 ) -> Vec<Finding> {
     let mut out = Vec::new();
+    if let Some(w) = &spec.rollout.maintenance_window {
+        if let Err(message) = super::rollout::window(w, now) {
+            out.push(Finding::error("InvalidMaintenanceWindow", message));
+        } else if spec.mode == PackageMode::AppAttach {
+            out.push(Finding::warning(
+                "MaintenanceWindowIgnored",
+                "spec.rollout.maintenanceWindow applies to spec.mode MsixAppAttach only: app attach switches host pools without draining session hosts, so it is not used".into(),
+            ));
+        }
+    }
+    if spec.health_check_on_staging_failure
+        == crate::resources::HealthCheckOnStagingFailure::DoNotFail
+        && !pools.is_empty()
+    {
+        out.push(Finding::warning(
+            "StagingFailuresHidden",
+            "spec.healthCheckOnStagingFailure DoNotFail: session hosts report healthy even when staging fails, so a rollout's gate cannot see a bad image; use NeedsAssistance (default) or Unhealthy".into(),
+        ));
+    }
     let format = spec
         .image
         .format

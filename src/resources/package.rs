@@ -626,6 +626,9 @@ pub struct RolloutStatus {
     /// MSIX app attach: session hosts this rollout drained, to be undrained.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub drained_hosts: Vec<String>,
+    /// MSIX app attach: session hosts of the current ring already drained and undrained.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cycled_hosts: Vec<String>,
 }
 
 /// One rollout in the history.

@@ -605,3 +605,116 @@ async fn the_rollout_command_pauses_resumes_undoes_and_lists_history() {
     let (ok, text) = cli(&env, &["status", "cli"]).await;
     assert!(ok, "{text}");
 }
+
+async fn drained(env: &Env, pool: &str) -> Vec<String> {
+    let (_, hosts) = env
+        .get(&format!("{}/sessionHosts", env.pool_id(pool)))
+        .await;
+    hosts["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["properties"]["allowNewSession"] == false)
+        .map(|h| h["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn weekday(days_from_today: i64) -> String {
+    let d = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date()
+        + jiff::Span::new().days(days_from_today);
+    format!("{:?}", d.weekday())
+}
+
+#[tokio::test]
+async fn msix_app_attach_drains_in_batches_waits_for_sessions_and_moves_only_in_the_window() {
+    let env = Env::staging("rollout-msix").await;
+    // Opened yesterday at midnight for three days: open now. Tomorrow's: closed now.
+    let open = json!({"soak": "1s", "maxUnavailableHosts": 2,
+        "maintenanceWindow": {"dayOfWeek": weekday(-1), "startTime": "00:00", "duration": "72h", "timeZone": "UTC"}});
+    let closed = json!({"soak": "1s", "maxUnavailableHosts": 2,
+        "maintenanceWindow": {"dayOfWeek": weekday(1), "startTime": "00:00", "duration": "1h", "timeZone": "Europe/Amsterdam"}});
+    let msix = |version: &str, rollout: Value| {
+        set(
+            manifest("mx", version, rollout),
+            "/spec/mode",
+            json!("MsixAppAttach"),
+        )
+    };
+    put_image(&env, "mx", "1.0.0.0");
+    put_image(&env, "mx", "2.0.0.0");
+    env.ns
+        .apply(&msix("1.0.0.0", closed.clone()))
+        .await
+        .unwrap();
+    env.ns
+        .apply(&crate::harness::pools("mx-pools", "mx", &[("hp-m", 0)]))
+        .await
+        .unwrap();
+    env.wait_package("mx", 1, 0).await;
+    let env = &env;
+    let on_pool = |v: &'static str| async move {
+        let full =
+            appattach_operator::domain::naming::full_name("Contoso.mx", v, "x64", "CN=Contoso");
+        let path = format!("{}/msixPackages/{full}", env.pool_id("hp-m"));
+        env.get(&path).await.0 == 200
+    };
+    let alice = env.signin("alice@contoso.com", "hp-m").await;
+    assert_eq!(alice["packages"][0]["version"], "1.0.0.0");
+
+    // Outside the window nothing moves, and status says why.
+    env.ns.apply(&msix("2.0.0.0", closed)).await.unwrap();
+    let st = wait_rollout(env, "mx", "waiting for the window", |r| {
+        r["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("outside the maintenance window"))
+    })
+    .await;
+    assert!(drained(env, "hp-m").await.is_empty(), "{st}");
+    assert!(on_pool("1.0.0.0").await && !on_pool("2.0.0.0").await);
+
+    // In the window: a batch of two drains, and waits for alice's session to end.
+    env.ns.apply(&msix("2.0.0.0", open)).await.unwrap();
+    let st = wait_rollout(env, "mx", "waiting for a session", |r| {
+        r["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("waiting for 1 session(s)"))
+    })
+    .await;
+    let batch = drained(env, "hp-m").await;
+    assert_eq!(batch.len(), 2, "{st}");
+    assert!(
+        batch
+            .iter()
+            .any(|h| h.ends_with(alice["sessionHost"].as_str().unwrap())),
+        "{batch:?}"
+    );
+    assert!(
+        !on_pool("2.0.0.0").await,
+        "not replaced while the batch has sessions"
+    );
+    assert_eq!(st["rollout"]["drainedHosts"].as_array().unwrap().len(), 2);
+
+    sign_out(env, &alice).await;
+    let st = poll("the MSIX rollout complete", || async {
+        let now = drained(env, "hp-m").await.len();
+        assert!(now <= 2, "more than maxUnavailableHosts drained: {now}");
+        let st = status(env, "mx").await;
+        at(&st["rollout"], "Complete")
+            .then_some(st.clone())
+            .ok_or(format!("{st}"))
+    })
+    .await;
+    assert!(
+        on_pool("2.0.0.0").await && !on_pool("1.0.0.0").await,
+        "{st}"
+    );
+    assert!(
+        drained(env, "hp-m").await.is_empty(),
+        "no host left drained"
+    );
+    assert_eq!(st["currentVersion"], "2.0.0.0");
+    let bob = env.signin("bob@contoso.com", "hp-m").await;
+    assert_eq!(bob["packages"][0]["version"], "2.0.0.0");
+}
