@@ -38,6 +38,10 @@ pub struct Args {
     #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
     pub resync: Duration,
 
+    /// Serve Prometheus metrics on this address at /metrics (for example 0.0.0.0:8080).
+    #[arg(long)]
+    pub metrics_bind_address: Option<SocketAddr>,
+
     /// How often a running rollout checks its gate and counts sessions on old images.
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
     pub rollout_poll: Duration,
@@ -72,7 +76,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         resync: args.resync,
         concurrency: args.concurrency,
         rollout_poll: args.rollout_poll,
+        ..Config::default()
     };
+    if let Some(addr) = args.metrics_bind_address {
+        serve_metrics(addr, config.metrics.clone()).await?;
+    }
     let (backend, _emulator) = backend(&args).await?;
     controller::run(client, backend, config).await;
     Ok(())
@@ -108,4 +116,36 @@ pub async fn backend(args: &Args) -> anyhow::Result<(ArmClient, Option<emulator:
         Auth::None,
     );
     Ok((client, Some(served)))
+}
+
+/// Serves `/metrics` in the background.
+async fn serve_metrics(
+    addr: SocketAddr,
+    metrics: std::sync::Arc<crate::controller::metrics::Metrics>,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("--metrics-bind-address {addr}: cannot listen"))?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let metrics = metrics.clone();
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    metrics.render(),
+                )
+            }
+        }),
+    );
+    tracing::info!(%addr, "serving metrics at /metrics");
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!("metrics server stopped: {e}");
+        }
+    });
+    Ok(())
 }

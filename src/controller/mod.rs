@@ -7,6 +7,7 @@
 //! nothing, neither to the backend nor to the API server.
 
 pub mod build;
+pub mod metrics;
 mod msix_rollout;
 mod reconcile;
 mod rolling;
@@ -49,6 +50,8 @@ pub struct Config {
     /// How often a running rollout looks at its gate, and sessions on old images are
     /// counted.
     pub rollout_poll: Duration,
+    /// Where the controller's metrics are kept.
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 impl Default for Config {
@@ -58,6 +61,7 @@ impl Default for Config {
             resync: Duration::from_secs(30 * 60),
             concurrency: 8,
             rollout_poll: Duration::from_secs(15),
+            metrics: Arc::default(),
         }
     }
 }

@@ -720,6 +720,10 @@ async fn report<B: Backend>(
     let current = outcome
         .and_then(|o| o.written.as_ref())
         .or(pkg.status.as_ref());
+    if let Some(r) = &st.rollout {
+        let ns = pkg.namespace().unwrap_or_default();
+        ctx.config.metrics.rollout(&ns, &pkg.name_any(), r);
+    }
     status::write(api, &pkg.name_any(), current, &st).await?;
     publish_transitions(pkg, ctx, previous, &st, &warnings).await;
     if let Some(r) = &st.rollout
@@ -978,6 +982,7 @@ async fn cleanup<B: Backend>(pkg: &AppAttachPackage, ctx: &Context<B>) -> Result
             }
         }
     }
+    ctx.config.metrics.forget(&ns, &name);
     let event = Event {
         type_: EventType::Normal,
         reason: "Deleted".into(),

@@ -59,6 +59,8 @@ pub struct Env {
     pub concurrency: u16,
     /// The local folder behind the share `\\fs\apps` (staging environments only).
     pub share: std::path::PathBuf,
+    /// The controller's metrics.
+    pub metrics: std::sync::Arc<controller::metrics::Metrics>,
     _state: tempfile::TempDir,
 }
 
@@ -113,6 +115,7 @@ impl Env {
             resync,
             concurrency: 4,
             share,
+            metrics: Default::default(),
             _state: state,
         };
         env.start_controller();
@@ -126,6 +129,7 @@ impl Env {
             resync: self.resync,
             concurrency: self.concurrency,
             rollout_poll: TICK,
+            metrics: self.metrics.clone(),
         };
         self.controller = Some(tokio::spawn(controller::run(
             self.ns.client.clone(),

@@ -144,6 +144,12 @@ async fn a_good_version_moves_ring_by_ring_and_the_old_image_stays_while_session
         assert!(switched <= checked && checked <= soak_started, "{st}");
     }
     assert_eq!(st["hostPools"][0]["stagedHosts"], 2, "{st}");
+    let metrics = env.metrics.render();
+    let series = format!(
+        r#"appattach_rollout_step{{namespace="{}",name="roll",step="Soaking"}} 1"#,
+        env.ns.name
+    );
+    assert!(metrics.contains(&series), "{metrics}");
     assert_eq!(st["targetVersion"], "2.0.0.0");
     assert_eq!(st["currentVersion"], "1.0.0.0");
     assert_eq!(

@@ -1,0 +1,161 @@
+//! The controller's Prometheus metrics.
+
+use std::sync::Mutex;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::resources::RolloutStatus;
+
+/// Labels of a per-package rollout step.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StepLabels {
+    /// Namespace of the package.
+    pub namespace: String,
+    /// Name of the package.
+    pub name: String,
+    /// The step (`Pending`, `Switching`, `Staging`, `Soaking`, `Finishing`, `RollingBack`,
+    /// `Done`) or, for a rollout that stopped, its phase (`Paused`, `Held`, `Failed`).
+    pub step: String,
+}
+
+/// Labels of a package.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PackageLabels {
+    /// Namespace of the package.
+    pub namespace: String,
+    /// Name of the package.
+    pub name: String,
+}
+
+/// Every metric the controller exports.
+pub struct Metrics {
+    registry: Registry,
+    step: Family<StepLabels, Gauge>,
+    ring: Family<PackageLabels, Gauge>,
+    last_step: Mutex<std::collections::HashMap<(String, String), String>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("appattach");
+        let step = Family::<StepLabels, Gauge>::default();
+        registry.register(
+            "rollout_step",
+            "The step each package's rollout is at: 1 on the current step's series",
+            step.clone(),
+        );
+        let ring = Family::<PackageLabels, Gauge>::default();
+        registry.register(
+            "rollout_ring",
+            "The ring each package's rollout works on",
+            ring.clone(),
+        );
+        Self {
+            registry,
+            step,
+            ring,
+            last_step: Mutex::default(),
+        }
+    }
+}
+
+impl Metrics {
+    /// Records where a package's rollout stands.
+    pub fn rollout(&self, namespace: &str, name: &str, r: &RolloutStatus) {
+        let step = match r.phase.as_str() {
+            "Paused" | "Held" | "Failed" | "Reverted" | "Complete" => r.phase.clone(),
+            _ => r.step.clone(),
+        };
+        let key = (namespace.to_string(), name.to_string());
+        let mut last = self.last_step.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = last.insert(key, step.clone())
+            && old != step
+        {
+            self.step.remove(&StepLabels {
+                namespace: namespace.into(),
+                name: name.into(),
+                step: old,
+            });
+        }
+        self.step
+            .get_or_create(&StepLabels {
+                namespace: namespace.into(),
+                name: name.into(),
+                step,
+            })
+            .set(1);
+        self.ring
+            .get_or_create(&PackageLabels {
+                namespace: namespace.into(),
+                name: name.into(),
+            })
+            .set(i64::from(r.ring.unwrap_or(-1)));
+    }
+
+    /// Forgets a deleted package.
+    pub fn forget(&self, namespace: &str, name: &str) {
+        let key = (namespace.to_string(), name.to_string());
+        let mut last = self.last_step.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = last.remove(&key) {
+            self.step.remove(&StepLabels {
+                namespace: namespace.into(),
+                name: name.into(),
+                step: old,
+            });
+        }
+        self.ring.remove(&PackageLabels {
+            namespace: namespace.into(),
+            name: name.into(),
+        });
+    }
+
+    /// The metrics in the OpenMetrics text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::warn!("encoding metrics: {e}");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_series_per_package_follows_its_step() {
+        let m = Metrics::default();
+        let mut r: RolloutStatus = serde_json::from_value(serde_json::json!({
+            "revision": 1, "phase": "Progressing", "step": "Staging", "ring": 1,
+            "target": {"version": "2.0.0.0", "imagePath": "x", "backendName": "b"}
+        }))
+        .unwrap();
+        m.rollout("ns", "app", &r);
+        let text = m.render();
+        assert!(
+            text.contains(r#"appattach_rollout_step{namespace="ns",name="app",step="Staging"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"appattach_rollout_ring{namespace="ns",name="app"} 1"#),
+            "{text}"
+        );
+        r.step = "Soaking".into();
+        m.rollout("ns", "app", &r);
+        let text = m.render();
+        assert!(!text.contains("Staging"), "{text}");
+        assert!(text.contains(r#"step="Soaking"} 1"#), "{text}");
+        m.forget("ns", "app");
+        assert!(!m.render().contains("name=\"app\""));
+    }
+}
