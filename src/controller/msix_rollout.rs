@@ -15,7 +15,8 @@ use kube::api::Api;
 use super::build;
 use super::reconcile::{Observed, msix_body};
 use super::rolling::{
-    Outcome, fill_rows, host_obs, intent, push_history, rows_from, sessions_pass, version_time,
+    Outcome, fill_rows, host_obs, intent, note_superseded, push_history, rows_from, sessions_pass,
+    version_time,
 };
 use super::rollout::{self, Action, PoolObs, Window, phase, step};
 use super::{Context, Error, Policy};
@@ -172,6 +173,7 @@ pub(super) async fn msix<B: Backend>(
         }
         Action::Record => {
             let r = plan.next.clone().expect("a rollout step records a rollout");
+            note_superseded(&mut out.history, pkg, recorded, &r, now);
             let map = on_map(&pools, &r);
             fill_rows(&mut rows, &pools, &r, &map, &version_of);
             out.rollout = Some(r);

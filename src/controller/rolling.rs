@@ -272,6 +272,7 @@ pub(super) async fn app_attach<B: Backend>(
         }
         Action::Record | Action::Switch { .. } => {
             let mut r = plan.next.clone().expect("a rollout step records a rollout");
+            note_superseded(&mut out.history, pkg, active, &r, now);
             let through = match plan.action {
                 Action::Switch { through } => {
                     out.written = intent(api, pkg, previous, &r).await?;
@@ -567,6 +568,30 @@ pub(super) async fn sessions_pass<B: Backend>(
         }
     }
     Ok(())
+}
+
+/// Records, in the history, a running rollout that a newer spec replaced.
+pub(super) fn note_superseded(
+    history: &mut Vec<RolloutRecord>,
+    pkg: &Package,
+    before: Option<&RolloutStatus>,
+    after: &RolloutStatus,
+    now: Timestamp,
+) {
+    if let Some(b) = before
+        && rollout::is_active(b)
+        && b.revision != after.revision
+    {
+        let message = format!("superseded by {}", after.target.version);
+        push_history(
+            history,
+            pkg,
+            b,
+            "Superseded",
+            &rollout::format_time(now),
+            Some(&message),
+        );
+    }
 }
 
 /// A status row per host pool (by lowercased id), keeping when each last switched.

@@ -724,3 +724,88 @@ async fn msix_app_attach_drains_in_batches_waits_for_sessions_and_moves_only_in_
     let bob = env.signin("bob@contoso.com", "hp-m").await;
     assert_eq!(bob["packages"][0]["version"], "2.0.0.0");
 }
+
+#[tokio::test]
+async fn a_newer_version_mid_rollout_supersedes_it_from_where_the_pools_are() {
+    let env = Env::staging("rollout-supersede").await;
+    ready_at_v1(&env, "sup", json!({"soak": "1s"})).await;
+    put_image(&env, "sup", "2.0.0.0");
+    put_image(&env, "sup", "3.0.0.0");
+    // 2.0.0.0 soaks for an hour in ring 0.
+    env.ns
+        .apply(&manifest("sup", "2.0.0.0", json!({"soak": "1h"})))
+        .await
+        .unwrap();
+    wait_rollout(&env, "sup", "2.0.0.0 soaking in ring 0", |r| {
+        step(r, "Soaking", 0)
+    })
+    .await;
+    let v2 = versioned(&env, "sup", "2.0.0.0");
+    assert_eq!(refs(&env, &v2).await.unwrap(), ["hp-r0"]);
+
+    env.ns
+        .apply(&manifest("sup", "3.0.0.0", json!({"soak": "1s"})))
+        .await
+        .unwrap();
+    let st = wait_rollout(&env, "sup", "3.0.0.0 complete", |r| at(r, "Complete")).await;
+    let r = &st["rollout"];
+    assert_eq!(r["revision"], 2, "{st}");
+    assert_eq!(r["target"]["version"], "3.0.0.0");
+    let from: Vec<&str> = r["previous"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["version"].as_str().unwrap())
+        .collect();
+    assert_eq!(from, ["1.0.0.0", "2.0.0.0"], "{st}");
+    assert_eq!(st["history"][0]["result"], "Complete");
+    assert_eq!(st["history"][1]["result"], "Superseded");
+    assert!(
+        st["history"][1]["message"]
+            .as_str()
+            .unwrap()
+            .contains("superseded by 3.0.0.0"),
+        "{st}"
+    );
+    // Ring 0 went from 2.0.0.0 to 3.0.0.0, the others from 1.0.0.0; both old packages went.
+    let rows = st["hostPools"].as_array().unwrap();
+    assert_eq!(rows[0]["previousVersion"], "2.0.0.0", "{st}");
+    assert_eq!(rows[1]["previousVersion"], "1.0.0.0", "{st}");
+    let v3 = versioned(&env, "sup", "3.0.0.0");
+    assert_eq!(refs(&env, &v3).await.unwrap(), ["hp-r0", "hp-r1", "hp-r2"]);
+    assert_eq!(refs(&env, &v2).await, None);
+    assert_eq!(refs(&env, &env.backend_name("sup")).await, None);
+}
+
+#[tokio::test]
+async fn on_failure_pause_holds_for_a_person_and_goes_on_once_the_hosts_stage() {
+    let env = Env::staging("rollout-hold").await;
+    let rollout = json!({"soak": "1s", "onFailure": "Pause"});
+    ready_at_v1(&env, "hold", rollout.clone()).await;
+    env.ns
+        .apply(&manifest("hold", "2.0.0.0", rollout))
+        .await
+        .unwrap();
+    let obj = env
+        .wait_condition(
+            "AppAttachPackage",
+            "hold",
+            "Progressing",
+            "False",
+            Some("RolloutHeld"),
+        )
+        .await;
+    let st = &obj["status"];
+    assert_eq!(st["rollout"]["phase"], "Held", "{st}");
+    // Nothing rolled back: ring 0 stays on the new version, the others were not touched.
+    assert_eq!(
+        refs(&env, &versioned(&env, "hold", "2.0.0.0"))
+            .await
+            .unwrap(),
+        ["hp-r0"]
+    );
+    env.wait_warning("hold", "RolloutHeld").await;
+    // Someone copies the image to the share: the hosts stage it and the rollout goes on.
+    put_image(&env, "hold", "2.0.0.0");
+    wait_rollout(&env, "hold", "complete", |r| at(r, "Complete")).await;
+}
