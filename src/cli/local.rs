@@ -65,7 +65,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         shares: args.shares.clone(),
         state_dir: Some(state.path().to_path_buf()),
         token: None,
-        staging_interval: Some(Duration::from_secs(5)),
+        staging_interval: Some(Duration::from_secs(2)),
     };
     let emulator = Emulator::start(config).await?;
     eprintln!(
@@ -83,7 +83,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let controller = tokio::spawn(controller::run(
         client.clone(),
         backend,
-        controller::Config::default(),
+        controller::Config {
+            rollout_poll: Duration::from_secs(2),
+            ..controller::Config::default()
+        },
     ));
     eprintln!("appattach: controller running");
 
@@ -120,9 +123,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let view = entitlements(&emulator.url(), &user.upn).await?;
         println!("{}", super::entitlements::table(&view));
     }
+    let bin = plugin_dir(&binaries)?;
     println!(
-        "The local control plane is up. In another terminal:\n\n    export KUBECONFIG={}\n    kubectl get appattach -A\n    cargo run -- entitlements --emulator {} --user carol@contoso.com\n",
+        "The local control plane is up. In another terminal:\n\n    export KUBECONFIG={}\n    export PATH={}:$PATH    # kubectl, and this binary as the kubectl-appattach plugin\n    kubectl get appattach -A\n    kubectl appattach rollout status contoso-expenses -n avd-apps\n    cargo run -- entitlements --emulator {} --user carol@contoso.com\n",
         cp.kubeconfig().display(),
+        bin.display(),
         emulator.url()
     );
     if !args.once {
@@ -208,4 +213,28 @@ async fn entitlements(
     let mut u = reqwest::Url::parse(url)?.join("/_emulator/entitlements")?;
     u.query_pairs_mut().append_pair("user", user);
     Ok(reqwest::get(u).await?.error_for_status()?.json().await?)
+}
+
+/// A folder with `kubectl` (the one built for the control plane) and `kubectl-appattach`
+/// (this binary), to put on PATH.
+fn plugin_dir(binaries: &Binaries) -> anyhow::Result<std::path::PathBuf> {
+    let dir = binaries.dir().join("path");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let links = [
+        ("kubectl", binaries.kubectl()),
+        ("kubectl-appattach", std::env::current_exe()?),
+    ];
+    for (name, target) in links {
+        let link = dir.join(name);
+        if std::fs::read_link(&link).is_ok_and(|t| t == target) {
+            continue;
+        }
+        // Replaced atomically: another `local` may be using the link right now.
+        let fresh = dir.join(format!(".{name}.{}", std::process::id()));
+        let _ = std::fs::remove_file(&fresh);
+        std::os::unix::fs::symlink(&target, &fresh)
+            .and_then(|()| std::fs::rename(&fresh, &link))
+            .with_context(|| format!("linking {} to {}", link.display(), target.display()))?;
+    }
+    Ok(dir)
 }
