@@ -38,6 +38,16 @@ pub async fn reconcile_package<B: Backend>(
     let ns = pkg.namespace().unwrap_or_default();
     let key = format!("{ns}/{}", pkg.name_any());
     let api: Api<AppAttachPackage> = Api::namespaced(ctx.client.clone(), &ns);
+    // A rollout decides from its own last status write, which the watch cache may not
+    // have yet (a pass requeued moments after the last): read it fresh from the API server.
+    let pkg = if rolling(&pkg) {
+        match api.get_opt(&pkg.name_any()).await? {
+            Some(fresh) => Arc::new(fresh),
+            None => return Ok(Action::await_change()),
+        }
+    } else {
+        pkg
+    };
     let result = finalizer(&api, FINALIZER, pkg, |event| async {
         match event {
             finalizer::Event::Apply(p) => apply(&p, &ctx).await,
@@ -53,6 +63,17 @@ pub async fn reconcile_package<B: Backend>(
         Err(finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e)) => Err(e),
         Err(e) => Err(Error::Finalizer(e.to_string())),
     }
+}
+
+/// Whether the package is in, or about to start, a rollout.
+fn rolling(pkg: &AppAttachPackage) -> bool {
+    pkg.status.as_ref().is_some_and(|st| {
+        st.rollout.as_ref().is_some_and(super::rollout::is_active)
+            || st
+                .current_version
+                .as_ref()
+                .is_some_and(|v| *v != pkg.spec.package.version)
+    })
 }
 
 /// Retries a failed pass with per-object exponential backoff (capped at five minutes),

@@ -718,8 +718,7 @@ pub(super) async fn intent(
     Ok(Some(st))
 }
 
-/// Writes each slot's host pool references (removals first, so a host pool never
-/// references two versions at once) and role assignments. Returns whether anything
+/// Writes each slot's host pool references (additions first) and role assignments. Returns whether anything
 /// differed under policy skip.
 async fn write_slots<B: Backend>(
     ctx: &Context<B>,
@@ -741,7 +740,10 @@ async fn write_slots<B: Backend>(
             (refs >= held, s)
         })
         .collect();
-    ordered.sort_by_key(|(grows, _)| *grows);
+    // The version a host pool moves to is added before the one it leaves is removed: in
+    // between, its hosts stage both, so a health check taken then still speaks of the new
+    // image (removing first would leave a moment with neither, and a check that passes).
+    ordered.sort_by_key(|(grows, _)| !*grows);
     for (_, s) in ordered {
         let mut refs: Vec<String> = map
             .iter()

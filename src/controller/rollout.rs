@@ -380,7 +380,7 @@ pub fn plan(input: &Input<'_>) -> Plan {
             }
             Some(&first) => switch(r, first, now),
         },
-        step::STAGING => {
+        step::STAGING | step::SOAKING => {
             let ring = r.ring.unwrap_or_default();
             let pools: Vec<&PoolObs> = input.pools.iter().filter(|p| p.ring == ring).collect();
             // Each pool's hosts count from that pool's own switch.
@@ -397,6 +397,7 @@ pub fn plan(input: &Input<'_>) -> Plan {
                 g.skipped.extend(one.skipped);
             }
             let allowed = input.spec.max_staging_failures.max(0) as usize;
+            // A host that fails while the ring soaks fails the gate too.
             if g.failed.len() > allowed {
                 let hosts = g
                     .failed
@@ -431,6 +432,9 @@ pub fn plan(input: &Input<'_>) -> Plan {
                     }
                 };
             }
+            if r.step == step::SOAKING {
+                return soak(r, input, ring, started, &rings, paused_next);
+            }
             if !g.pending.is_empty() {
                 let mut next = r.clone();
                 next.phase = phase::PROGRESSING.into();
@@ -464,30 +468,40 @@ pub fn plan(input: &Input<'_>) -> Plan {
                 },
                 input.spec.soak
             ));
-            Plan::record(next, Some(soak))
-        }
-        step::SOAKING => {
-            let ring = r.ring.unwrap_or_default();
-            let soak = parse_duration(&input.spec.soak).unwrap_or_default();
-            let elapsed = Duration::try_from(now.duration_since(started)).unwrap_or_default();
-            if elapsed < soak {
-                let mut next = r.clone();
-                next.phase = phase::PROGRESSING.into();
-                return Plan {
-                    action: Action::Record,
-                    next: Some(next),
-                    requeue: Some(soak - elapsed),
-                };
-            }
-            match rings.iter().find(|&&x| x > ring) {
-                Some(&n) if input.spec.paused => {
-                    paused_next(format!("ring {n} switches to {}", r.target.version))
-                }
-                Some(&n) => switch(r, n, now),
-                None => finish_or_pause(r, input, paused_next),
-            }
+            Plan::record(next, Some(soak.min(input.poll)))
         }
         _ => steady(),
+    }
+}
+
+/// A soaking ring: wait out the soak (looking at the gate again meanwhile), then the next
+/// ring or the end.
+fn soak(
+    r: &RolloutStatus,
+    input: &Input<'_>,
+    ring: i32,
+    started: Timestamp,
+    rings: &[i32],
+    paused_next: impl Fn(String) -> Plan,
+) -> Plan {
+    let now = input.now;
+    let soak = parse_duration(&input.spec.soak).unwrap_or_default();
+    let elapsed = Duration::try_from(now.duration_since(started)).unwrap_or_default();
+    if elapsed < soak {
+        let mut next = r.clone();
+        next.phase = phase::PROGRESSING.into();
+        return Plan {
+            action: Action::Record,
+            next: Some(next),
+            requeue: Some((soak - elapsed).min(input.poll)),
+        };
+    }
+    match rings.iter().find(|&&x| x > ring) {
+        Some(&n) if input.spec.paused => {
+            paused_next(format!("ring {n} switches to {}", r.target.version))
+        }
+        Some(&n) => switch(r, n, now),
+        None => finish_or_pause(r, input, paused_next),
     }
 }
 
@@ -953,7 +967,25 @@ mod tests {
         p[0].hosts[0] = host("h-0", Some(15), true, None);
         let soaking = plan(&input(&s, Some(&staging), &p, 20));
         assert_eq!(soaking.next.unwrap().step, step::SOAKING);
-        assert_eq!(soaking.requeue, Some(Duration::from_secs(60)));
+        assert_eq!(
+            soaking.requeue,
+            Some(Duration::from_secs(5)),
+            "the poll, to watch the gate"
+        );
+        // A host failing while the ring soaks fails the gate.
+        let soaking_status = RolloutStatus {
+            step: step::SOAKING.into(),
+            step_started_at: Some(format_time(t(20))),
+            ..staging.clone()
+        };
+        p[0].hosts[0] = host(
+            "h-0",
+            Some(25),
+            false,
+            Some(r"cannot open \\fs\apps\app_2.0.0.0.cim"),
+        );
+        let failed = plan(&input(&s, Some(&soaking_status), &p, 30));
+        assert_eq!(failed.action, Action::RollBack);
     }
 
     #[test]

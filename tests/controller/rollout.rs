@@ -323,8 +323,47 @@ async fn a_missing_image_fails_ring_zero_and_rolls_back_without_touching_later_r
         assert!(row["switchedAt"].is_null(), "{row}");
     }
 
-    // Once the image is there and the spec changes again, it is tried again and passes.
+    // With the image now on the share, a pass without a spec change does not try again.
     put_image(&env, "miss", "2.0.0.0");
+    let package_gets = |counts: &Value| -> u64 {
+        counts["byPath"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| {
+                c["method"] == "GET"
+                    && c["path"]
+                        .as_str()
+                        .unwrap()
+                        .ends_with(&format!("appattachpackages/{old}"))
+            })
+            .map(|c| c["count"].as_u64().unwrap())
+            .sum()
+    };
+    // Two passes, each triggered by an annotation: once the second has started, the first
+    // has ended (passes of one object never overlap).
+    for poke in ["1", "2"] {
+        let before = package_gets(&env.counts().await);
+        env.ns
+            .apply(&set(
+                manifest("miss", "2.0.0.0", json!({"soak": "1s"})),
+                "/metadata/annotations",
+                json!({ "example.com/poke": poke }),
+            ))
+            .await
+            .unwrap();
+        poll("a pass after the annotation", || async {
+            let now = package_gets(&env.counts().await);
+            (now > before).then_some(()).ok_or(format!("{now} GETs"))
+        })
+        .await;
+    }
+    let st = status(&env, "miss").await;
+    assert_eq!(st["rollout"]["phase"], "Failed", "{st}");
+    assert_eq!(st["rollout"]["revision"], 1, "{st}");
+    assert_eq!(refs(&env, &new).await, None, "{st}");
+
+    // Once the spec changes again, it is tried again and passes.
     env.ns
         .apply(&manifest(
             "miss",
@@ -368,50 +407,93 @@ async fn a_tolerated_staging_failure_lets_the_rollout_proceed() {
     wait_rollout(&env, "tol", "complete", |r| at(r, "Complete")).await;
 }
 
-#[tokio::test]
-async fn users_keep_their_version_are_told_once_and_the_grace_period_logs_off_only_old_sessions() {
-    let env = Env::staging("rollout-users").await;
-    let rollout = json!({"soak": "1s", "notifyUsers": true, "sessionGracePeriod": "2s"});
-    ready_at_v1(&env, "usr", rollout.clone()).await;
+/// Signs alice in on hp-r0 and hp-r1 at 1.0.0.0, starts the rollout to 2.0.0.0, and signs
+/// her in on hp-r0 again once ring 0 switched; returns the three sessions.
+async fn sessions_across_a_rollout(env: &Env, name: &str, rollout: Value) -> [Value; 3] {
+    ready_at_v1(env, name, rollout.clone()).await;
     let old0 = env.signin("alice@contoso.com", "hp-r0").await;
     let old1 = env.signin("alice@contoso.com", "hp-r1").await;
-    put_image(&env, "usr", "2.0.0.0");
+    put_image(env, name, "2.0.0.0");
     env.ns
-        .apply(&manifest("usr", "2.0.0.0", rollout))
+        .apply(&manifest(name, "2.0.0.0", rollout))
         .await
         .unwrap();
-    wait_rollout(&env, "usr", "ring 0 staging or later", |r| {
+    wait_rollout(env, name, "ring 0 switched", |r| {
         r["ring"].as_i64().unwrap_or(-1) >= 0 && r["step"] != "Pending" && r["step"] != "Switching"
     })
     .await;
-    // A session started after ring 0 switched gets the new version.
     let new0 = env.signin("alice@contoso.com", "hp-r0").await;
-    assert_eq!(new0["packages"][0]["version"], "2.0.0.0");
+    // Sessions keep the version they signed in with; a new one gets the new version.
     assert_eq!(old0["packages"][0]["version"], "1.0.0.0");
+    assert_eq!(new0["packages"][0]["version"], "2.0.0.0");
+    [old0, old1, new0]
+}
 
-    let st = wait_rollout(&env, "usr", "complete", |r| at(r, "Complete")).await;
-    let _ = st;
-    // After the grace period, the sessions that started on 1.0.0.0 are logged off, and
-    // only those.
-    let st = poll("old sessions logged off", || async {
-        let st = status(&env, "usr").await;
+async fn live_sessions(env: &Env) -> Vec<Value> {
+    let (_, sessions) = env.get("/_emulator/sessions").await;
+    sessions["value"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn users_keep_their_version_and_each_old_session_is_told_once() {
+    let env = Env::staging("rollout-notify").await;
+    let [old0, old1, new0] =
+        sessions_across_a_rollout(&env, "ntf", json!({"soak": "1s", "notifyUsers": true})).await;
+    let st = wait_rollout(&env, "ntf", "complete", |r| at(r, "Complete")).await;
+    assert_eq!(st["rollout"]["notifiedSessions"], 2, "{st}");
+    let live = live_sessions(&env).await;
+    let messages = |s: &Value| {
+        live.iter()
+            .find(|l| l["id"] == s["sessionId"])
+            .map(|l| l["messages"].as_array().cloned().unwrap_or_default())
+            .unwrap_or_else(|| panic!("{s} is not live: {live:?}"))
+    };
+    for old in [&old0, &old1] {
+        let m = messages(old);
+        assert_eq!(m.len(), 1, "{m:?}");
+        let body = m[0]["messageBody"].as_str().unwrap();
+        assert!(
+            body.contains("1.0.0.0") && body.contains("2.0.0.0"),
+            "{body}"
+        );
+    }
+    assert!(
+        messages(&new0).is_empty(),
+        "a session on the new version is not told"
+    );
+    // Nobody was logged off without a grace period; the old image stays for them.
+    assert_eq!(st["rollout"]["loggedOffSessions"], 0);
+    assert_eq!(st["retainedImages"][0]["sessions"], 2, "{st}");
+}
+
+#[tokio::test]
+async fn the_grace_period_logs_off_only_sessions_on_the_old_version() {
+    let env = Env::staging("rollout-grace").await;
+    let rollout = json!({"soak": "1s", "sessionGracePeriod": "1s"});
+    let [_, _, new0] = sessions_across_a_rollout(&env, "grc", rollout).await;
+    wait_rollout(&env, "grc", "complete", |r| at(r, "Complete")).await;
+    poll("old sessions logged off", || async {
+        let st = status(&env, "grc").await;
         (st["rollout"]["loggedOffSessions"] == 2)
+            .then_some(())
+            .ok_or(format!("{st}"))
+    })
+    .await;
+    let ids: Vec<String> = live_sessions(&env)
+        .await
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, [new0["sessionId"].as_str().unwrap()]);
+    let st = poll("no retained image", || async {
+        let st = status(&env, "grc").await;
+        st["retainedImages"]
+            .is_null()
             .then_some(st.clone())
             .ok_or(format!("{st}"))
     })
     .await;
-    assert_eq!(st["rollout"]["notifiedSessions"], 2, "{st}");
-    let (_, sessions) = env.get("/_emulator/sessions").await;
-    let live: Vec<&Value> = sessions["value"].as_array().unwrap().iter().collect();
-    let ids: Vec<&str> = live.iter().map(|s| s["id"].as_str().unwrap()).collect();
-    assert_eq!(ids, [new0["sessionId"].as_str().unwrap()], "{sessions}");
-    // The new session was never told (it runs the new version already).
-    assert!(
-        live[0]["messages"].as_array().is_none_or(|m| m.is_empty()),
-        "{sessions}"
-    );
-    let _ = old1;
-    assert!(st["retainedImages"].is_null(), "{st}");
+    assert_eq!(st["rollout"]["notifiedSessions"], 0);
 }
 
 /// The applied writes to each path of one package (its backend packages and their role
