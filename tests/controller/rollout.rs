@@ -530,32 +530,15 @@ async fn a_controller_killed_after_any_kind_of_step_resumes_and_writes_nothing_t
         ready_at_v1(&env, &name, rollout.clone()).await;
         put_image(&env, &name, "2.0.0.0");
         let held = |on: &str| json!({"method": on, "pathContains": format!("appAttachPackages/{}", env.backend_name(&name)), "status": 429, "retryAfterSeconds": 600, "count": 1});
-        match kind {
-            "Switching" => {
-                env.arm(
-                    reqwest::Method::POST,
-                    "/_emulator/faults",
-                    Some(held("PUT")),
-                )
-                .await;
-            }
-            "Finishing" => {
-                env.arm(
-                    reqwest::Method::POST,
-                    "/_emulator/faults",
-                    Some(held("DELETE")),
-                )
-                .await;
-            }
-            "Staging" => {
-                env.arm(
+        if kind == "Staging" {
+            let (code, body) = env
+                .arm(
                     reqwest::Method::POST,
                     "/_emulator/staging-faults",
                     Some(json!({"sessionHost": "r0-1", "error": ""})),
                 )
                 .await;
-            }
-            _ => {}
+            assert_eq!(code, 204, "{body}");
         }
         env.ns
             .apply(&manifest(&name, "2.0.0.0", rollout))
@@ -565,12 +548,41 @@ async fn a_controller_killed_after_any_kind_of_step_resumes_and_writes_nothing_t
             at(r, "Paused") && r["step"] == "Pending"
         })
         .await;
+        // The write that would follow the step's intent is refused with a long
+        // Retry-After, so the controller sits right after recording the step.
+        let hold = match kind {
+            "Switching" => Some("PUT"),
+            "Finishing" => Some("DELETE"),
+            _ => None,
+        };
+        if let Some(method) = hold {
+            let (code, body) = env
+                .arm(
+                    reqwest::Method::POST,
+                    "/_emulator/faults",
+                    Some(held(method)),
+                )
+                .await;
+            assert!(code < 300, "{body}");
+        }
         if kind != "Pending" {
             env.ns
                 .apply(&manifest(&name, "2.0.0.0", json!({"soak": "2s"})))
                 .await
                 .unwrap();
-            wait_rollout(&env, &name, kind, |r| r["step"] == kind).await;
+            poll(&format!("{name} at {kind}"), || async {
+                let st = status(&env, &name).await;
+                if st["rollout"]["step"] == kind {
+                    return Ok(());
+                }
+                let faults = env.get("/_emulator/faults").await.1;
+                let writes = applied_writes(&env, &name).await;
+                Err(format!(
+                    "rollout {}; faults {faults}; applied {writes:?}",
+                    st["rollout"]
+                ))
+            })
+            .await;
         }
         env.stop_controller().await;
         env.arm(reqwest::Method::DELETE, "/_emulator/faults", None)
@@ -694,6 +706,13 @@ async fn the_rollout_command_pauses_resumes_undoes_and_lists_history() {
     assert!(ok, "{text}");
 }
 
+async fn on_pool(env: &Env, version: &str) -> bool {
+    let full =
+        appattach_operator::domain::naming::full_name("Contoso.mx", version, "x64", "CN=Contoso");
+    let path = format!("{}/msixPackages/{full}", env.pool_id("hp-m"));
+    env.get(&path).await.0 == 200
+}
+
 async fn drained(env: &Env, pool: &str) -> Vec<String> {
     let (_, hosts) = env
         .get(&format!("{}/sessionHosts", env.pool_id(pool)))
@@ -717,7 +736,7 @@ fn weekday(days_from_today: i64) -> String {
 
 #[tokio::test]
 async fn msix_app_attach_drains_in_batches_waits_for_sessions_and_moves_only_in_the_window() {
-    let env = Env::staging("rollout-msix").await;
+    let mut env = Env::staging("rollout-msix").await;
     // Opened yesterday at midnight for three days: open now. Tomorrow's: closed now.
     let open = json!({"soak": "1s", "maxUnavailableHosts": 2,
         "maintenanceWindow": {"dayOfWeek": weekday(-1), "startTime": "00:00", "duration": "72h", "timeZone": "UTC"}});
@@ -741,36 +760,29 @@ async fn msix_app_attach_drains_in_batches_waits_for_sessions_and_moves_only_in_
         .await
         .unwrap();
     env.wait_package("mx", 1, 0).await;
-    let env = &env;
-    let on_pool = |v: &'static str| async move {
-        let full =
-            appattach_operator::domain::naming::full_name("Contoso.mx", v, "x64", "CN=Contoso");
-        let path = format!("{}/msixPackages/{full}", env.pool_id("hp-m"));
-        env.get(&path).await.0 == 200
-    };
     let alice = env.signin("alice@contoso.com", "hp-m").await;
     assert_eq!(alice["packages"][0]["version"], "1.0.0.0");
 
     // Outside the window nothing moves, and status says why.
     env.ns.apply(&msix("2.0.0.0", closed)).await.unwrap();
-    let st = wait_rollout(env, "mx", "waiting for the window", |r| {
+    let st = wait_rollout(&env, "mx", "waiting for the window", |r| {
         r["message"]
             .as_str()
             .is_some_and(|m| m.contains("outside the maintenance window"))
     })
     .await;
-    assert!(drained(env, "hp-m").await.is_empty(), "{st}");
-    assert!(on_pool("1.0.0.0").await && !on_pool("2.0.0.0").await);
+    assert!(drained(&env, "hp-m").await.is_empty(), "{st}");
+    assert!(on_pool(&env, "1.0.0.0").await && !on_pool(&env, "2.0.0.0").await);
 
     // In the window: a batch of two drains, and waits for alice's session to end.
     env.ns.apply(&msix("2.0.0.0", open)).await.unwrap();
-    let st = wait_rollout(env, "mx", "waiting for a session", |r| {
+    let st = wait_rollout(&env, "mx", "waiting for a session", |r| {
         r["message"]
             .as_str()
             .is_some_and(|m| m.contains("waiting for 1 session(s)"))
     })
     .await;
-    let batch = drained(env, "hp-m").await;
+    let batch = drained(&env, "hp-m").await;
     assert_eq!(batch.len(), 2, "{st}");
     assert!(
         batch
@@ -779,27 +791,37 @@ async fn msix_app_attach_drains_in_batches_waits_for_sessions_and_moves_only_in_
         "{batch:?}"
     );
     assert!(
-        !on_pool("2.0.0.0").await,
+        !on_pool(&env, "2.0.0.0").await,
         "not replaced while the batch has sessions"
     );
     assert_eq!(st["rollout"]["drainedHosts"].as_array().unwrap().len(), 2);
 
-    sign_out(env, &alice).await;
+    // A controller restarted with hosts drained picks up where it was.
+    env.stop_controller().await;
+    env.start_controller();
+    let st = wait_rollout(&env, "mx", "still waiting after the restart", |r| {
+        r["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("waiting for 1 session(s)"))
+    })
+    .await;
+    assert_eq!(drained(&env, "hp-m").await, batch, "{st}");
+    sign_out(&env, &alice).await;
     let st = poll("the MSIX rollout complete", || async {
-        let now = drained(env, "hp-m").await.len();
+        let now = drained(&env, "hp-m").await.len();
         assert!(now <= 2, "more than maxUnavailableHosts drained: {now}");
-        let st = status(env, "mx").await;
+        let st = status(&env, "mx").await;
         at(&st["rollout"], "Complete")
             .then_some(st.clone())
             .ok_or(format!("{st}"))
     })
     .await;
     assert!(
-        on_pool("2.0.0.0").await && !on_pool("1.0.0.0").await,
+        on_pool(&env, "2.0.0.0").await && !on_pool(&env, "1.0.0.0").await,
         "{st}"
     );
     assert!(
-        drained(env, "hp-m").await.is_empty(),
+        drained(&env, "hp-m").await.is_empty(),
         "no host left drained"
     );
     assert_eq!(st["currentVersion"], "2.0.0.0");
