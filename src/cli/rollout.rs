@@ -7,6 +7,7 @@ use anyhow::{Context, bail};
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
+use super::table;
 use crate::controller::rollout::{is_active, phase};
 use crate::resources::{AppAttachPackage, AppAttachPackageStatus, RolloutRecord};
 
@@ -318,23 +319,6 @@ pub fn render_history(name: &str, history: &[RolloutRecord]) -> String {
         ]);
     }
     format!("appattachpackage/{name}\n{}", table(&rows))
-}
-
-fn table<const N: usize>(rows: &[[String; N]]) -> String {
-    let widths: Vec<usize> = (0..N)
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for r in rows {
-        let line: Vec<String> = r
-            .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        out.push_str(line.join("   ").trim_end());
-        out.push('\n');
-    }
-    out
 }
 
 #[cfg(test)]

@@ -15,15 +15,15 @@ use kube::api::Api;
 use super::build;
 use super::reconcile::{Observed, msix_body};
 use super::rolling::{
-    Outcome, fill_rows, host_obs, intent, note_superseded, push_history, rows_from, sessions_pass,
-    version_time,
+    Outcome, complete, fill_rows, host_obs, intent, note_superseded, plan_pass, push_history,
+    rows_from, sessions_pass, version_time,
 };
 use super::rollout::{self, Action, PoolObs, Window, phase, step};
 use super::{Context, Error, Policy};
 use crate::backend::Backend;
 use crate::resources::{
-    AppAttachPackage as Package, AppAttachPackageSpec, AppAttachPackageStatus, RetainedImage,
-    RolloutStatus, VersionRef,
+    AppAttachPackage as Package, AppAttachPackageSpec, AppAttachPackageStatus, RolloutStatus,
+    VersionRef,
 };
 
 /// The spec at another version: version and image replaced, and the version inside an
@@ -121,16 +121,7 @@ pub(super) async fn msix<B: Backend>(
         })
         .collect();
 
-    let plan = rollout::plan(&rollout::Input {
-        spec: &spec.rollout,
-        generation: pkg.metadata.generation.unwrap_or_default(),
-        wanted: wanted.clone(),
-        current: current.clone(),
-        rollout: recorded,
-        pools: &pools,
-        now,
-        poll: ctx.config.rollout_poll,
-    });
+    let plan = plan_pass(ctx, pkg, &wanted, &current, recorded, &pools, now);
     let mut out = Outcome {
         rollout: recorded.cloned(),
         current: current.clone(),
@@ -323,30 +314,8 @@ pub(super) async fn msix<B: Backend>(
         }
         Action::Finish => {
             let mut r = plan.next.clone().expect("finish records a rollout");
-            let at = rollout::format_time(now);
-            for p in &r.previous {
-                if !out
-                    .retained
-                    .iter()
-                    .any(|i| i.path.eq_ignore_ascii_case(&p.image_path))
-                {
-                    out.retained.push(RetainedImage {
-                        path: p.image_path.clone(),
-                        version: p.version.clone(),
-                        sessions: 0,
-                        since: Some(at.clone()),
-                    });
-                }
-            }
-            push_history(&mut out.history, pkg, &r, "Complete", &at, None);
-            r.phase = phase::COMPLETE.into();
-            r.step = step::DONE.into();
-            r.message = Some(format!("every host pool runs {}", r.target.version));
-            out.current = Some(r.target.clone());
-            for row in rows.values_mut() {
-                row.version = Some(r.target.version.clone());
-                row.phase = Some("Ready".into());
-            }
+            let message = format!("every host pool runs {}", r.target.version);
+            complete(&mut out, &mut rows, pkg, &mut r, now, message);
             out.rollout = Some(r);
         }
         Action::RollBack => {

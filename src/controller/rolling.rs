@@ -191,16 +191,7 @@ pub(super) async fn app_attach<B: Backend>(
         })
         .collect();
 
-    let plan = rollout::plan(&rollout::Input {
-        spec: &spec.rollout,
-        generation: pkg.metadata.generation.unwrap_or_default(),
-        wanted: wanted.clone(),
-        current: current.clone(),
-        rollout: recorded,
-        pools: &pools,
-        now,
-        poll: ctx.config.rollout_poll,
-    });
+    let plan = plan_pass(ctx, pkg, &wanted, &current, recorded, &pools, now);
 
     let slot = |n: &str, desired: bool, refs_hint: &[String]| -> Slot {
         let id = ctx.backend.package_id(n);
@@ -361,25 +352,7 @@ pub(super) async fn app_attach<B: Backend>(
                     delete_slot(ctx, &p.backend_name, observed.get(&p.backend_name)).await?;
                 }
             }
-            let at = rollout::format_time(now);
-            for p in &r.previous {
-                if !out
-                    .retained
-                    .iter()
-                    .any(|i| i.path.eq_ignore_ascii_case(&p.image_path))
-                {
-                    out.retained.push(RetainedImage {
-                        path: p.image_path.clone(),
-                        version: p.version.clone(),
-                        sessions: 0,
-                        since: Some(at.clone()),
-                    });
-                }
-            }
-            push_history(&mut out.history, pkg, &r, "Complete", &at, None);
-            r.phase = phase::COMPLETE.into();
-            r.step = step::DONE.into();
-            r.message = Some(format!(
+            let message = format!(
                 "every host pool runs {}; removed {} from the backend",
                 r.target.version,
                 r.previous
@@ -387,12 +360,8 @@ pub(super) async fn app_attach<B: Backend>(
                     .map(|p| format!("{} ({})", p.version, p.backend_name))
                     .collect::<Vec<_>>()
                     .join(", ")
-            ));
-            out.current = Some(r.target.clone());
-            for row in rows.values_mut() {
-                row.version = Some(r.target.version.clone());
-                row.phase = Some("Ready".into());
-            }
+            );
+            complete(&mut out, &mut rows, pkg, &mut r, now, message);
             out.rollout = Some(r);
         }
         Action::RollBack => {
@@ -440,18 +409,7 @@ pub(super) async fn app_attach<B: Backend>(
                     row.switched_at = Some(at.clone());
                 }
             }
-            if !out
-                .retained
-                .iter()
-                .any(|i| i.path.eq_ignore_ascii_case(&r.target.image_path))
-            {
-                out.retained.push(RetainedImage {
-                    path: r.target.image_path.clone(),
-                    version: r.target.version.clone(),
-                    sessions: 0,
-                    since: Some(at.clone()),
-                });
-            }
+            retain(&mut out.retained, &r.target, &at);
             let message = r.message.clone();
             if reverted {
                 push_history(
@@ -568,6 +526,68 @@ pub(super) async fn sessions_pass<B: Backend>(
         }
     }
     Ok(())
+}
+
+/// The planner's next step for this pass.
+pub(super) fn plan_pass<B>(
+    ctx: &Context<B>,
+    pkg: &Package,
+    wanted: &VersionRef,
+    current: &Option<VersionRef>,
+    recorded: Option<&RolloutStatus>,
+    pools: &[PoolObs],
+    now: Timestamp,
+) -> rollout::Plan {
+    rollout::plan(&rollout::Input {
+        spec: &pkg.spec.rollout,
+        generation: pkg.metadata.generation.unwrap_or_default(),
+        wanted: wanted.clone(),
+        current: current.clone(),
+        rollout: recorded,
+        pools,
+        now,
+        poll: ctx.config.rollout_poll,
+    })
+}
+
+/// Lists an image no host pool runs any more, while sessions may still use it.
+pub(super) fn retain(retained: &mut Vec<RetainedImage>, v: &VersionRef, at: &str) {
+    if !retained
+        .iter()
+        .any(|i| i.path.eq_ignore_ascii_case(&v.image_path))
+    {
+        retained.push(RetainedImage {
+            path: v.image_path.clone(),
+            version: v.version.clone(),
+            sessions: 0,
+            since: Some(at.to_string()),
+        });
+    }
+}
+
+/// Ends a rollout that reached every host pool: the previous images are retained while
+/// sessions use them, the history records it, and the target becomes the current version.
+pub(super) fn complete(
+    out: &mut Outcome,
+    rows: &mut BTreeMap<String, HostPoolRollout>,
+    pkg: &Package,
+    r: &mut RolloutStatus,
+    now: Timestamp,
+    message: String,
+) {
+    let at = rollout::format_time(now);
+    for p in &r.previous {
+        retain(&mut out.retained, p, &at);
+    }
+    push_history(&mut out.history, pkg, r, "Complete", &at, None);
+    r.phase = phase::COMPLETE.into();
+    r.step = step::DONE.into();
+    r.message = Some(message);
+    out.current = Some(r.target.clone());
+    for row in rows.values_mut() {
+        row.version = Some(r.target.version.clone());
+        row.phase = Some("Ready".into());
+    }
 }
 
 /// Records, in the history, a running rollout that a newer spec replaced.

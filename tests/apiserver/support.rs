@@ -220,3 +220,14 @@ pub fn assert_subset(expected: &Value, actual: &Value, path: &str) {
         _ => assert_eq!(expected, actual, "{path} read back differently"),
     }
 }
+
+/// Whether a finished command succeeded, and what it printed (stdout, then stderr).
+#[allow(dead_code)] // used by the controller tests, which share this file
+pub fn outcome(out: &std::process::Output) -> (bool, String) {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}

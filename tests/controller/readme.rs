@@ -102,12 +102,7 @@ async fn the_readme_rollout_walk_through_works_against_the_local_setup() {
                 .output()
                 .await
                 .unwrap();
-            let text = format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            (out.status.success(), text)
+            crate::support::outcome(&out)
         }
     };
     let (ok, text) = run(vec![

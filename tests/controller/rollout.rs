@@ -92,13 +92,17 @@ fn time(v: &Value) -> jiff::Timestamp {
         .unwrap()
 }
 
-async fn health_checked_at(env: &Env, pool: &str) -> Vec<jiff::Timestamp> {
+/// The session hosts of a pool, as ARM lists them.
+async fn session_hosts(env: &Env, pool: &str) -> Vec<Value> {
     let (_, hosts) = env
         .get(&format!("{}/sessionHosts", env.pool_id(pool)))
         .await;
-    hosts["value"]
-        .as_array()
-        .unwrap()
+    hosts["value"].as_array().unwrap().clone()
+}
+
+async fn health_checked_at(env: &Env, pool: &str) -> Vec<jiff::Timestamp> {
+    session_hosts(env, pool)
+        .await
         .iter()
         .map(|h| {
             time(&h["properties"]["sessionHostHealthCheckResults"][0]["additionalFailureDetails"]
@@ -620,12 +624,7 @@ async fn a_controller_killed_after_any_kind_of_step_resumes_and_writes_nothing_t
         }
         // No session host is left drained.
         for pool in ["hp-r0", "hp-r1", "hp-r2"] {
-            let (_, hosts) = env
-                .get(&format!("{}/sessionHosts", env.pool_id(pool)))
-                .await;
-            for h in hosts["value"].as_array().unwrap() {
-                assert_ne!(h["properties"]["allowNewSession"], false, "{h}");
-            }
+            assert!(drained(&env, pool).await.is_empty(), "{kind}: {pool}");
         }
     }
 }
@@ -641,12 +640,7 @@ async fn cli(env: &Env, args: &[&str]) -> (bool, String) {
         .output()
         .await
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    crate::support::outcome(&out)
 }
 
 #[tokio::test]
@@ -714,12 +708,8 @@ async fn on_pool(env: &Env, version: &str) -> bool {
 }
 
 async fn drained(env: &Env, pool: &str) -> Vec<String> {
-    let (_, hosts) = env
-        .get(&format!("{}/sessionHosts", env.pool_id(pool)))
-        .await;
-    hosts["value"]
-        .as_array()
-        .unwrap()
+    session_hosts(env, pool)
+        .await
         .iter()
         .filter(|h| h["properties"]["allowNewSession"] == false)
         .map(|h| h["name"].as_str().unwrap().to_string())
