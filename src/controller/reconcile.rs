@@ -313,7 +313,7 @@ async fn apply<B: Backend>(pkg: &AppAttachPackage, ctx: &Context<B>) -> Result<A
     let key = format!("{ns}/{name}");
     let api: Api<AppAttachPackage> = Api::namespaced(ctx.client.clone(), &ns);
     let generation = pkg.metadata.generation;
-    let previous = pkg.status.clone().unwrap_or_default();
+    let mut previous = pkg.status.clone().unwrap_or_default();
     // The backend package of the version every host pool runs (it changes with rollouts).
     let backend_name = previous
         .backend_name
@@ -403,7 +403,15 @@ async fn apply<B: Backend>(pkg: &AppAttachPackage, ctx: &Context<B>) -> Result<A
         match result {
             Ok(()) => {}
             Err(Error::Backend(e)) => match backend_rejected(&e) {
-                Some(f) => findings.insert(0, f),
+                Some(f) => {
+                    findings.insert(0, f);
+                    // A rollout step may have recorded its intent before the refusal.
+                    if let Ok(fresh) = api.get_status(&name).await
+                        && let Some(st) = fresh.status
+                    {
+                        previous = st;
+                    }
+                }
                 None => return Err(sync_failed(pkg, &api, &previous, e.into()).await),
             },
             Err(e) => return Err(e),
@@ -866,7 +874,15 @@ async fn write_assignment_statuses<B>(
                         .map(|(_, id, _)| id.clone());
                     HostPoolStatus {
                         name: h.name.clone(),
-                        version: id.as_ref().map(|_| pkg.spec.package.version.clone()),
+                        // The version the pool runs, which a rollout moves ring by ring.
+                        version: id.as_ref().and(
+                            pkg_status
+                                .host_pools
+                                .iter()
+                                .find(|r| r.name.eq_ignore_ascii_case(&h.name))
+                                .and_then(|r| r.version.clone())
+                                .or_else(|| Some(pkg.spec.package.version.clone())),
+                        ),
                         phase: Some(if id.is_some() { "Ready" } else { "NotFound" }.to_string()),
                         resource_id: id,
                     }
