@@ -25,7 +25,7 @@ pub struct Cli {
 enum Command {
     /// Run the operator: reconcile the kinds into the management backend (an in-process
     /// emulator unless --arm-endpoint is given).
-    Controller(controller::Args),
+    Controller(Box<controller::Args>),
     /// Print the CustomResourceDefinitions of the three kinds as YAML.
     Crd(crd::Args),
     /// Run the management-backend emulator alone (ARM-compatible, on loopback).
@@ -45,7 +45,7 @@ impl Cli {
     pub fn run(self) -> ExitCode {
         init_tracing();
         let result = match self.command {
-            Command::Controller(args) => tokio_main(controller::run(args)),
+            Command::Controller(args) => tokio_main(controller::run(*args)),
             Command::Crd(args) => crd::run(args),
             Command::Emulator(args) => tokio_main(emulator::run(args)),
             Command::Entitlements(args) => tokio_main(entitlements::run(args)),

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod arm;
+pub mod azure;
 pub mod backend;
 pub mod cli;
 pub mod controller;

@@ -22,6 +22,8 @@ pub enum Auth {
     None,
     /// A static bearer token.
     Bearer(String),
+    /// Entra ID tokens, cached and refreshed.
+    Credential(std::sync::Arc<crate::azure::Credential>),
 }
 
 impl std::fmt::Debug for Auth {
@@ -30,6 +32,7 @@ impl std::fmt::Debug for Auth {
         match self {
             Self::None => f.write_str("None"),
             Self::Bearer(_) => f.write_str("Bearer(<redacted>)"),
+            Self::Credential(c) => write!(f, "Credential({:?})", c.method()),
         }
     }
 }
@@ -85,6 +88,14 @@ impl ArmClient {
                 {
                     Duration::from_millis(100 << attempt)
                 }
+                // A refused token was dropped above: one more attempt signs in again.
+                Err(BackendError::Arm(e))
+                    if e.status == 401
+                        && matches!(self.auth, Auth::Credential(_))
+                        && attempt == 0 =>
+                {
+                    Duration::ZERO
+                }
                 _ => return result,
             };
             if attempt >= RETRIES {
@@ -109,8 +120,13 @@ impl ArmClient {
             format!("{}{path_or_url}", self.endpoint)
         };
         let mut req = self.http.request(method.clone(), &url);
-        if let Auth::Bearer(token) = &self.auth {
-            req = req.bearer_auth(token);
+        match &self.auth {
+            Auth::None => {}
+            Auth::Bearer(token) => req = req.bearer_auth(token),
+            Auth::Credential(c) => {
+                let token = c.token().await.map_err(|e| BackendError::Auth(e.0))?;
+                req = req.bearer_auth(token.expose());
+            }
         }
         if let Some(b) = body {
             req = req.json(b);
@@ -130,6 +146,12 @@ impl ArmClient {
             .text()
             .await
             .map_err(|e| BackendError::Transport(e.without_url().to_string()))?;
+        if status == StatusCode::UNAUTHORIZED
+            && let Auth::Credential(c) = &self.auth
+        {
+            // An expired or revoked token: the next attempt signs in again.
+            c.invalidate().await;
+        }
         if status == StatusCode::TOO_MANY_REQUESTS {
             return Err(BackendError::Throttled(Duration::from_secs(
                 retry_after.unwrap_or(10),

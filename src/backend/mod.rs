@@ -28,6 +28,9 @@ pub enum BackendError {
     /// The answer could not be read.
     #[error("the backend's answer could not be read: {0}")]
     Decode(String),
+    /// No token for the backend could be had.
+    #[error("{0}")]
+    Auth(String),
 }
 
 impl BackendError {
@@ -37,7 +40,7 @@ impl BackendError {
             Self::Arm(e) => {
                 e.status >= 500 || e.status == 408 || e.status == 409 && e.code == "Conflict"
             }
-            Self::Throttled(_) | Self::Transport(_) | Self::Decode(_) => true,
+            Self::Throttled(_) | Self::Transport(_) | Self::Decode(_) | Self::Auth(_) => true,
         }
     }
 

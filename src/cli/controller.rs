@@ -30,6 +30,29 @@ pub struct Args {
     #[arg(long, env = "APPATTACH_ARM_TOKEN", hide_env_values = true)]
     pub arm_token: Option<String>,
 
+    /// Run against this Azure cloud: AzurePublicCloud, AzureUSGovernment or
+    /// AzureChinaCloud. Sets the ARM endpoint (unless --arm-endpoint is given) and the
+    /// Entra ID authority (unless AZURE_AUTHORITY_HOST is set), and signs in with
+    /// --azure-credential. Needs --subscription and --resource-group.
+    #[arg(long, env = "APPATTACH_CLOUD", requires_all = ["subscription", "resource_group"])]
+    pub cloud: Option<String>,
+
+    /// How to sign in to Azure: auto (workload identity when AZURE_FEDERATED_TOKEN_FILE is
+    /// set, a client secret when AZURE_CLIENT_SECRET is, else the managed identity),
+    /// workload-identity, managed-identity or client-secret. Reads AZURE_TENANT_ID,
+    /// AZURE_CLIENT_ID, AZURE_FEDERATED_TOKEN_FILE, AZURE_CLIENT_SECRET and
+    /// AZURE_AUTHORITY_HOST.
+    #[arg(long, env = "APPATTACH_AZURE_CREDENTIAL", default_value = "auto")]
+    pub azure_credential: String,
+
+    /// The instance metadata token endpoint (managed identity).
+    #[arg(
+        long,
+        env = "APPATTACH_IMDS_ENDPOINT",
+        default_value = "http://169.254.169.254/metadata/identity/oauth2/token"
+    )]
+    pub imds_endpoint: String,
+
     /// Watch this namespace only (all namespaces when absent).
     #[arg(long)]
     pub namespace: Option<String>,
@@ -68,6 +91,8 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    // The backend first: a credential that does not work stops the start, naming why.
+    let (backend, _emulator) = backend(&args).await?;
     let client = kube::Client::try_default()
         .await
         .context("connecting to Kubernetes (set KUBECONFIG, or run in a cluster)")?;
@@ -81,7 +106,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(addr) = args.metrics_bind_address {
         serve_metrics(addr, config.metrics.clone()).await?;
     }
-    let (backend, _emulator) = backend(&args).await?;
     controller::run(client, backend, config).await;
     Ok(())
 }
@@ -92,6 +116,34 @@ pub async fn backend(args: &Args) -> anyhow::Result<(ArmClient, Option<emulator:
         Some(t) => Auth::Bearer(t.clone()),
         None => Auth::None,
     };
+    if let Some(cloud) = &args.cloud {
+        let cloud: crate::azure::Cloud = cloud.parse().map_err(anyhow::Error::msg)?;
+        let env = crate::azure::process_env();
+        let mut endpoints = crate::azure::Endpoints::of(cloud, &env);
+        endpoints.imds = args.imds_endpoint.clone();
+        let endpoint = args
+            .arm_endpoint
+            .clone()
+            .unwrap_or_else(|| cloud.arm_endpoint().to_string());
+        let auth = match auth {
+            Auth::None => {
+                let method = crate::azure::Method::from_env(&args.azure_credential, &env)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let credential = crate::azure::Credential::new(method, endpoints);
+                // Fail at start, with the reason, rather than on every reconcile.
+                credential
+                    .token()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                tracing::info!(method = ?credential.method(), "signed in to Azure");
+                Auth::Credential(credential)
+            }
+            given => given,
+        };
+        let sub = args.subscription.as_deref().unwrap_or_default();
+        let rg = args.resource_group.as_deref().unwrap_or_default();
+        return Ok((ArmClient::new(&endpoint, sub, rg, auth), None));
+    }
     if let Some(endpoint) = &args.arm_endpoint {
         let sub = args.subscription.as_deref().unwrap_or_default();
         let rg = args.resource_group.as_deref().unwrap_or_default();

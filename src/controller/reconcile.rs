@@ -564,9 +564,19 @@ async fn sync_failed(
     let mut wanted = keep_except(&previous.conditions, condition::SYNCED);
     let reason = match &e {
         Error::Backend(BackendError::Throttled(_)) => "BackendThrottled",
+        Error::Backend(BackendError::Auth(_)) => "BackendAuthFailed",
         Error::Backend(_) => "BackendUnavailable",
         _ => "ReconcileError",
     };
+    if reason == "BackendAuthFailed" {
+        // Nothing reaches the backend until the controller can sign in again.
+        wanted.retain(|c| c.type_ != condition::READY);
+        wanted.push(Cond::no(
+            condition::READY,
+            reason,
+            format!("the controller cannot sign in to Azure: {e}"),
+        ));
+    }
     wanted.push(Cond::no(
         condition::SYNCED,
         reason,
@@ -580,6 +590,7 @@ async fn sync_failed(
         .and_then(|p| p.status);
     let mut st = latest.clone().unwrap_or_else(|| previous.clone());
     st.conditions = status::conditions(&st.conditions, &wanted, pkg.metadata.generation);
+    st.observed_generation = pkg.metadata.generation;
     let current = latest.as_ref().or(pkg.status.as_ref());
     if let Err(write_err) = status::write(api, &pkg.name_any(), current, &st).await {
         tracing::warn!("recording the failure in status: {write_err}");

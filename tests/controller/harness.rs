@@ -61,6 +61,8 @@ pub struct Env {
     pub share: std::path::PathBuf,
     /// The controller's metrics.
     pub metrics: std::sync::Arc<controller::metrics::Metrics>,
+    /// How the next controller started authenticates to the emulator.
+    pub auth: Auth,
     _state: tempfile::TempDir,
 }
 
@@ -82,7 +84,27 @@ impl Env {
         Self::build(test, Duration::from_secs(600), true).await
     }
 
+    /// An environment whose emulator requires `Authorization: Bearer {token}`.
+    pub async fn with_token(test: &str, token: &str) -> Self {
+        Self::build_with(
+            test,
+            Duration::from_secs(600),
+            false,
+            Some(token.to_string()),
+        )
+        .await
+    }
+
     async fn build(test: &str, resync: Duration, staging: bool) -> Self {
+        Self::build_with(test, resync, staging, None).await
+    }
+
+    async fn build_with(
+        test: &str,
+        resync: Duration,
+        staging: bool,
+        token: Option<String>,
+    ) -> Self {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
                 tracing_subscriber::EnvFilter::try_from_default_env()
@@ -102,7 +124,7 @@ impl Env {
                 vec![]
             },
             state_dir: Some(state.path().join("s")),
-            token: None,
+            token,
             staging_interval: staging.then_some(TICK),
         })
         .await
@@ -116,6 +138,7 @@ impl Env {
             concurrency: 4,
             share,
             metrics: Default::default(),
+            auth: Auth::None,
             _state: state,
         };
         env.start_controller();
@@ -123,7 +146,7 @@ impl Env {
     }
 
     pub fn start_controller(&mut self) {
-        let backend = ArmClient::new(&self.emulator.url(), SUB, RG, Auth::None);
+        let backend = ArmClient::new(&self.emulator.url(), SUB, RG, self.auth.clone());
         let config = Config {
             namespace: Some(self.ns.name.clone()),
             resync: self.resync,

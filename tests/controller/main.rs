@@ -6,6 +6,12 @@ mod support;
 
 mod harness;
 
+#[allow(dead_code)]
+#[path = "../azure/entra.rs"]
+mod entra;
+
+mod azure;
+
 mod faults;
 mod lifecycle;
 mod msix;
