@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use super::throttle::{self, ArmMetrics, Limits, Throttle};
 use super::{Backend, BackendError, Result};
 use crate::arm::error::CloudError;
 use crate::arm::models::{
@@ -45,6 +46,8 @@ pub struct ArmClient {
     subscription: String,
     resource_group: String,
     auth: Auth,
+    throttle: Option<std::sync::Arc<Throttle>>,
+    metrics: ArmMetrics,
 }
 
 impl ArmClient {
@@ -61,7 +64,21 @@ impl ArmClient {
             subscription: subscription.to_string(),
             resource_group: resource_group.to_string(),
             auth,
+            throttle: None,
+            metrics: ArmMetrics::default(),
         }
+    }
+
+    /// Keeps requests within these budgets: a request over budget fails at once with
+    /// [`BackendError::Budget`], and its reconcile comes back when there is room.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.throttle = Some(std::sync::Arc::new(Throttle::new(limits)));
+        self
+    }
+
+    /// The client's metrics, to register.
+    pub fn metrics(&self) -> &ArmMetrics {
+        &self.metrics
     }
 
     fn rg_path(&self, kind: ResourceType, name: &str) -> String {
@@ -119,6 +136,13 @@ impl ArmClient {
         } else {
             format!("{}{path_or_url}", self.endpoint)
         };
+        let kind = throttle::kind(&method);
+        if let Some(t) = &self.throttle
+            && let Err(wait) = t.try_take(kind)
+        {
+            self.metrics.waited("client", wait);
+            return Err(BackendError::Budget(wait));
+        }
         let mut req = self.http.request(method.clone(), &url);
         match &self.auth {
             Auth::None => {}
@@ -137,6 +161,19 @@ impl ArmClient {
             .await
             .map_err(|e| BackendError::Transport(e.without_url().to_string()))?;
         let status = resp.status();
+        for k in ["reads", "writes", "deletes"] {
+            if let Some(left) = resp
+                .headers()
+                .get(format!("x-ms-ratelimit-remaining-subscription-{k}"))
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<i64>().ok())
+            {
+                self.metrics
+                    .remaining
+                    .get_or_create(&throttle::KindLabels { kind: k.into() })
+                    .set(left);
+            }
+        }
         let retry_after = resp
             .headers()
             .get(reqwest::header::RETRY_AFTER)
@@ -152,23 +189,23 @@ impl ArmClient {
             // An expired or revoked token: the next attempt signs in again.
             c.invalidate().await;
         }
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            return Err(BackendError::Throttled(Duration::from_secs(
-                retry_after.unwrap_or(10),
-            )));
+        if status == StatusCode::TOO_MANY_REQUESTS
+            || (status == StatusCode::SERVICE_UNAVAILABLE && retry_after.is_some())
+        {
+            let wait = Duration::from_secs(retry_after.unwrap_or(10));
+            self.metrics.waited("server", wait);
+            return Err(BackendError::Throttled(wait));
         }
         if !status.is_success() {
             let (code, message) = match serde_json::from_str::<CloudError>(&text) {
                 Ok(e) => (e.error.code, e.error.message),
                 Err(_) => ("Unknown".to_string(), text.chars().take(300).collect()),
             };
-            let mut err = ArmError::new(status.as_u16(), &code, message);
-            if status == StatusCode::SERVICE_UNAVAILABLE
-                && let Some(secs) = retry_after
-            {
-                err.message = format!("{} (retry after {secs}s)", err.message);
-            }
-            return Err(BackendError::Arm(err));
+            return Err(BackendError::Arm(ArmError::new(
+                status.as_u16(),
+                &code,
+                message,
+            )));
         }
         if text.trim().is_empty() {
             return Ok((status, None));

@@ -2,6 +2,7 @@
 //! talks to Azure Resource Manager or to the embedded emulator alike.
 
 mod client;
+pub mod throttle;
 
 pub use client::{ArmClient, Auth};
 
@@ -31,6 +32,9 @@ pub enum BackendError {
     /// No token for the backend could be had.
     #[error("{0}")]
     Auth(String),
+    /// The client's own request budget for this kind of request is spent for now.
+    #[error("the controller's ARM request budget is spent; retry after {}ms", .0.as_millis())]
+    Budget(Duration),
 }
 
 impl BackendError {
@@ -40,14 +44,18 @@ impl BackendError {
             Self::Arm(e) => {
                 e.status >= 500 || e.status == 408 || e.status == 409 && e.code == "Conflict"
             }
-            Self::Throttled(_) | Self::Transport(_) | Self::Decode(_) | Self::Auth(_) => true,
+            Self::Throttled(_)
+            | Self::Budget(_)
+            | Self::Transport(_)
+            | Self::Decode(_)
+            | Self::Auth(_) => true,
         }
     }
 
     /// The delay the backend asked for, if any.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::Throttled(d) => Some(*d),
+            Self::Throttled(d) | Self::Budget(d) => Some(*d),
             _ => None,
         }
     }

@@ -45,6 +45,19 @@ pub struct Args {
     #[arg(long, env = "APPATTACH_AZURE_CREDENTIAL", default_value = "auto")]
     pub azure_credential: String,
 
+    /// Budget of ARM reads, as BURST/RATE (requests at once / a second). With --cloud it
+    /// defaults to ARM's published limit, 250/25; otherwise there is none.
+    #[arg(long, value_parser = parse_limit)]
+    pub arm_read_limit: Option<(u32, f64)>,
+
+    /// Budget of ARM writes (PUT, PATCH, POST), as BURST/RATE; with --cloud, 200/10.
+    #[arg(long, value_parser = parse_limit)]
+    pub arm_write_limit: Option<(u32, f64)>,
+
+    /// Budget of ARM deletes, as BURST/RATE; with --cloud, 200/10.
+    #[arg(long, value_parser = parse_limit)]
+    pub arm_delete_limit: Option<(u32, f64)>,
+
     /// The instance metadata token endpoint (managed identity).
     #[arg(
         long,
@@ -90,9 +103,47 @@ pub struct Args {
     pub emulator_listen: SocketAddr,
 }
 
+fn parse_limit(s: &str) -> Result<(u32, f64), String> {
+    let (burst, rate) = s
+        .split_once('/')
+        .ok_or_else(|| format!("{s:?}: expected BURST/RATE, like 200/10"))?;
+    let burst: u32 = burst
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?}: the burst must be a whole number"))?;
+    let rate: f64 = rate
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?}: the rate must be a number of requests a second"))?;
+    if burst == 0 || rate <= 0.0 {
+        return Err(format!("{s:?}: burst and rate must be above zero"));
+    }
+    Ok((burst, rate))
+}
+
 pub async fn run(args: Args) -> anyhow::Result<()> {
     // The backend first: a credential that does not work stops the start, naming why.
-    let (backend, _emulator) = backend(&args).await?;
+    let (mut backend, _emulator) = backend(&args).await?;
+    // ARM's published limits on Azure; elsewhere none, unless a flag sets one.
+    let arm = crate::backend::throttle::Limits::ARM;
+    let on_azure = args.cloud.is_some();
+    let given = [
+        args.arm_read_limit,
+        args.arm_write_limit,
+        args.arm_delete_limit,
+    ]
+    .iter()
+    .any(Option::is_some);
+    if on_azure || given {
+        let or_default = |flag: Option<(u32, f64)>, published: (u32, f64)| {
+            flag.unwrap_or(if on_azure { published } else { (u32::MAX, 1e9) })
+        };
+        backend = backend.with_limits(crate::backend::throttle::Limits {
+            reads: or_default(args.arm_read_limit, arm.reads),
+            writes: or_default(args.arm_write_limit, arm.writes),
+            deletes: or_default(args.arm_delete_limit, arm.deletes),
+        });
+    }
     let client = kube::Client::try_default()
         .await
         .context("connecting to Kubernetes (set KUBECONFIG, or run in a cluster)")?;
@@ -101,7 +152,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         resync: args.resync,
         concurrency: args.concurrency,
         rollout_poll: args.rollout_poll,
-        ..Config::default()
+        metrics: std::sync::Arc::new(crate::controller::metrics::Metrics::new(Some(
+            backend.metrics(),
+        ))),
     };
     if let Some(addr) = args.metrics_bind_address {
         serve_metrics(addr, config.metrics.clone()).await?;

@@ -46,7 +46,17 @@ impl std::fmt::Debug for Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
+        Self::new(None)
+    }
+}
+
+impl Metrics {
+    /// The controller's metrics, with the ARM client's when given.
+    pub fn new(arm: Option<&crate::backend::throttle::ArmMetrics>) -> Self {
         let mut registry = Registry::with_prefix("appattach");
+        if let Some(arm) = arm {
+            arm.register(&mut registry);
+        }
         let step = Family::<StepLabels, Gauge>::default();
         registry.register(
             "rollout_step",
@@ -66,9 +76,6 @@ impl Default for Metrics {
             last_step: Mutex::default(),
         }
     }
-}
-
-impl Metrics {
     /// Records where a package's rollout stands.
     pub fn rollout(&self, namespace: &str, name: &str, r: &RolloutStatus) {
         let step = match r.phase.as_str() {

@@ -109,6 +109,7 @@ impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Self::Backend(BackendError::Throttled(_)) => "throttled",
+            Self::Backend(BackendError::Budget(_)) => "budget",
             Self::Backend(_) => "backend",
             Self::Kube(_) => "kubernetes",
             Self::Finalizer(_) => "finalizer",

@@ -88,6 +88,8 @@ pub fn error_policy<B: Backend>(
     let backoff = Duration::from_millis(500u64 << attempt.min(10)).min(Duration::from_secs(300));
     let wait = match err {
         // The backend asked for a pause, or is failing: back off, at least as asked.
+        // Our own budget: back exactly when there is room, not later.
+        Error::Backend(BackendError::Budget(d)) => *d,
         Error::Backend(b) => b.retry_after().map_or(backoff, |r| r.max(backoff)),
         // A stale cache or a write conflict on the API server clears within moments.
         _ => backoff.min(Duration::from_secs(5)),
@@ -561,9 +563,12 @@ async fn sync_failed(
     previous: &AppAttachPackageStatus,
     e: Error,
 ) -> Error {
+    if matches!(e, Error::Backend(BackendError::Budget(_))) {
+        return e; // our own pacing, not a failure: nothing to report
+    }
     let mut wanted = keep_except(&previous.conditions, condition::SYNCED);
     let reason = match &e {
-        Error::Backend(BackendError::Throttled(_)) => "BackendThrottled",
+        Error::Backend(BackendError::Throttled(_) | BackendError::Budget(_)) => "BackendThrottled",
         Error::Backend(BackendError::Auth(_)) => "BackendAuthFailed",
         Error::Backend(_) => "BackendUnavailable",
         _ => "ReconcileError",

@@ -82,6 +82,9 @@ struct Slot {
     /// The body the spec builds (the wanted version), or `None` to keep the observed body.
     desired: Option<build::Desired>,
     observed: Option<AppAttachPackage>,
+    /// Whether it is the one version every host pool runs: created even while no host
+    /// pool is assigned (a rollout's target waits for its first ring instead).
+    stable: bool,
 }
 
 /// Runs one pass for an app attach package.
@@ -209,6 +212,7 @@ pub(super) async fn app_attach<B: Backend>(
             }),
             id,
             observed: observed.get(n).cloned().flatten(),
+            stable: n == home,
         }
     };
 
@@ -810,7 +814,7 @@ async fn write_slots<B: Backend>(
             }
             (None, None) => continue,
         };
-        if s.observed.is_none() && refs.is_empty() {
+        if s.observed.is_none() && refs.is_empty() && !s.stable {
             continue; // not needed yet
         }
         let needs_put = s

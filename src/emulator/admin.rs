@@ -35,6 +35,7 @@ pub fn router(_emulator: Emulator) -> Router<Emulator> {
             get(list_faults).post(add_fault).delete(clear_faults),
         )
         .route("/_emulator/requests", get(requests).delete(reset_requests))
+        .route("/_emulator/requests/log", get(request_log))
 }
 
 fn fail(e: ArmError) -> Response {
@@ -462,6 +463,10 @@ async fn clear_faults(State(em): State<Emulator>) -> Response {
 
 async fn requests(State(em): State<Emulator>) -> Response {
     Json(em.lock().counts.view()).into_response()
+}
+
+async fn request_log(State(em): State<Emulator>) -> Response {
+    Json(json!({ "value": em.lock().counts.logged() })).into_response()
 }
 
 async fn reset_requests(State(em): State<Emulator>) -> Response {

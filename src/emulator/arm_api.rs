@@ -44,6 +44,28 @@ pub async fn handle(
     body: Bytes,
 ) -> Response {
     let path = uri.path().to_string();
+    let mut response = serve(emulator.clone(), method.clone(), uri, headers, body).await;
+    let status = response.status().as_u16();
+    let remaining = emulator.lock().counts.log(method.as_str(), &path, status);
+    // As ARM does: how many requests of this kind the caller has left.
+    let (name, left) = remaining;
+    if let (Ok(name), Ok(left)) = (
+        axum::http::HeaderName::try_from(name),
+        axum::http::HeaderValue::try_from(left.to_string()),
+    ) {
+        response.headers_mut().insert(name, left);
+    }
+    response
+}
+
+async fn serve(
+    emulator: Emulator,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = uri.path().to_string();
     let fault = {
         let mut inner = emulator.lock();
         inner.counts.record(method.as_str(), &path);

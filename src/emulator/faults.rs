@@ -145,7 +145,29 @@ fn next_unit(state: &mut u64) -> f64 {
 pub struct Counts {
     by_request: BTreeMap<(String, String), u64>,
     applied: BTreeMap<(String, String), u64>,
+    log: std::collections::VecDeque<LoggedRequest>,
+    per_kind: BTreeMap<&'static str, u64>,
 }
+
+/// One request in the log, with when it was answered and how.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoggedRequest {
+    /// When it was answered (RFC 3339, milliseconds).
+    pub at: String,
+    /// HTTP method.
+    pub method: String,
+    /// Path, lowercased.
+    pub path: String,
+    /// Status answered.
+    pub status: u16,
+}
+
+/// How many requests the log keeps.
+const LOG: usize = 20_000;
+
+/// The hourly budget ARM states in its `x-ms-ratelimit-remaining-subscription-*` headers.
+const HOURLY: u64 = 12_000;
 
 /// A snapshot of the counts.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -190,10 +212,39 @@ impl Counts {
             .or_default() += 1;
     }
 
+    /// Logs an answered request; returns the rate-limit header ARM would send with it
+    /// and its value (the requests of that kind left this hour, as the emulator counts).
+    pub fn log(&mut self, method: &str, path: &str, status: u16) -> (&'static str, u64) {
+        if self.log.len() == LOG {
+            self.log.pop_front();
+        }
+        self.log.push_back(LoggedRequest {
+            at: super::now(),
+            method: method.to_string(),
+            path: path.to_ascii_lowercase(),
+            status,
+        });
+        let kind = match method {
+            "GET" => "x-ms-ratelimit-remaining-subscription-reads",
+            "DELETE" => "x-ms-ratelimit-remaining-subscription-deletes",
+            _ => "x-ms-ratelimit-remaining-subscription-writes",
+        };
+        let used = self.per_kind.entry(kind).or_default();
+        *used += 1;
+        (kind, HOURLY.saturating_sub(*used))
+    }
+
+    /// The last requests answered, oldest first.
+    pub fn logged(&self) -> Vec<LoggedRequest> {
+        self.log.iter().cloned().collect()
+    }
+
     /// Forgets every count.
     pub fn reset(&mut self) {
         self.by_request.clear();
         self.applied.clear();
+        self.log.clear();
+        self.per_kind.clear();
     }
 
     /// The counts so far.

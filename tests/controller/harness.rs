@@ -63,6 +63,8 @@ pub struct Env {
     pub metrics: std::sync::Arc<controller::metrics::Metrics>,
     /// How the next controller started authenticates to the emulator.
     pub auth: Auth,
+    /// The next controller's ARM request budget, if any.
+    pub limits: Option<appattach_operator::backend::throttle::Limits>,
     _state: tempfile::TempDir,
 }
 
@@ -139,6 +141,7 @@ impl Env {
             share,
             metrics: Default::default(),
             auth: Auth::None,
+            limits: None,
             _state: state,
         };
         env.start_controller();
@@ -146,7 +149,10 @@ impl Env {
     }
 
     pub fn start_controller(&mut self) {
-        let backend = ArmClient::new(&self.emulator.url(), SUB, RG, self.auth.clone());
+        let mut backend = ArmClient::new(&self.emulator.url(), SUB, RG, self.auth.clone());
+        if let Some(limits) = self.limits {
+            backend = backend.with_limits(limits);
+        }
         let config = Config {
             namespace: Some(self.ns.name.clone()),
             resync: self.resync,

@@ -18,4 +18,5 @@ mod msix;
 mod readme;
 mod reconcile;
 mod rollout;
+mod throttling;
 mod validation;
