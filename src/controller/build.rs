@@ -192,20 +192,13 @@ pub fn package_differs(desired: &AppAttachPackage, observed: &AppAttachPackage) 
 
 /// Role assignments to create (names) and to delete (full ids), given those observed at
 /// the package's scope. Only Desktop Virtualization User assignments are ours to remove.
+/// An assignment of the role to a wanted principal under another name (made in the
+/// portal, or by an earlier tool) is adopted: kept, and not made again.
 pub fn role_changes(
     desired: &BTreeMap<String, RoleAssignment>,
     observed: &[RoleAssignment],
 ) -> (Vec<String>, Vec<String>) {
-    let observed_names: BTreeSet<String> = observed
-        .iter()
-        .filter_map(|r| r.name.as_ref().map(|n| n.to_ascii_lowercase()))
-        .collect();
-    let create = desired
-        .keys()
-        .filter(|n| !observed_names.contains(&n.to_ascii_lowercase()))
-        .cloned()
-        .collect();
-    let delete = observed
+    let ours: Vec<&RoleAssignment> = observed
         .iter()
         .filter(|r| {
             r.properties
@@ -213,11 +206,23 @@ pub fn role_changes(
                 .to_ascii_lowercase()
                 .ends_with(arm::DESKTOP_VIRTUALIZATION_USER_ROLE)
         })
-        .filter(|r| {
-            r.name
-                .as_ref()
-                .is_none_or(|n| !desired.keys().any(|d| d.eq_ignore_ascii_case(n)))
-        })
+        .collect();
+    let held: BTreeSet<String> = ours
+        .iter()
+        .map(|r| r.properties.principal_id.to_ascii_lowercase())
+        .collect();
+    let wanted: BTreeSet<String> = desired
+        .values()
+        .map(|r| r.properties.principal_id.to_ascii_lowercase())
+        .collect();
+    let create = desired
+        .iter()
+        .filter(|(_, r)| !held.contains(&r.properties.principal_id.to_ascii_lowercase()))
+        .map(|(n, _)| n.clone())
+        .collect();
+    let delete = ours
+        .iter()
+        .filter(|r| !wanted.contains(&r.properties.principal_id.to_ascii_lowercase()))
         .filter_map(|r| r.id.clone())
         .collect();
     (create, delete)
@@ -337,7 +342,18 @@ registration: LogonBlocking
                 ..r.clone()
             })
             .collect();
+        // Someone else's assignment of the role to a wanted principal is adopted.
+        let mut adopted = observed[0].clone();
+        adopted.name = Some("00000000-0000-4000-8000-000000000002".into());
+        adopted.id = Some("/pkg/providers/Microsoft.Authorization/roleAssignments/00000000-0000-4000-8000-000000000002".into());
+        let (create, delete) = role_changes(&d.roles, &[adopted, observed[1].clone()]);
+        assert!(
+            create.is_empty() && delete.is_empty(),
+            "{create:?} {delete:?}"
+        );
+        // One for a principal no longer assigned goes.
         let mut stale = observed[0].clone();
+        stale.properties.principal_id = "0badc0de-0000-4000-8000-000000000000".into();
         stale.name = Some("00000000-0000-4000-8000-000000000001".into());
         stale.id = Some("/pkg/providers/Microsoft.Authorization/roleAssignments/00000000-0000-4000-8000-000000000001".into());
         observed.push(stale);

@@ -140,6 +140,15 @@ impl<B> Context<B> {
         *n
     }
 
+    fn failures(&self, key: &str) -> u32 {
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .copied()
+            .unwrap_or(0)
+    }
+
     fn reset_failures(&self, key: &str) {
         self.failures
             .lock()

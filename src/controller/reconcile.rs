@@ -122,15 +122,37 @@ fn backend_rejected(e: &BackendError) -> Option<Finding> {
         BackendError::Arm(a)
             if (400..500).contains(&a.status) && a.status != 408 && a.status != 429 =>
         {
-            let reason: &'static str = match a.code.as_str() {
-                "PrincipalNotFound" => "PrincipalNotFound",
-                "InvalidResourceName" => "InvalidBackendName",
-                _ => "BackendRejected",
+            let (reason, advice): (&'static str, String) = match a.code.as_str() {
+                "AuthorizationFailed" => {
+                    let action = a
+                        .message
+                        .split_once("perform action '")
+                        .and_then(|(_, rest)| rest.split_once('\''))
+                        .map_or("(see the message)", |(action, _)| action);
+                    (
+                        "BackendForbidden",
+                        format!("the controller's identity may not perform {action}: grant it the roles in the README's \"Run against Azure\" section"),
+                    )
+                }
+                "PrincipalNotFound" => (
+                    "PrincipalNotFound",
+                    "a UserAssignment names a user or group the directory does not know (a group created moments ago is retried first): check its objectId".into(),
+                ),
+                "InvalidResourceName" => ("InvalidBackendName", "rename the AppAttachPackage".into()),
+                "ResourceGroupNotFound" => (
+                    "ResourceGroupNotFound",
+                    "create the resource group, or fix --resource-group".into(),
+                ),
+                "InvalidParameter" | "InvalidRequestContent" | "BadRequest" => (
+                    "InvalidParameter",
+                    "fix the property the message names".into(),
+                ),
+                _ => ("BackendRejected", "see the message".into()),
             };
             Some(error(
                 reason,
                 format!(
-                    "the backend refused the change ({} {}): {}",
+                    "the backend refused the change ({} {}): {}; {advice}",
                     a.status, a.code, a.message
                 ),
             ))
@@ -405,6 +427,11 @@ async fn apply<B: Backend>(pkg: &AppAttachPackage, ctx: &Context<B>) -> Result<A
         match result {
             Ok(()) => {}
             Err(Error::Backend(e)) => match backend_rejected(&e) {
+                // A group created a moment ago may not have reached ARM yet: retry a few
+                // times with backoff before saying so.
+                Some(f) if f.reason == "PrincipalNotFound" && ctx.failures(&key) < 4 => {
+                    return Err(sync_failed(pkg, &api, &previous, e.into()).await);
+                }
                 Some(f) => {
                     findings.insert(0, f);
                     // A rollout step may have recorded its intent before the refusal.

@@ -837,7 +837,13 @@ async fn write_slots<B: Backend>(
             ctx.backend.put_package(&s.name, &body).await?;
         }
         for n in &create {
-            ctx.backend.put_role_assignment(&s.id, n, &roles[n]).await?;
+            match ctx.backend.put_role_assignment(&s.id, n, &roles[n]).await {
+                // Made by someone else meanwhile: adopted.
+                Err(BackendError::Arm(e)) if e.code == "RoleAssignmentExists" => {}
+                r => {
+                    r?;
+                }
+            }
         }
         for id in &delete {
             ctx.backend.delete_role_assignment(id).await?;

@@ -76,6 +76,9 @@ async fn serve(
             tokio::time::sleep(std::time::Duration::from_millis(fault.delay_ms)).await;
         }
         if let Some(status) = fault.status {
+            if let Some((code, message)) = &fault.error {
+                return error_response(&ArmError::new(status, code, message.clone()));
+            }
             return fault_response(status, fault.retry_after_seconds);
         }
     }

@@ -19,6 +19,13 @@ pub struct FaultRule {
     /// request is served, after the delay.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
+    /// The ARM error code of the answer (for example `AuthorizationFailed`); a generic
+    /// one for the status when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// The error message of the answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
     /// `Retry-After` seconds sent with a 429 or 503.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_seconds: Option<u64>,
@@ -41,6 +48,8 @@ pub struct FaultRule {
 pub struct Fault {
     /// Status to answer, if any.
     pub status: Option<u16>,
+    /// Error code and message to answer with.
+    pub error: Option<(String, String)>,
     /// Retry-After seconds.
     pub retry_after_seconds: Option<u64>,
     /// Delay in milliseconds.
@@ -119,6 +128,14 @@ impl Faults {
                 let r = &armed.rule;
                 fired = Some(Fault {
                     status: r.status,
+                    error: r.code.clone().map(|c| {
+                        (
+                            c,
+                            r.message
+                                .clone()
+                                .unwrap_or_else(|| "Emulated fault.".into()),
+                        )
+                    }),
                     retry_after_seconds: r.retry_after_seconds,
                     delay_ms: r.delay_ms,
                 });
@@ -284,6 +301,8 @@ mod tests {
             path_contains: Some("appAttachPackages".into()),
             method: None,
             status: Some(429),
+            code: None,
+            message: None,
             retry_after_seconds: Some(1),
             delay_ms: 0,
             count,

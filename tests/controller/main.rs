@@ -12,6 +12,7 @@ mod entra;
 
 mod azure;
 
+mod errors;
 mod faults;
 mod lifecycle;
 mod msix;
