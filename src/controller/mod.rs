@@ -35,6 +35,8 @@ use crate::resources::{AppAttachPackage, HostPoolAssignment, UserAssignment};
 pub const FINALIZER: &str = "appattach.io/cleanup";
 /// Annotation choosing how the controller treats an object.
 pub const POLICY_ANNOTATION: &str = "appattach.io/reconcile-policy";
+/// Annotation that lets the controller take over a backend package made elsewhere.
+pub const ADOPT_ANNOTATION: &str = "appattach.io/adopt";
 /// Field manager of every write the controller makes.
 pub const MANAGER: &str = "appattach-controller";
 

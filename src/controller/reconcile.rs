@@ -20,7 +20,9 @@ use serde_json::{Value, json};
 use super::build::{self, OWNER_TAG, Principal};
 use super::status::{self, Cond};
 use super::validate::{self, Finding, PoolFacts, Severity};
-use super::{Context, Error, FINALIZER, Policy, msix_rollout, resync_after, rolling};
+use super::{
+    ADOPT_ANNOTATION, Context, Error, FINALIZER, Policy, msix_rollout, resync_after, rolling,
+};
 use crate::arm::models::{MsixPackage, MsixPackageProperties, PrincipalType, SessionHost};
 use crate::backend::{Backend, BackendError};
 use crate::domain::naming;
@@ -382,6 +384,18 @@ async fn apply<B: Backend>(pkg: &AppAttachPackage, ctx: &Context<B>) -> Result<A
     } else {
         None
     };
+    // A package made elsewhere (the portal, a script) is taken over only when asked.
+    if let Some(o) = &observed_pkg
+        && o.tags.as_ref().and_then(|t| t.get(OWNER_TAG)).is_none()
+        && pkg.annotations().get(ADOPT_ANNOTATION).map(String::as_str) != Some("true")
+    {
+        findings.push(error(
+            "AlreadyExists",
+            format!(
+                "the backend already has an app attach package named {backend_name}, made outside this controller; to manage it from here, set the annotation {ADOPT_ANNOTATION}: \"true\" (its host pools and assignments then follow this object's), or rename this AppAttachPackage"
+            ),
+        ));
+    }
     if let Some(owner) = observed_pkg
         .as_ref()
         .and_then(|o| o.tags.as_ref())

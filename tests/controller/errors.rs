@@ -167,3 +167,53 @@ async fn an_existing_assignment_of_the_role_is_adopted() {
     assert_eq!(roles.len(), 1, "{roles:?}");
     assert_eq!(roles[0]["name"], name, "kept, not replaced");
 }
+
+#[tokio::test]
+async fn a_package_made_in_the_portal_is_adopted_only_when_asked() {
+    let env = Env::new("adopt-portal", Duration::from_secs(600)).await;
+    // Made in the portal under the name this object maps to, on hp-a already.
+    let (code, body) = env
+        .arm(
+            reqwest::Method::PUT,
+            &env.package_path("portal"),
+            Some(json!({"location": "westeurope", "properties": {
+                "hostPoolReferences": [env.pool_id("hp-a")],
+                "image": {"imagePath": r"\\fs\apps\portal_1.0.0.0.vhdx", "packageName": "Contoso.portal",
+                          "packageFamilyName": "Contoso.portal_h91ms92gdsmmt", "version": "1.0.0.0", "isActive": true}}})),
+        )
+        .await;
+    assert!(code < 300, "{body}");
+    env.apply_assigned("portal", &[("hp-a", 0)]).await;
+    let obj = env
+        .wait_condition(
+            "AppAttachPackage",
+            "portal",
+            "Ready",
+            "False",
+            Some("AlreadyExists"),
+        )
+        .await;
+    assert!(
+        obj["status"].to_string().contains("appattach.io/adopt"),
+        "{obj}"
+    );
+    let (_, untouched) = env.get(&env.package_path("portal")).await;
+    assert!(
+        untouched["tags"].is_null(),
+        "not written before adoption: {untouched}"
+    );
+    // Adopted: the package stays (on hp-a all along) and is now this object's.
+    let adopt = crate::support::set(
+        package("portal"),
+        "/metadata/annotations",
+        json!({"appattach.io/adopt": "true"}),
+    );
+    env.ns.apply(&adopt).await.unwrap();
+    env.wait_package("portal", 1, 1).await;
+    let (_, adopted) = env.get(&env.package_path("portal")).await;
+    assert_eq!(
+        adopted["tags"]["appattach.io/owner"],
+        format!("{}/portal", env.ns.name)
+    );
+    assert_eq!(env.roles("portal").await.len(), 1);
+}
