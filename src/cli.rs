@@ -5,6 +5,7 @@ mod crd;
 mod emulator;
 mod entitlements;
 mod local;
+mod migrate;
 mod rollout;
 
 use std::process::ExitCode;
@@ -35,6 +36,9 @@ enum Command {
     /// Run a local control plane (etcd + kube-apiserver), install the CRDs, apply the
     /// examples, and stay up until Ctrl-C.
     Local(local::Args),
+    /// Print manifests that move what exists in Azure to this operator (MSIX app attach
+    /// packages of a host pool).
+    Migrate(migrate::Args),
     /// Watch, pause, resume, undo and list the version rollouts of an AppAttachPackage,
     /// like `kubectl rollout`.
     Rollout(rollout::Args),
@@ -51,6 +55,7 @@ impl Cli {
             Command::Entitlements(args) => tokio_main(entitlements::run(args)),
             Command::Local(args) => tokio_main(local::run(args)),
             Command::Rollout(args) => tokio_main(rollout::run(args)),
+            Command::Migrate(args) => tokio_main(migrate::run(args)),
         };
         match result {
             Ok(()) => ExitCode::SUCCESS,

@@ -11,8 +11,8 @@ use super::throttle::{self, ArmMetrics, Limits, Throttle};
 use super::{Backend, BackendError, Result};
 use crate::arm::error::CloudError;
 use crate::arm::models::{
-    AppAttachPackage, HostPool, List, MsixPackage, RoleAssignment, SendMessage, SessionHost,
-    UserSession,
+    AppAttachPackage, ApplicationGroup, HostPool, List, MsixPackage, RoleAssignment, SendMessage,
+    SessionHost, UserSession,
 };
 use crate::arm::{self, ArmError, ResourceId, ResourceType};
 
@@ -74,6 +74,15 @@ impl ArmClient {
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.throttle = Some(std::sync::Arc::new(Throttle::new(limits)));
         self
+    }
+
+    /// The application groups of the resource group.
+    pub async fn list_application_groups(&self) -> Result<Vec<ApplicationGroup>> {
+        let path = format!(
+            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.DesktopVirtualization/applicationGroups?api-version={DV}",
+            self.subscription, self.resource_group
+        );
+        self.list_all(&path).await
     }
 
     /// The client's metrics, to register.

@@ -104,3 +104,89 @@ async fn a_second_active_package_with_the_same_full_name_on_a_pool_is_refused() 
         .unwrap();
     env.wait_ready("AppAttachPackage", "expenses-copy").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_msix_prints_manifests_that_move_a_pool_to_app_attach() {
+    let env = Env::new("migrate_msix", Duration::from_secs(300)).await;
+    let full = naming::full_name("Contoso.Legacy", "3.1.0.0", "x64", "CN=Contoso");
+    let (code, body) = env
+        .arm(
+            reqwest::Method::PUT,
+            &format!("{}/msixPackages/{full}", env.pool_id("hp-b")),
+            Some(json!({"properties": {
+                "imagePath": r"\\fs\apps\legacy_3.1.0.0.vhdx", "packageName": "Contoso.Legacy",
+                "packageFamilyName": naming::family_name("Contoso.Legacy", "CN=Contoso"),
+                "displayName": "Legacy", "packageRelativePath": format!(r"\apps\{full}"),
+                "isRegularRegistration": false, "isActive": true, "version": "3.1.0.0",
+                "packageDependencies": [], "packageApplications": [{"appId": "App", "friendlyName": "Legacy"}]}})),
+        )
+        .await;
+    assert!(code < 300, "{body}");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_appattach"))
+        .args([
+            "migrate",
+            "msix",
+            "--host-pool",
+            "hp-b",
+            "--arm-endpoint",
+            &env.emulator.url(),
+        ])
+        .args([
+            "--subscription",
+            SUB,
+            "--resource-group",
+            RG,
+            "-n",
+            &env.ns.name,
+        ])
+        .output()
+        .await
+        .unwrap();
+    let (ok, text) = crate::support::outcome(&out);
+    assert!(ok, "{text}");
+    let docs: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .split("\n---\n")
+        .flat_map(|d| d.split("---\n"))
+        .filter(|d| d.contains("apiVersion"))
+        .map(|d| serde_yaml_ng::from_str(d).unwrap())
+        .collect();
+    assert_eq!(docs.len(), 3, "{text}");
+    let pkg = &docs[0];
+    assert_eq!(pkg["spec"]["package"]["fullName"], full.as_str());
+    assert_eq!(
+        pkg["spec"]["image"]["path"],
+        r"\\fs\apps\legacy_3.1.0.0.vhdx"
+    );
+    let principals = docs[2]["spec"]["principals"].to_string();
+    assert!(
+        principals.contains(FINANCE) && principals.contains(SALES),
+        "{principals}"
+    );
+    // The API server takes them as they are.
+    for d in &docs {
+        env.ns.apply(d).await.unwrap();
+    }
+    // The pool still has the MSIX package: the two features never mix on a pool.
+    env.wait_condition(
+        "AppAttachPackage",
+        "contoso-legacy",
+        "Ready",
+        "False",
+        Some("HostPoolFeatureConflict"),
+    )
+    .await;
+    let (code, _) = env
+        .arm(
+            reqwest::Method::DELETE,
+            &format!("{}/msixPackages/{full}", env.pool_id("hp-b")),
+            None,
+        )
+        .await;
+    assert!(code < 300);
+    // The backend is not watched: a pass comes at the next resync, or now, on any
+    // annotation change (as `kubectl annotate` does).
+    let mut pkg = docs[0].clone();
+    pkg["metadata"]["annotations"] = json!({"appattach.io/migrated-from": "hp-b"});
+    env.ns.apply(&pkg).await.unwrap();
+    env.wait_package("contoso-legacy", 1, 2).await;
+}
