@@ -132,14 +132,17 @@ async fn principal_not_found_is_retried_before_it_is_reported() {
 
 #[tokio::test]
 async fn an_existing_assignment_of_the_role_is_adopted() {
-    let env = Env::new("err-adopt", Duration::from_secs(600)).await;
+    let mut env = Env::new("err-adopt", Duration::from_secs(600)).await;
     env.ns.apply(&package("adopt")).await.unwrap();
     env.ns
         .apply(&pools("adopt-pools", "adopt", &[("hp-a", 0)]))
         .await
         .unwrap();
     env.wait_package("adopt", 1, 0).await;
-    // Someone assigned Finance in the portal, under a name of their own.
+    // While no controller runs (one would remove an assignment no object asks for),
+    // someone assigns Finance in the portal, under a name of their own, and Finance is
+    // added in Git.
+    env.stop_controller().await;
     let name = "0f0f0f0f-1111-4222-8333-444455556666";
     let (code, body) = env
         .arm(
@@ -162,6 +165,7 @@ async fn an_existing_assignment_of_the_role_is_adopted() {
         ))
         .await
         .unwrap();
+    env.start_controller();
     env.wait_package("adopt", 1, 1).await;
     let roles = env.roles("adopt").await;
     assert_eq!(roles.len(), 1, "{roles:?}");
