@@ -417,7 +417,7 @@ impl Backend for ArmClient {
     }
 
     async fn set_allow_new_session(&self, host_id: &str, allow: bool) -> Result<()> {
-        let body = serde_json::json!({ "properties": { "allowNewSession": allow } });
+        let body = drain_body(allow);
         self.send(
             Method::PATCH,
             &format!("{host_id}?api-version={DV}"),
@@ -430,4 +430,9 @@ impl Backend for ArmClient {
     fn subscription(&self) -> &str {
         &self.subscription
     }
+}
+
+/// The body of the PATCH that drains a session host (or lets it take sessions again).
+pub fn drain_body(allow: bool) -> Value {
+    serde_json::json!({ "properties": { "allowNewSession": allow } })
 }

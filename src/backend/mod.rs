@@ -4,7 +4,7 @@
 mod client;
 pub mod throttle;
 
-pub use client::{ArmClient, Auth};
+pub use client::{ArmClient, Auth, drain_body};
 
 use std::future::Future;
 use std::time::Duration;

@@ -7,6 +7,8 @@
 //! nothing, neither to the backend nor to the API server.
 
 pub mod build;
+#[cfg(test)]
+mod fidelity;
 pub mod metrics;
 mod msix_rollout;
 mod reconcile;
