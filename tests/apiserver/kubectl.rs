@@ -102,3 +102,21 @@ async fn deploy_kustomization_installs_the_namespace_and_crds() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_aks_workload_identity_overlay_renders_the_annotated_service_account() {
+    let ns = TestNamespace::new("deploy-wi").await;
+    let overlay = repo_path("deploy/overlays/aks-workload-identity");
+    let out = ns
+        .kubectl(&["kustomize", overlay.to_str().unwrap()])
+        .unwrap();
+    for text in [
+        "kind: ServiceAccount",
+        "name: appattach-controller",
+        "azure.workload.identity/client-id:",
+        "azure.workload.identity/use: \"true\"",
+        "kind: CustomResourceDefinition",
+    ] {
+        assert!(out.contains(text), "the overlay lacks {text:?}:\n{out}");
+    }
+}
