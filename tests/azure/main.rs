@@ -273,3 +273,52 @@ async fn the_controller_refuses_to_start_without_a_working_credential_and_never_
     assert!(text.contains("not a token response"), "{text}");
     assert!(!text.contains(SECRET), "the secret leaked: {text}");
 }
+
+#[tokio::test]
+async fn the_client_reports_what_arm_says_is_left_and_its_own_waits() {
+    use appattach_operator::backend::throttle::Limits;
+    use appattach_operator::backend::{ArmClient, Auth, Backend, BackendError};
+    use appattach_operator::controller::metrics::Metrics;
+    use appattach_operator::emulator::{self, Emulator};
+    let world: emulator::World = serde_yaml_ng::from_str(
+        "subscription: 00000000-0000-0000-0000-000000000000\nresourceGroup: rg-avd\nhostPools: [{name: hp, location: westeurope, identityProvider: EntraID, sessionHosts: []}]\n",
+    )
+    .unwrap();
+    let served = Emulator::start(emulator::Config {
+        world: Some(world),
+        shares: vec![],
+        state_dir: None,
+        token: None,
+        staging_interval: None,
+    })
+    .await
+    .unwrap();
+    let client = ArmClient::new(
+        &served.url(),
+        "00000000-0000-0000-0000-000000000000",
+        "rg-avd",
+        Auth::None,
+    )
+    .with_limits(Limits {
+        reads: (1, 0.01),
+        writes: (1, 0.01),
+        deletes: (1, 0.01),
+    });
+    let metrics = Metrics::new(Some(client.metrics()));
+    let pool = client.host_pool_id("hp");
+    assert!(client.get_host_pool(&pool).await.unwrap().is_some());
+    // The budget of one read is spent: the next fails at once, saying when to come back.
+    match client.get_host_pool(&pool).await {
+        Err(BackendError::Budget(wait)) => assert!(wait > Duration::from_secs(1), "{wait:?}"),
+        other => panic!("expected the budget to refuse, got {other:?}"),
+    }
+    let text = metrics.render();
+    assert!(
+        text.contains(r#"appattach_arm_ratelimit_remaining{kind="reads"} 11999"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"appattach_arm_throttled_total{source="client"} 1"#),
+        "{text}"
+    );
+}
