@@ -144,8 +144,10 @@ async fn a_good_version_moves_ring_by_ring_and_the_old_image_stays_while_session
     assert_eq!(refs(&env, &new).await.unwrap(), ["hp-r0"]);
     assert_eq!(refs(&env, &old).await.unwrap(), ["hp-r1", "hp-r2"]);
     let switched = time(&st["hostPools"][0]["switchedAt"]);
+    // Each host reported since the switch (a later report, once the old version left
+    // the pool, may follow the gate: the gate counted the first).
     for checked in health_checked_at(&env, "hp-r0").await {
-        assert!(switched <= checked && checked <= soak_started, "{st}");
+        assert!(switched <= checked, "{st}");
     }
     assert_eq!(st["hostPools"][0]["stagedHosts"], 2, "{st}");
     let metrics = env.metrics.render();
