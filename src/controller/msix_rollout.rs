@@ -15,10 +15,10 @@ use kube::api::Api;
 use super::build;
 use super::reconcile::{Observed, msix_body};
 use super::rolling::{
-    Outcome, complete, fill_rows, host_obs, intent, note_superseded, plan_pass, push_history,
+    Outcome, complete, end_rollback, fill_rows, host_obs, intent, note_superseded, plan_pass,
     rows_from, sessions_pass, version_time,
 };
-use super::rollout::{self, Action, PoolObs, Window, phase, step};
+use super::rollout::{self, Action, PoolObs, Window, step};
 use super::{Context, Error, Policy};
 use crate::backend::Backend;
 use crate::resources::{
@@ -356,37 +356,8 @@ pub(super) async fn msix<B: Backend>(
                     }
                 }
             }
-            let message = r.message.clone();
             let reverted = stable.version == wanted.version;
-            push_history(
-                &mut out.history,
-                pkg,
-                &r,
-                if reverted { "Reverted" } else { "Failed" },
-                &at,
-                message.as_deref(),
-            );
-            r.phase = if reverted {
-                phase::REVERTED
-            } else {
-                phase::FAILED
-            }
-            .into();
-            if !reverted {
-                r.failed_generation = pkg.metadata.generation;
-            }
-            r.step = step::DONE.into();
-            r.cycled_hosts.clear();
-            r.message = Some(format!(
-                "back on {} on every host pool: {}",
-                stable.version,
-                message.unwrap_or_default()
-            ));
-            out.current = Some(stable.clone());
-            for row in rows.values_mut() {
-                row.version = Some(stable.version.clone());
-                row.phase = Some("Ready".into());
-            }
+            end_rollback(&mut out, &mut rows, pkg, &mut r, &stable, reverted, &at);
             out.rollout = Some(r);
         }
     }

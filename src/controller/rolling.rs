@@ -387,11 +387,7 @@ pub(super) async fn app_attach<B: Backend>(
                 .iter()
                 .map(|id| (id.to_ascii_lowercase(), stable.backend_name.clone()))
                 .collect();
-            let reverted = rollout::is_active(&r)
-                && r.previous
-                    .first()
-                    .is_some_and(|p| p.version == wanted.version)
-                && r.target.version != wanted.version;
+            let reverted = stable.version == wanted.version;
             let stable_slot = slot(&stable.backend_name, reverted, &[]);
             write_slots(
                 ctx,
@@ -413,48 +409,7 @@ pub(super) async fn app_attach<B: Backend>(
                     row.switched_at = Some(at.clone());
                 }
             }
-            retain(&mut out.retained, &r.target, &at);
-            let message = r.message.clone();
-            if reverted {
-                push_history(
-                    &mut out.history,
-                    pkg,
-                    &r,
-                    "Reverted",
-                    &at,
-                    message.as_deref(),
-                );
-                r.phase = phase::REVERTED.into();
-                r.message = Some(format!(
-                    "the spec went back to {}: every host pool runs it again; {} was removed from the backend",
-                    stable.version, r.target.version
-                ));
-            } else {
-                push_history(&mut out.history, pkg, &r, "Failed", &at, message.as_deref());
-                r.phase = phase::FAILED.into();
-                r.failed_generation = pkg.metadata.generation;
-                r.message = Some(format!(
-                    "rolled back to {}: {}. {} is not tried again until the spec changes",
-                    stable.version,
-                    message.unwrap_or_default(),
-                    r.target.version
-                ));
-            }
-            r.step = step::DONE.into();
-            out.current = Some(stable.clone());
-            for row in rows.values_mut() {
-                row.version = Some(stable.version.clone());
-                row.phase = Some(
-                    if row.previous_version.as_deref() == Some(r.target.version.as_str())
-                        && row.switched_at.as_deref() == Some(at.as_str())
-                    {
-                        "RolledBack"
-                    } else {
-                        "Ready"
-                    }
-                    .into(),
-                );
-            }
+            end_rollback(&mut out, &mut rows, pkg, &mut r, &stable, reverted, &at);
             out.rollout = Some(r);
         }
     }
@@ -591,6 +546,55 @@ pub(super) fn complete(
     for row in rows.values_mut() {
         row.version = Some(r.target.version.clone());
         row.phase = Some("Ready".into());
+    }
+}
+
+/// Ends a rollback: every host pool runs `stable` again; the target's image is retained
+/// while sessions use it, and the target is recorded as failed (not tried again until the
+/// spec changes) or, when the spec itself went back, as reverted.
+pub(super) fn end_rollback(
+    out: &mut Outcome,
+    rows: &mut BTreeMap<String, HostPoolRollout>,
+    pkg: &Package,
+    r: &mut RolloutStatus,
+    stable: &VersionRef,
+    reverted: bool,
+    at: &str,
+) {
+    retain(&mut out.retained, &r.target, at);
+    let message = r.message.clone();
+    push_history(
+        &mut out.history,
+        pkg,
+        r,
+        if reverted { "Reverted" } else { "Failed" },
+        at,
+        message.as_deref(),
+    );
+    if reverted {
+        r.phase = phase::REVERTED.into();
+        r.message = Some(format!(
+            "the spec went back to {}: every host pool runs it again; {} was removed from the backend",
+            stable.version, r.target.version
+        ));
+    } else {
+        r.phase = phase::FAILED.into();
+        r.failed_generation = pkg.metadata.generation;
+        r.message = Some(format!(
+            "rolled back to {}: {}. {} is not tried again until the spec changes",
+            stable.version,
+            message.unwrap_or_default(),
+            r.target.version
+        ));
+    }
+    r.step = step::DONE.into();
+    r.cycled_hosts.clear();
+    out.current = Some(stable.clone());
+    for row in rows.values_mut() {
+        row.version = Some(stable.version.clone());
+        let back = row.previous_version.as_deref() == Some(r.target.version.as_str())
+            && row.switched_at.as_deref() == Some(at);
+        row.phase = Some(if back { "RolledBack" } else { "Ready" }.into());
     }
 }
 
