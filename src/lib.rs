@@ -13,4 +13,5 @@ pub mod controller;
 pub mod controlplane;
 pub mod domain;
 pub mod emulator;
+pub mod inspect;
 pub mod resources;

@@ -1,0 +1,1 @@
+//! Virtual disks (VHDX, VHD fixed and dynamic, or a raw disk) and their partition tables.
