@@ -1,9 +1,17 @@
 //! MSIX and Appx packages and bundles (ZIP/OPC): the manifest's identity, applications,
 //! dependencies and target device families, and the signature.
 
-use serde::Serialize;
+use std::fs::File;
+use std::io::{self, BufReader, Cursor, Read, Seek, SeekFrom, Write};
+use std::path::{Component, Path, PathBuf};
 
-use super::signature::SignatureFacts;
+use roxmltree::{Document, Node, ParsingOptions};
+use serde::Serialize;
+use zip::ZipArchive;
+
+use super::signature::{self, SignatureFacts};
+use super::{Error, Result};
+use crate::domain::naming::publisher_id;
 
 /// Facts of one package, from its `AppxManifest.xml` (and its signature, when read).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -73,4 +81,788 @@ pub struct DeviceFamily {
     pub min_version: String,
     /// MaxVersionTested.
     pub max_version_tested: Option<String>,
+}
+
+/// Which kind of package file, from its contents and extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum PackageKind {
+    /// `.msix`
+    Msix,
+    /// `.appx`
+    Appx,
+    /// `.msixbundle`
+    MsixBundle,
+    /// `.appxbundle`
+    AppxBundle,
+}
+
+impl PackageKind {
+    /// Whether the kind is a bundle of packages.
+    pub fn is_bundle(self) -> bool {
+        matches!(self, Self::MsixBundle | Self::AppxBundle)
+    }
+}
+
+/// What a package file holds: the package (or the bundle's identity) and, for a bundle,
+/// each payload package.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PackageFile {
+    /// The kind of package file.
+    pub kind: PackageKind,
+    /// The package, or the bundle (its identity, with the applications of its payloads).
+    pub facts: PackageFacts,
+    /// A bundle's payload packages, each read from its own manifest.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub payloads: Vec<PayloadFacts>,
+}
+
+/// One payload package of a bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PayloadFacts {
+    /// File name inside the bundle.
+    pub file_name: String,
+    /// `application` or `resource`.
+    pub package_type: String,
+    /// The payload's facts.
+    pub facts: PackageFacts,
+}
+
+/// Bounds on what is read out of an untrusted package.
+pub mod limits {
+    /// Most entries a package may have.
+    pub const ENTRIES: usize = 200_000;
+    /// Largest manifest read (`AppxManifest.xml`, `AppxBundleManifest.xml`).
+    pub const MANIFEST_BYTES: u64 = 10 << 20;
+    /// Largest signature read (`AppxSignature.p7x`).
+    pub const SIGNATURE_BYTES: u64 = 1 << 20;
+    /// Most XML nodes in a manifest.
+    pub const XML_NODES: u32 = 200_000;
+    /// Largest payload package of a bundle read into memory; larger ones go to a temp file.
+    pub const PAYLOAD_IN_MEMORY: u64 = 64 << 20;
+    /// Largest payload package of a bundle.
+    pub const PAYLOAD_BYTES: u64 = 8 << 30;
+    /// Most payload packages in a bundle.
+    pub const PAYLOADS: usize = 64;
+    /// Most bytes expanded out of one package.
+    pub const EXPANDED_BYTES: u64 = 64 << 30;
+    /// Largest ratio of expanded to compressed size of one entry (beyond a first MiB).
+    pub const COMPRESSION_RATIO: u64 = 200;
+    /// Most applications, dependencies and device families read.
+    pub const LIST_ITEMS: usize = 1_000;
+}
+
+const MANIFEST: &str = "AppxManifest.xml";
+const SIGNATURE: &str = "AppxSignature.p7x";
+const BUNDLE_MANIFEST: &str = "AppxMetadata/AppxBundleManifest.xml";
+const CONTENT_TYPES: &str = "[Content_Types].xml";
+
+/// Reads a package file (`.msix`, `.appx`, `.msixbundle`, `.appxbundle`).
+pub fn read_package(path: &Path) -> Result<PackageFile> {
+    let file =
+        File::open(path).map_err(|e| Error::new(path.display(), format!("cannot open: {e}")))?;
+    read_package_from(BufReader::new(file), &path.display().to_string())
+        .map_err(|e| e.within(path.display()))
+}
+
+/// Reads a package from any seekable source; `name` is its file name (the extension tells
+/// MSIX from Appx).
+pub fn read_package_from<R: Read + Seek>(source: R, name: &str) -> Result<PackageFile> {
+    let mut zip = open_zip(source)?;
+    let lower = name.to_ascii_lowercase();
+    let appx = lower.ends_with(".appx") || lower.ends_with(".appxbundle");
+    if zip.index_for_name(BUNDLE_MANIFEST).is_some() {
+        read_bundle(&mut zip, appx)
+    } else {
+        let facts = read_single(&mut zip)?;
+        let kind = if appx {
+            PackageKind::Appx
+        } else {
+            PackageKind::Msix
+        };
+        Ok(PackageFile {
+            kind,
+            facts,
+            payloads: Vec::new(),
+        })
+    }
+}
+
+fn read_single<R: Read + Seek>(zip: &mut ZipArchive<R>) -> Result<PackageFacts> {
+    let manifest = read_entry(zip, MANIFEST, limits::MANIFEST_BYTES)?.ok_or_else(|| {
+        Error::new(
+            MANIFEST,
+            "the package has no AppxManifest.xml: this is not an MSIX or Appx package",
+        )
+    })?;
+    let mut facts = parse_manifest(&manifest).map_err(|e| e.within(MANIFEST))?;
+    facts.signature = read_signature(zip)?;
+    Ok(facts)
+}
+
+fn read_signature<R: Read + Seek>(zip: &mut ZipArchive<R>) -> Result<Option<SignatureFacts>> {
+    match read_entry(zip, SIGNATURE, limits::SIGNATURE_BYTES)? {
+        Some(bytes) => signature::read_p7x(&bytes)
+            .map(Some)
+            .map_err(|e| e.within(SIGNATURE)),
+        None => Ok(None),
+    }
+}
+
+fn read_bundle<R: Read + Seek>(zip: &mut ZipArchive<R>, appx: bool) -> Result<PackageFile> {
+    let manifest = read_entry(zip, BUNDLE_MANIFEST, limits::MANIFEST_BYTES)?
+        .ok_or_else(|| Error::new(BUNDLE_MANIFEST, "missing"))?;
+    let bundle = parse_bundle_manifest(&manifest).map_err(|e| e.within(BUNDLE_MANIFEST))?;
+    let mut payloads = Vec::new();
+    for entry in &bundle.packages {
+        let at = format!("payload {}", entry.file_name);
+        let index = zip.index_for_name(&entry.file_name).ok_or_else(|| {
+            Error::new(
+                BUNDLE_MANIFEST,
+                format!(
+                    "lists the payload package {:?}, which the bundle does not contain",
+                    entry.file_name
+                ),
+            )
+        })?;
+        let facts = read_payload(zip, index).map_err(|e| e.within(&at))?;
+        payloads.push(PayloadFacts {
+            file_name: entry.file_name.clone(),
+            package_type: entry.package_type.clone(),
+            facts,
+        });
+    }
+    let mut facts = bundle.identity;
+    facts.signature = read_signature(zip)?;
+    // A bundle's applications are those of its application payloads, once each.
+    for p in payloads.iter().filter(|p| p.package_type == "application") {
+        for app in &p.facts.applications {
+            if !facts.applications.iter().any(|a| a.id == app.id) {
+                facts.applications.push(AppFacts {
+                    id: app.id.clone(),
+                    display_name: app.display_name.clone(),
+                    app_user_model_id: format!("{}!{}", facts.family_name, app.id),
+                });
+            }
+        }
+        for dep in &p.facts.dependencies {
+            if !facts.dependencies.contains(dep) {
+                facts.dependencies.push(dep.clone());
+            }
+        }
+        if facts.display_name.is_none() {
+            facts.display_name.clone_from(&p.facts.display_name);
+        }
+    }
+    let kind = if appx {
+        PackageKind::AppxBundle
+    } else {
+        PackageKind::MsixBundle
+    };
+    Ok(PackageFile {
+        kind,
+        facts,
+        payloads,
+    })
+}
+
+fn read_payload<R: Read + Seek>(zip: &mut ZipArchive<R>, index: usize) -> Result<PackageFacts> {
+    let mut entry = zip
+        .by_index(index)
+        .map_err(|e| Error::new("entry", format!("cannot read: {e}")))?;
+    let size = entry.size();
+    if size > limits::PAYLOAD_BYTES {
+        return Err(Error::new(
+            "entry",
+            format!("{size} bytes, more than the {} read", limits::PAYLOAD_BYTES),
+        ));
+    }
+    if size <= limits::PAYLOAD_IN_MEMORY {
+        let bytes = read_bounded(&mut entry, size, "entry")?;
+        drop(entry);
+        let mut inner = open_zip(Cursor::new(bytes))?;
+        read_single(&mut inner)
+    } else {
+        let mut tmp = tempfile::tempfile()
+            .map_err(|e| Error::new("entry", format!("cannot make a temp file: {e}")))?;
+        copy_bounded(&mut entry, &mut tmp, size, "entry")?;
+        drop(entry);
+        tmp.seek(SeekFrom::Start(0))
+            .map_err(|e| Error::new("entry", format!("temp file: {e}")))?;
+        let mut inner = open_zip(BufReader::new(tmp))?;
+        read_single(&mut inner)
+    }
+}
+
+fn open_zip<R: Read + Seek>(source: R) -> Result<ZipArchive<R>> {
+    let zip = ZipArchive::new(source).map_err(|e| {
+        Error::new(
+            "ZIP central directory",
+            format!("not a readable ZIP (MSIX/Appx packages are ZIP files): {e}"),
+        )
+    })?;
+    if zip.len() > limits::ENTRIES {
+        return Err(Error::new(
+            "ZIP central directory",
+            format!(
+                "{} entries, more than the {} a package may have",
+                zip.len(),
+                limits::ENTRIES
+            ),
+        ));
+    }
+    Ok(zip)
+}
+
+/// Reads one named entry, at most `limit` bytes; `None` when the package has no such entry.
+fn read_entry<R: Read + Seek>(
+    zip: &mut ZipArchive<R>,
+    name: &str,
+    limit: u64,
+) -> Result<Option<Vec<u8>>> {
+    let Some(index) = zip.index_for_name(name) else {
+        return Ok(None);
+    };
+    let mut entry = zip
+        .by_index(index)
+        .map_err(|e| Error::new(name, format!("cannot read the entry: {e}")))?;
+    let size = entry.size();
+    if size > limit {
+        return Err(Error::new(
+            name,
+            format!("{size} bytes, more than the {limit} read for this entry"),
+        ));
+    }
+    read_bounded(&mut entry, size, name).map(Some)
+}
+
+/// Reads an entry whose central directory says `size` bytes, refusing one that inflates
+/// to more (a lying header) or fails its CRC.
+fn read_bounded(entry: &mut impl Read, size: u64, at: &str) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(usize::try_from(size.min(1 << 20)).unwrap_or(0));
+    entry
+        .take(size + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| Error::new(at, format!("cannot decompress: {e}")))?;
+    if out.len() as u64 != size {
+        return Err(Error::new(
+            at,
+            format!(
+                "expands to {}{} bytes where the ZIP directory says {size}: the package is corrupt",
+                out.len(),
+                if out.len() as u64 > size { "+" } else { "" }
+            ),
+        ));
+    }
+    Ok(out)
+}
+
+fn copy_bounded(entry: &mut impl Read, out: &mut impl Write, size: u64, at: &str) -> Result<u64> {
+    let copied = io::copy(&mut entry.take(size + 1), out)
+        .map_err(|e| Error::new(at, format!("cannot decompress: {e}")))?;
+    if copied != size {
+        return Err(Error::new(
+            at,
+            format!(
+                "expands to {copied}{} bytes where the ZIP directory says {size}: the package is corrupt",
+                if copied > size { "+" } else { "" }
+            ),
+        ));
+    }
+    Ok(copied)
+}
+
+fn xml(bytes: &[u8]) -> Result<Document<'_>> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| Error::new(format!("byte {}", e.valid_up_to()), "not UTF-8 text"))?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let options = ParsingOptions {
+        allow_dtd: false,
+        nodes_limit: limits::XML_NODES,
+        ..ParsingOptions::default()
+    };
+    Document::parse_with_options(text, options).map_err(|e| {
+        let pos = e.pos();
+        Error::new(
+            format!("line {} column {}", pos.row, pos.col),
+            format!("not a valid manifest ({e}); a DTD or entity declaration is refused"),
+        )
+    })
+}
+
+fn child<'a, 'i>(node: Node<'a, 'i>, name: &str) -> Option<Node<'a, 'i>> {
+    node.children()
+        .find(|n| n.is_element() && n.tag_name().name() == name)
+}
+
+fn children<'a, 'i>(node: Node<'a, 'i>, name: &'a str) -> impl Iterator<Item = Node<'a, 'i>> + 'a {
+    node.children()
+        .filter(move |n| n.is_element() && n.tag_name().name() == name)
+}
+
+fn element_text(node: Option<Node<'_, '_>>) -> Option<String> {
+    node.and_then(|n| n.text())
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(String::from)
+}
+
+fn required<'a>(node: Node<'a, '_>, attribute: &str) -> Result<&'a str> {
+    node.attribute(attribute).ok_or_else(|| {
+        Error::new(
+            format!("<{}>", node.tag_name().name()),
+            format!("has no {attribute} attribute"),
+        )
+    })
+}
+
+fn check_version(version: &str, at: &str) -> Result<()> {
+    let parts: Vec<&str> = version.split('.').collect();
+    let ok = parts.len() == 4
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= 5 && p.parse::<u32>().is_ok_and(|v| v <= 65535));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::new(
+            at,
+            format!("Version {version:?} is not four dot-separated integers, each 0 to 65535"),
+        ))
+    }
+}
+
+fn check_name(name: &str, at: &str) -> Result<()> {
+    let ok = (3..=50).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::new(
+            at,
+            format!("Name {name:?} is not 3 to 50 letters, digits, dots and hyphens"),
+        ))
+    }
+}
+
+const ARCHITECTURES: [&str; 6] = ["x86", "x64", "arm", "arm64", "neutral", "x86a64"];
+
+/// The identity of a package or bundle, with its names derived.
+fn identity(node: Node<'_, '_>, bundle: bool) -> Result<PackageFacts> {
+    let at = "<Identity>";
+    let name = required(node, "Name")?.to_string();
+    check_name(&name, at)?;
+    let publisher = required(node, "Publisher")?.to_string();
+    if publisher.trim().is_empty() || publisher.len() > 8192 {
+        return Err(Error::new(
+            at,
+            "Publisher is empty or longer than 8192 characters",
+        ));
+    }
+    let version = required(node, "Version")?.to_string();
+    check_version(&version, at)?;
+    let architecture = node
+        .attribute("ProcessorArchitecture")
+        .unwrap_or("neutral")
+        .to_ascii_lowercase();
+    if !ARCHITECTURES.contains(&architecture.as_str()) {
+        return Err(Error::new(
+            at,
+            format!(
+                "ProcessorArchitecture {architecture:?} is not one of {}",
+                ARCHITECTURES.join(", ")
+            ),
+        ));
+    }
+    // A bundle's full name carries `~` where a package has its resource id.
+    let resource_id = match node.attribute("ResourceId") {
+        Some(r) => r.to_string(),
+        None if bundle => "~".to_string(),
+        None => String::new(),
+    };
+    let publisher_id = publisher_id(&publisher);
+    Ok(PackageFacts {
+        family_name: format!("{name}_{publisher_id}"),
+        full_name: format!("{name}_{version}_{architecture}_{resource_id}_{publisher_id}"),
+        name,
+        publisher,
+        version,
+        architecture,
+        resource_id,
+        publisher_id,
+        display_name: None,
+        publisher_display_name: None,
+        applications: Vec::new(),
+        dependencies: Vec::new(),
+        target_device_families: Vec::new(),
+        signature: None,
+    })
+}
+
+fn bounded<T>(items: impl Iterator<Item = Result<T>>, what: &str) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    for item in items {
+        if out.len() == limits::LIST_ITEMS {
+            return Err(Error::new(
+                what,
+                format!("more than {} entries", limits::LIST_ITEMS),
+            ));
+        }
+        out.push(item?);
+    }
+    Ok(out)
+}
+
+/// Parses an `AppxManifest.xml`.
+pub fn parse_manifest(bytes: &[u8]) -> Result<PackageFacts> {
+    let doc = xml(bytes)?;
+    let root = doc.root_element();
+    if root.tag_name().name() != "Package" {
+        return Err(Error::new(
+            format!("<{}>", root.tag_name().name()),
+            "the root element is not <Package>: this is not an app package manifest",
+        ));
+    }
+    let id = child(root, "Identity").ok_or_else(|| {
+        Error::new(
+            "<Package>",
+            "has no <Identity> element, which names the package (Name, Publisher, Version)",
+        )
+    })?;
+    let mut facts = identity(id, false)?;
+    if let Some(props) = child(root, "Properties") {
+        facts.display_name = element_text(child(props, "DisplayName"));
+        facts.publisher_display_name = element_text(child(props, "PublisherDisplayName"));
+    }
+    if let Some(apps) = child(root, "Applications") {
+        let family = facts.family_name.clone();
+        facts.applications = bounded(
+            children(apps, "Application").map(|app| {
+                let id = required(app, "Id")?.to_string();
+                let display_name = child(app, "VisualElements")
+                    .and_then(|v| v.attribute("DisplayName"))
+                    .map(String::from);
+                Ok(AppFacts {
+                    app_user_model_id: format!("{family}!{id}"),
+                    id,
+                    display_name,
+                })
+            }),
+            "<Applications>",
+        )?;
+    }
+    if let Some(deps) = child(root, "Dependencies") {
+        facts.dependencies = bounded(
+            children(deps, "PackageDependency").map(|d| {
+                let min_version = required(d, "MinVersion")?.to_string();
+                check_version(&min_version, "<PackageDependency>")?;
+                Ok(DependencyFacts {
+                    name: required(d, "Name")?.to_string(),
+                    publisher: required(d, "Publisher")?.to_string(),
+                    min_version,
+                })
+            }),
+            "<Dependencies>",
+        )?;
+        facts.target_device_families = bounded(
+            children(deps, "TargetDeviceFamily").map(|d| {
+                Ok(DeviceFamily {
+                    name: required(d, "Name")?.to_string(),
+                    min_version: required(d, "MinVersion")?.to_string(),
+                    max_version_tested: d.attribute("MaxVersionTested").map(String::from),
+                })
+            }),
+            "<Dependencies>",
+        )?;
+    }
+    Ok(facts)
+}
+
+/// A bundle manifest: the bundle's identity and its payload packages.
+struct BundleManifest {
+    identity: PackageFacts,
+    packages: Vec<BundleEntry>,
+}
+
+struct BundleEntry {
+    file_name: String,
+    package_type: String,
+}
+
+fn parse_bundle_manifest(bytes: &[u8]) -> Result<BundleManifest> {
+    let doc = xml(bytes)?;
+    let root = doc.root_element();
+    if root.tag_name().name() != "Bundle" {
+        return Err(Error::new(
+            format!("<{}>", root.tag_name().name()),
+            "the root element is not <Bundle>",
+        ));
+    }
+    let id = child(root, "Identity").ok_or_else(|| {
+        Error::new(
+            "<Bundle>",
+            "has no <Identity> element, which names the bundle",
+        )
+    })?;
+    let identity = identity(id, true)?;
+    let packages = child(root, "Packages")
+        .map(|p| {
+            bounded(
+                children(p, "Package").map(|p| {
+                    let file_name = required(p, "FileName")?.to_string();
+                    check_entry_name(&file_name)?;
+                    Ok(BundleEntry {
+                        file_name,
+                        package_type: p.attribute("Type").unwrap_or("application").to_string(),
+                    })
+                }),
+                "<Packages>",
+            )
+        })
+        .transpose()?
+        .unwrap_or_default();
+    if packages.is_empty() {
+        return Err(Error::new(
+            "<Packages>",
+            "the bundle lists no payload package",
+        ));
+    }
+    if packages.len() > limits::PAYLOADS {
+        return Err(Error::new(
+            "<Packages>",
+            format!(
+                "{} payload packages, more than the {} read",
+                packages.len(),
+                limits::PAYLOADS
+            ),
+        ));
+    }
+    Ok(BundleManifest { identity, packages })
+}
+
+/// The path an entry name stands for, refusing names that leave the package folder.
+fn check_entry_name(name: &str) -> Result<PathBuf> {
+    let decoded = percent_decode(name)
+        .ok_or_else(|| Error::new(format!("entry {name:?}"), "has a bad %-escape in its name"))?;
+    let unix = decoded.replace('\\', "/");
+    let bad = |why: &str| Err(Error::new(format!("entry {name:?}"), why.to_string()));
+    if unix.is_empty() || unix.contains('\0') {
+        return bad("has an empty name or a NUL in it");
+    }
+    if unix.starts_with('/') || unix.as_bytes().get(1) == Some(&b':') {
+        return bad("is an absolute path: a package's entries are relative to its folder");
+    }
+    let path = Path::new(&unix);
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::Normal(c) => out.push(c),
+            Component::CurDir => {}
+            _ => return bad("has a '..' or root component, which would leave the package folder"),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        return bad("names no file");
+    }
+    Ok(out)
+}
+
+/// Decodes OPC's %XX escapes in part names.
+fn percent_decode(name: &str) -> Option<String> {
+    let bytes = name.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            let hex = std::str::from_utf8(hex).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Expands a package into `dest` as msixmgr does: every entry but `[Content_Types].xml`,
+/// names %-decoded. Returns the bytes written. Refuses entries that would leave `dest`,
+/// a lying size, and a compression ratio that gives away a ZIP bomb.
+pub fn expand_to(path: &Path, dest: &Path) -> Result<u64> {
+    let file =
+        File::open(path).map_err(|e| Error::new(path.display(), format!("cannot open: {e}")))?;
+    expand_from(BufReader::new(file), dest).map_err(|e| e.within(path.display()))
+}
+
+/// [`expand_to`] from any seekable source.
+pub fn expand_from<R: Read + Seek>(source: R, dest: &Path) -> Result<u64> {
+    let mut zip = open_zip(source)?;
+    let mut total = 0u64;
+    for index in 0..zip.len() {
+        let mut entry = zip
+            .by_index(index)
+            .map_err(|e| Error::new(format!("entry #{index}"), format!("cannot read: {e}")))?;
+        let raw = entry
+            .name()
+            .map_err(|e| Error::new(format!("entry #{index}"), format!("bad name: {e}")))?
+            .to_string();
+        if raw == CONTENT_TYPES || raw.ends_with('/') {
+            continue;
+        }
+        let relative = check_entry_name(&raw)?;
+        let at = format!("entry {raw:?}");
+        let size = entry.size();
+        let ratio_cap = entry
+            .compressed_size()
+            .saturating_mul(limits::COMPRESSION_RATIO)
+            .saturating_add(1 << 20);
+        if size > ratio_cap {
+            return Err(Error::new(
+                &at,
+                format!(
+                    "expands {} bytes to {size}: a ratio beyond {}:1 is refused as a ZIP bomb",
+                    entry.compressed_size(),
+                    limits::COMPRESSION_RATIO
+                ),
+            ));
+        }
+        total = total.saturating_add(size);
+        if total > limits::EXPANDED_BYTES {
+            return Err(Error::new(
+                &at,
+                format!(
+                    "the package expands to more than {} bytes",
+                    limits::EXPANDED_BYTES
+                ),
+            ));
+        }
+        let target = dest.join(&relative);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| Error::new(&at, format!("cannot create {}: {e}", parent.display())))?;
+        }
+        let mut out = File::create(&target)
+            .map_err(|e| Error::new(&at, format!("cannot create {}: {e}", target.display())))?;
+        copy_bounded(&mut entry, &mut out, size, &at)?;
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(identity: &str) -> String {
+        format!(
+            r#"<?xml version="1.0" encoding="utf-8"?>
+<Package xmlns="http://schemas.microsoft.com/appx/manifest/foundation/windows10"
+         xmlns:uap="http://schemas.microsoft.com/appx/manifest/uap/windows10">
+  {identity}
+  <Properties><DisplayName>Contoso Expenses</DisplayName>
+    <PublisherDisplayName>Contoso</PublisherDisplayName></Properties>
+  <Dependencies>
+    <TargetDeviceFamily Name="Windows.Desktop" MinVersion="10.0.17763.0" MaxVersionTested="10.0.22621.0"/>
+    <PackageDependency Name="Microsoft.VCLibs.140.00.UWPDesktop" Publisher="CN=Microsoft Corporation, O=Microsoft Corporation, L=Redmond, S=Washington, C=US" MinVersion="14.0.24217.0"/>
+  </Dependencies>
+  <Applications>
+    <Application Id="App" Executable="expenses.exe" EntryPoint="Windows.FullTrustApplication">
+      <uap:VisualElements DisplayName="Expenses" Description="x" BackgroundColor="transparent" Square150x150Logo="a.png" Square44x44Logo="b.png"/>
+    </Application>
+  </Applications>
+</Package>"#
+        )
+    }
+
+    #[test]
+    fn manifest_facts_and_derived_names() {
+        let m = manifest(
+            r#"<Identity Name="Contoso.Expenses" Publisher="CN=Microsoft Corporation, O=Microsoft Corporation, L=Redmond, S=Washington, C=US" Version="2.4.1.0" ProcessorArchitecture="x64"/>"#,
+        );
+        let f = parse_manifest(m.as_bytes()).expect("parses");
+        assert_eq!(f.publisher_id, "8wekyb3d8bbwe");
+        assert_eq!(f.family_name, "Contoso.Expenses_8wekyb3d8bbwe");
+        assert_eq!(f.full_name, "Contoso.Expenses_2.4.1.0_x64__8wekyb3d8bbwe");
+        assert_eq!(f.display_name.as_deref(), Some("Contoso Expenses"));
+        assert_eq!(f.applications.len(), 1);
+        assert_eq!(
+            f.applications[0].app_user_model_id,
+            "Contoso.Expenses_8wekyb3d8bbwe!App"
+        );
+        assert_eq!(f.applications[0].display_name.as_deref(), Some("Expenses"));
+        assert_eq!(f.dependencies[0].min_version, "14.0.24217.0");
+        assert_eq!(f.target_device_families[0].min_version, "10.0.17763.0");
+    }
+
+    #[test]
+    fn a_missing_architecture_is_neutral_and_a_resource_id_is_kept() {
+        let m = manifest(
+            r#"<Identity Name="Contoso.Lang" Publisher="CN=Contoso" Version="1.0.0.0" ResourceId="fr"/>"#,
+        );
+        let f = parse_manifest(m.as_bytes()).expect("parses");
+        assert_eq!(f.architecture, "neutral");
+        assert!(
+            f.full_name.starts_with("Contoso.Lang_1.0.0.0_neutral_fr_"),
+            "{}",
+            f.full_name
+        );
+    }
+
+    #[test]
+    fn bad_manifests_say_what_and_where() {
+        let cases = [
+            (manifest(""), "<Identity>"),
+            (manifest(r#"<Identity Publisher="CN=x" Version="1.0.0.0"/>"#), "Name"),
+            (manifest(r#"<Identity Name="Contoso.A" Publisher="CN=x" Version="1.0.0"/>"#), "four"),
+            (manifest(r#"<Identity Name="Contoso.A" Publisher="CN=x" Version="1.0.0.70000"/>"#), "65535"),
+            (manifest(r#"<Identity Name="Contoso.A" Publisher="CN=x" Version="1.0.0.0" ProcessorArchitecture="mips"/>"#), "mips"),
+            ("<?xml version=\"1.0\"?><!DOCTYPE lol [<!ENTITY a \"aaaa\"><!ENTITY b \"&a;&a;&a;\">]><Package>&b;</Package>".to_string(), "DTD"),
+            ("<Package><Identity".to_string(), "line 1"),
+            ("<Bundle/>".to_string(), "not <Package>"),
+        ];
+        for (text, expected) in cases {
+            let err = parse_manifest(text.as_bytes())
+                .expect_err("refused")
+                .to_string();
+            assert!(
+                err.contains(expected),
+                "{err:?} should mention {expected:?}"
+            );
+        }
+        let err = parse_manifest(&[0xff, 0xfe, 0x00])
+            .expect_err("refused")
+            .to_string();
+        assert!(err.contains("UTF-8"), "{err}");
+    }
+
+    #[test]
+    fn entry_names_that_leave_the_folder_are_refused() {
+        for bad in [
+            "../evil.dll",
+            "a/../../evil",
+            "/etc/passwd",
+            "\\windows\\x",
+            "C:/x",
+            "a/%2e%2e/%2e%2e/x",
+            "%zz",
+            "",
+        ] {
+            assert!(check_entry_name(bad).is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(
+            check_entry_name("Assets/My%20Logo.png").expect("fine"),
+            PathBuf::from("Assets/My Logo.png")
+        );
+    }
+
+    #[test]
+    fn not_a_zip_is_said_so() {
+        let err = read_package_from(Cursor::new(b"PK\x03\x04 truncated".to_vec()), "x.msix")
+            .expect_err("refused")
+            .to_string();
+        assert!(err.contains("not a readable ZIP"), "{err}");
+    }
 }
