@@ -4,6 +4,7 @@ mod controller;
 mod crd;
 mod emulator;
 mod entitlements;
+mod inspect;
 mod local;
 mod migrate;
 mod rollout;
@@ -33,6 +34,9 @@ enum Command {
     Emulator(emulator::Args),
     /// Show which packages a user gets at sign-in, per host pool, from a running emulator.
     Entitlements(entitlements::Args),
+    /// Read a package (.msix, .appx, bundles) or the packages in an image (.vhdx, .vhd)
+    /// and print AppAttachPackage manifests ready to commit.
+    Inspect(inspect::Args),
     /// Run a local control plane (etcd + kube-apiserver), install the CRDs, apply the
     /// examples, and stay up until Ctrl-C.
     Local(local::Args),
@@ -53,6 +57,7 @@ impl Cli {
             Command::Crd(args) => crd::run(args),
             Command::Emulator(args) => tokio_main(emulator::run(args)),
             Command::Entitlements(args) => tokio_main(entitlements::run(args)),
+            Command::Inspect(args) => inspect::run(args),
             Command::Local(args) => tokio_main(local::run(args)),
             Command::Rollout(args) => tokio_main(rollout::run(args)),
             Command::Migrate(args) => tokio_main(migrate::run(args)),

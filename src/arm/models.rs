@@ -526,6 +526,18 @@ pub struct SendMessage {
     pub message_body: Option<String>,
 }
 
+/// Body of `hostPools/{hostPoolName}/importAppAttachPackageInfo` (`ImportPackageInfoRequest`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[allow(missing_docs)]
+pub struct ImportPackageInfoRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// `ARM`, `ARM64`, `x86`, `x64`, `Neutral`, `x86a64` or `ALL`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package_architecture: Option<String>,
+}
+
 /// `principalType` of a role assignment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[allow(missing_docs)]

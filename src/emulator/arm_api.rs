@@ -280,6 +280,16 @@ fn resource_group_scoped(
         };
     }
     let (last, collection) = segments.split_last().expect("odd length is at least one");
+    // POST .../hostPools/{hp}/importAppAttachPackageInfo
+    if last.eq_ignore_ascii_case("importAppAttachPackageInfo")
+        && ResourceType::from_segments(collection) == Some(ResourceType::HostPool)
+    {
+        if *req.method != Method::POST {
+            return Err(method_not_allowed(req));
+        }
+        let pool = ResourceId::new(sub, rg, ResourceType::HostPool, &names);
+        return import_package_info(inner, req, &pool);
+    }
     // POST .../userSessions/{id}/sendMessage | disconnect
     if ResourceType::from_segments(collection) == Some(ResourceType::UserSession)
         && names.len() == 3
@@ -1001,6 +1011,152 @@ fn disconnect(inner: &mut Inner, id: &ResourceId) -> Result<Reply> {
     body["properties"]["sessionState"] = json!("Disconnected");
     inner.store.put(id, body);
     Ok(Reply::Empty(StatusCode::OK))
+}
+
+// ---------------------------------------------------------------- package import
+
+/// Reads the packages of an image through the share mapping, as the service's import does:
+/// one `AppAttachPackage` per package found, with `properties.image` filled.
+fn import_package_info(inner: &mut Inner, req: &Request, pool: &ResourceId) -> Result<Reply> {
+    let location = require(inner, pool)?.body["location"]
+        .as_str()
+        .map(String::from);
+    let request: models::ImportPackageInfoRequest = parse(req.body)?;
+    let invalid = |message: String| ArmError::new(400, "InvalidParameter", message);
+    let path = request
+        .path
+        .filter(|p| !p.trim().is_empty())
+        .ok_or_else(|| {
+            invalid("The property 'path' is required: the UNC path of the image.".into())
+        })?;
+    let architecture = request.package_architecture.unwrap_or_else(|| "ALL".into());
+    const ARCHITECTURES: [&str; 7] = ["ARM", "ARM64", "x86", "x64", "Neutral", "x86a64", "ALL"];
+    if !ARCHITECTURES
+        .iter()
+        .any(|a| a.eq_ignore_ascii_case(&architecture))
+    {
+        return Err(invalid(format!(
+            "The property 'packageArchitecture' is '{architecture}'; it must be one of {}.",
+            ARCHITECTURES.join(", ")
+        )));
+    }
+    let local = inner
+        .shares
+        .iter()
+        .find_map(|s| s.resolve(&path))
+        .ok_or_else(|| {
+            invalid(format!(
+                "The image path '{path}' is not on a share the service can reach."
+            ))
+        })?;
+    if !local.is_file() {
+        return Err(invalid(format!(
+            "The image '{path}' does not exist on the share."
+        )));
+    }
+    let found = match crate::inspect::inspect_path(&local) {
+        Ok(crate::inspect::Inspection::Image { packages, .. }) => packages,
+        Ok(crate::inspect::Inspection::Package(_)) => {
+            return Err(invalid(format!(
+                "'{path}' is a package, not an image: expand it into a VHDX, VHD or CimFS image first."
+            )));
+        }
+        Ok(crate::inspect::Inspection::Cim(_)) => {
+            return Err(ArmError::new(
+                400,
+                "UnsupportedImageFormat",
+                format!("The emulator reads VHDX and VHD images only; '{path}' is a CimFS image."),
+            ));
+        }
+        Err(e) => {
+            // The error names the local file; say the UNC path instead.
+            let what = e.to_string().replace(&local.display().to_string(), &path);
+            return Err(invalid(format!(
+                "The image '{path}' cannot be read: {what}"
+            )));
+        }
+    };
+    let last_updated = std::fs::metadata(&local)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| jiff::Timestamp::try_from(t).ok())
+        .map_or_else(now, |t| t.to_string());
+    let value: Vec<Value> = found
+        .iter()
+        .filter(|f| {
+            let a = &f.package.facts.architecture;
+            architecture.eq_ignore_ascii_case("ALL") || architecture.eq_ignore_ascii_case(a)
+        })
+        .map(|f| to_value(&imported(f, &path, &last_updated, location.clone())))
+        .collect();
+    Ok(Reply::Json(StatusCode::OK, json!({ "value": value })))
+}
+
+fn imported(
+    f: &crate::inspect::Found,
+    image_path: &str,
+    last_updated: &str,
+    location: Option<String>,
+) -> models::AppAttachPackage {
+    let facts = &f.package.facts;
+    let alias = facts.full_name.to_ascii_lowercase();
+    let signature = facts.signature.as_ref();
+    models::AppAttachPackage {
+        id: None,
+        name: Some(alias.clone()),
+        resource_type: Some(ResourceType::AppAttachPackage.arm_type()),
+        location,
+        tags: None,
+        properties: models::AppAttachPackageProperties {
+            image: Some(models::AppAttachPackageInfoProperties {
+                package_alias: Some(alias),
+                image_path: Some(image_path.to_string()),
+                package_name: Some(facts.name.clone()),
+                package_family_name: Some(facts.family_name.clone()),
+                package_full_name: Some(facts.full_name.clone()),
+                display_name: facts.display_name.clone(),
+                package_relative_path: f.relative_path.clone(),
+                is_regular_registration: Some(false),
+                is_active: Some(false),
+                package_dependencies: Some(
+                    facts
+                        .dependencies
+                        .iter()
+                        .map(|d| models::MsixPackageDependencies {
+                            dependency_name: Some(d.name.clone()),
+                            publisher: Some(d.publisher.clone()),
+                            min_version: Some(d.min_version.clone()),
+                        })
+                        .collect(),
+                ),
+                version: Some(facts.version.clone()),
+                last_updated: Some(last_updated.to_string()),
+                package_applications: Some(
+                    facts
+                        .applications
+                        .iter()
+                        .map(|a| models::MsixPackageApplications {
+                            app_id: Some(a.id.clone()),
+                            description: a.display_name.clone(),
+                            app_user_model_id: Some(a.app_user_model_id.clone()),
+                            friendly_name: a.display_name.clone(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                ),
+                certificate_name: signature.map(|s| s.subject.clone()),
+                certificate_expiry: signature.map(|s| s.not_after.to_string()),
+                is_package_timestamped: signature.map(|s| {
+                    if s.timestamp.is_some() {
+                        models::PackageTimestamped::Timestamped
+                    } else {
+                        models::PackageTimestamped::NotTimestamped
+                    }
+                }),
+            }),
+            ..Default::default()
+        },
+    }
 }
 
 // ---------------------------------------------------------------- role assignments

@@ -41,3 +41,110 @@ impl Error {
 
 /// Result of reading untrusted input.
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// Where a package was found: in a package file, or in a folder of an image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// The package (a bundle's identity with its payloads, when it is a bundle).
+    pub package: package::PackageFile,
+    /// The package folder inside the image (`\<root>\<PackageFullName>`), for an image.
+    pub relative_path: Option<String>,
+}
+
+impl Found {
+    /// Whether the signer's subject is the manifest's Publisher, as Windows requires to
+    /// install the package; `None` for an unsigned package.
+    pub fn publisher_matches(&self) -> Option<bool> {
+        let facts = &self.package.facts;
+        facts
+            .signature
+            .as_ref()
+            .map(|s| signature::same_distinguished_name(&s.subject, &facts.publisher))
+    }
+}
+
+/// What a path holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inspection {
+    /// A package file.
+    Package(Found),
+    /// A VHDX or VHD image and the packages in it.
+    Image {
+        /// The image's disk format and volume.
+        contents: ImageSummary,
+        /// The packages found at the image's root.
+        packages: Vec<Found>,
+    },
+    /// A CimFS image: its file set only, as its contents are not read.
+    Cim(image::CimFileSet),
+}
+
+/// How an image is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageSummary {
+    /// `VHDX`, `VHD (fixed)`, `VHD (dynamic)`.
+    pub disk_format: String,
+    /// Where the NTFS volume is.
+    pub volume: String,
+}
+
+/// Inspects a package file or an image, by its extension.
+pub fn inspect_path(path: &std::path::Path) -> Result<Inspection> {
+    let lower = path.to_string_lossy().to_ascii_lowercase();
+    if [".msix", ".appx", ".msixbundle", ".appxbundle"]
+        .iter()
+        .any(|e| lower.ends_with(e))
+    {
+        return Ok(Inspection::Package(Found {
+            package: package::read_package(path)?,
+            relative_path: None,
+        }));
+    }
+    if lower.ends_with(".cim") {
+        return image::check_cim(path).map(Inspection::Cim);
+    }
+    if lower.ends_with(".vhdx") || lower.ends_with(".vhd") {
+        let contents = image::read_image_file(path)?;
+        return image_packages(contents).map_err(|e| e.within(path.display()));
+    }
+    Err(Error::new(
+        path.display(),
+        "is neither a package (.msix, .appx, .msixbundle, .appxbundle) nor an image (.vhdx, .vhd, .cim)",
+    ))
+}
+
+fn image_packages(contents: image::ImageContents) -> Result<Inspection> {
+    let mut packages = Vec::new();
+    for found in contents.packages {
+        let at = &found.relative_path;
+        let mut facts = package::parse_manifest(&found.manifest)
+            .map_err(|e| e.within(format!("{at}\\AppxManifest.xml")))?;
+        if let Some(bytes) = &found.signature {
+            facts.signature = Some(
+                signature::read_p7x(bytes)
+                    .map_err(|e| e.within(format!("{at}\\AppxSignature.p7x")))?,
+            );
+        }
+        packages.push(Found {
+            package: package::PackageFile {
+                kind: package::PackageKind::Msix,
+                facts,
+                payloads: Vec::new(),
+            },
+            relative_path: Some(found.relative_path),
+        });
+    }
+    if packages.is_empty() {
+        return Err(Error::new(
+            format!("{} volume", contents.volume),
+            r"holds no package folder (\<root>\<PackageFullName>\AppxManifest.xml, as msixmgr lays it out)",
+        ));
+    }
+    Ok(Inspection::Image {
+        contents: ImageSummary {
+            disk_format: contents.disk_format,
+            volume: contents.volume,
+        },
+        packages,
+    })
+}
