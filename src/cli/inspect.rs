@@ -54,7 +54,7 @@ pub enum Output {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let inspection = inspect::inspect_path(&args.path)?;
     let found = match inspection {
-        Inspection::Package(found) => vec![found],
+        Inspection::Package(found) => vec![*found],
         Inspection::Image { contents, packages } => {
             eprintln!(
                 "{}: {}, NTFS on {}, {} package(s)",

@@ -67,7 +67,7 @@ impl Found {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Inspection {
     /// A package file.
-    Package(Found),
+    Package(Box<Found>),
     /// A VHDX or VHD image and the packages in it.
     Image {
         /// The image's disk format and volume.
@@ -95,10 +95,10 @@ pub fn inspect_path(path: &std::path::Path) -> Result<Inspection> {
         .iter()
         .any(|e| lower.ends_with(e))
     {
-        return Ok(Inspection::Package(Found {
+        return Ok(Inspection::Package(Box::new(Found {
             package: package::read_package(path)?,
             relative_path: None,
-        }));
+        })));
     }
     if lower.ends_with(".cim") {
         return image::check_cim(path).map(Inspection::Cim);

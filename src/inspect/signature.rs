@@ -30,7 +30,10 @@ pub struct SignatureFacts {
 /// Reads an `AppxSignature.p7x`.
 pub fn read_p7x(bytes: &[u8]) -> Result<SignatureFacts> {
     let _ = bytes;
-    Err(Error::new("AppxSignature.p7x", "signature reading is being written"))
+    Err(Error::new(
+        "AppxSignature.p7x",
+        "signature reading is being written",
+    ))
 }
 
 /// Whether two distinguished names are the same name: the same attributes in the same
