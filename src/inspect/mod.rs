@@ -4,6 +4,7 @@
 //! input: every size and count read is bounded, and a bad input is an [`Error`] that says
 //! what is wrong and where, never a panic.
 
+pub mod create;
 pub mod disk;
 pub mod image;
 pub mod package;
