@@ -215,13 +215,20 @@ fn count_entries(dir: &Path) -> Result<u64> {
     Ok(count)
 }
 
+/// Largest volume made (the VHDX maximum).
+const MAX_VOLUME: u64 = 64 << 40;
+
 /// The volume size for `bytes` of files in `files` files and folders: each file's last
 /// cluster and MFT record, a fifth more, and 4 MiB for the log and the metadata files,
-/// rounded up to a MiB, at least 8 MiB.
+/// rounded up to a MiB, at least 8 MiB (and at most 64 TiB).
 pub fn volume_size(bytes: u64, files: u64) -> u64 {
     let used = bytes.saturating_add(files.saturating_mul(5 << 10));
     let sized = used.saturating_add(used / 5).saturating_add(4 * MIB);
-    sized.div_ceil(MIB).saturating_mul(MIB).max(8 * MIB)
+    sized
+        .min(MAX_VOLUME)
+        .div_ceil(MIB)
+        .saturating_mul(MIB)
+        .max(8 * MIB)
 }
 
 /// An NTFS volume image of `bytes` at `path` labelled `label`, holding `staging`'s tree.
@@ -437,14 +444,22 @@ fn io_error(path: &Path, what: &str, e: std::io::Error) -> Error {
     Error::new(path.display(), format!("{what}: {e}"))
 }
 
-/// The Debian package that provides `tool`.
-fn debian_package(tool: &str) -> &'static str {
+/// The Debian package that provides `tool`, for the tools this module runs.
+fn debian_package(tool: &str) -> Option<&'static str> {
     match tool {
-        "mkntfs" => "ntfs-3g",
-        "wimcapture" | "wimapply" => "wimtools",
-        "sfdisk" => "fdisk",
-        "qemu-img" => "qemu-utils",
-        _ => "?",
+        "mkntfs" => Some("ntfs-3g"),
+        "wimcapture" | "wimapply" => Some("wimtools"),
+        "sfdisk" => Some("fdisk"),
+        "qemu-img" => Some("qemu-utils"),
+        _ => None,
+    }
+}
+
+/// What to say when `tool` is not installed.
+fn missing_tool(tool: &str) -> String {
+    match debian_package(tool) {
+        Some(p) => format!("not found: install the Debian package {p} (apt-get install {p})"),
+        None => "not found on PATH".to_string(),
     }
 }
 
@@ -469,13 +484,7 @@ fn run(tool: &str, args: &[&OsStr], stdin: Option<&[u8]>) -> Result<()> {
         .collect::<Vec<_>>()
         .join(" ");
     let Some(program) = find_tool(tool) else {
-        return Err(Error::new(
-            tool,
-            format!(
-                "not found: install the Debian package {0} (apt-get install {0})",
-                debian_package(tool)
-            ),
-        ));
+        return Err(Error::new(tool, missing_tool(tool)));
     };
     let mut child = Command::new(program)
         .args(args)
@@ -510,4 +519,99 @@ fn run(tool: &str, args: &[&OsStr], stdin: Option<&[u8]>) -> Result<()> {
         shown,
         format!("failed ({}): {}", output.status, tail.trim()),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volume_size_has_headroom() {
+        assert_eq!(volume_size(0, 0), 8 * MIB);
+        let size = volume_size(100 * MIB, 1000);
+        assert_eq!(size % MIB, 0);
+        assert!(size >= 100 * MIB + 1000 * (5 << 10) + 20 * MIB, "{size}");
+        assert_eq!(volume_size(u64::MAX, u64::MAX) % MIB, 0);
+    }
+
+    #[test]
+    fn folder_names() {
+        assert!(check_folder_name("Contoso.Notes_1.0.0.0_x64__8wekyb3d8bbwe", "x").is_ok());
+        for bad in [
+            "", ".", "..", "a\\b", "a/b", "a:b", "a.", "a ", "a\u{1}", "a|b",
+        ] {
+            assert!(check_folder_name(bad, "root").is_err(), "{bad:?}");
+        }
+        assert!(check_folder_name(&"a".repeat(256), "root").is_err());
+    }
+
+    #[test]
+    fn formats() {
+        assert_eq!(
+            DiskFormat::from_path(Path::new("a/b.VHDX")),
+            Some(DiskFormat::Vhdx)
+        );
+        assert_eq!(
+            DiskFormat::from_path(Path::new("b.vhd")),
+            Some(DiskFormat::Vhd)
+        );
+        assert_eq!(DiskFormat::from_path(Path::new("b.cim")), None);
+        assert_eq!(
+            DiskFormat::Vhd.qemu_options(false),
+            "subformat=dynamic,force_size=on"
+        );
+        assert_eq!(DiskFormat::Vhdx.qemu_options(true), "subformat=fixed");
+    }
+
+    #[test]
+    fn tool_failures_say_which_tool_and_why() {
+        let e = run("no-such-tool-for-appattach", &[], None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not found on PATH"), "{e}");
+        assert!(missing_tool("mkntfs").contains("ntfs-3g"));
+        assert!(missing_tool("wimapply").contains("wimtools"));
+        assert!(missing_tool("sfdisk").contains("fdisk"));
+        assert!(missing_tool("qemu-img").contains("qemu-utils"));
+        let e = run(
+            "sh",
+            &[
+                "-c".as_ref(),
+                "cat >/dev/null; echo broken >&2; exit 3".as_ref(),
+            ],
+            Some(b"input"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("sh -c cat") && e.contains("broken") && e.contains('3'),
+            "{e}"
+        );
+        assert!(run("sh", &["-c".as_ref(), "exit 0".as_ref()], None).is_ok());
+    }
+
+    #[test]
+    fn out_must_not_exist() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let out = tmp.path().join("x.vhdx");
+        assert!(check_out(&out).is_ok());
+        fs::write(&out, b"").expect("writes");
+        assert!(check_out(&out).is_err());
+        assert!(check_out(&tmp.path().join("no").join("x.vhdx")).is_err());
+    }
+
+    #[test]
+    fn sparse_copy_keeps_data() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (from, to) = (tmp.path().join("from"), tmp.path().join("to"));
+        let mut data = vec![0u8; 3 * MIB as usize];
+        data[MIB as usize + 5] = 9;
+        data[3 * MIB as usize - 1] = 7;
+        fs::write(&from, &data).expect("writes");
+        sparse_file(&to, 4 * MIB).expect("creates");
+        copy_sparse(&from, &to, MIB).expect("copies");
+        let out = fs::read(&to).expect("reads");
+        assert_eq!(out.len() as u64, 4 * MIB);
+        assert_eq!(&out[MIB as usize..], data.as_slice());
+    }
 }

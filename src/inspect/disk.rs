@@ -455,6 +455,8 @@ mod vhdx {
     struct Header {
         offset: u64,
         sequence: u64,
+        /// Whether the log holds writes not yet applied (a non-zero log GUID).
+        has_log: bool,
     }
 
     /// Where the BAT and the metadata are.
@@ -499,12 +501,20 @@ mod vhdx {
                 Err(e) => problems.push(e.to_string()),
             }
         }
-        best.ok_or_else(|| {
+        let best = best.ok_or_else(|| {
             Error::new(
                 "VHDX headers",
                 format!("neither header is valid: {}", problems.join("; ")),
             )
-        })
+        })?;
+        if best.has_log {
+            return Err(Error::new(
+                format!("VHDX header at 0x{:x}", best.offset),
+                "the log holds writes not yet applied (the disk was not closed cleanly): \
+                 attach it once in Windows, or run `qemu-img check -r all` on it, then retry",
+            ));
+        }
+        Ok(best)
     }
 
     fn header<R: Read + Seek>(file: &mut FileBytes<'_, R>, offset: u64) -> Result<Header> {
@@ -529,16 +539,10 @@ mod vhdx {
                 format!("version {version}, only 1 is known"),
             ));
         }
-        if b.get(48..64).is_some_and(|log| log.iter().any(|&x| x != 0)) {
-            return Err(Error::new(
-                at,
-                "the log holds writes not yet applied (the disk was not closed cleanly): \
-                 attach it once in Windows, or run `qemu-img check -r all` on it, then retry",
-            ));
-        }
         Ok(Header {
             offset,
             sequence: le64(&b, 8),
+            has_log: b.get(48..64).is_some_and(|log| log.iter().any(|&x| x != 0)),
         })
     }
 
@@ -1276,5 +1280,510 @@ impl<R: Read + Seek> Seek for Partition<R> {
     fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
         self.pos = seek_within(self.pos, self.length, to)?;
         Ok(self.pos)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Cursor;
+
+    use super::*;
+
+    fn open(bytes: Vec<u8>) -> Result<VirtualDisk<Cursor<Vec<u8>>>> {
+        VirtualDisk::open(Cursor::new(bytes))
+    }
+
+    fn err(r: Result<impl fmt::Debug>) -> String {
+        match r {
+            Ok(v) => panic!("expected an error, got {v:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    fn read_all<R: Read + Seek>(disk: &mut VirtualDisk<R>) -> Vec<u8> {
+        let mut out = Vec::new();
+        disk.read_to_end(&mut out).expect("reads");
+        out
+    }
+
+    fn put(b: &mut [u8], off: usize, bytes: &[u8]) {
+        b[off..off + bytes.len()].copy_from_slice(bytes);
+    }
+
+    /// Sets the VHD checksum at `off`.
+    fn vhd_sum(b: &mut [u8], off: usize) {
+        put(b, off, &[0; 4]);
+        let sum = b.iter().fold(0u32, |s, &x| s.wrapping_add(u32::from(x)));
+        put(b, off, &(!sum).to_be_bytes());
+    }
+
+    fn vhd_footer(size: u64, kind: u32, data_offset: u64) -> Vec<u8> {
+        let mut f = vec![0u8; 512];
+        put(&mut f, 0, b"conectix");
+        put(&mut f, 12, &0x0001_0000u32.to_be_bytes());
+        put(&mut f, 16, &data_offset.to_be_bytes());
+        put(&mut f, 40, &size.to_be_bytes());
+        put(&mut f, 48, &size.to_be_bytes());
+        put(&mut f, 60, &kind.to_be_bytes());
+        vhd_sum(&mut f, 64);
+        f
+    }
+
+    fn patterned(len: usize, seed: u8) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+            .collect()
+    }
+
+    #[test]
+    fn crcs_match_their_check_values() {
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+        assert_eq!(crc32c(b"123456789"), 0xE306_9283);
+    }
+
+    #[test]
+    fn raw_disk_reads_as_itself() {
+        let data = patterned(5000, 1);
+        let mut disk = open(data.clone()).expect("opens");
+        assert_eq!((disk.format(), disk.len()), ("raw", 5000));
+        assert_eq!(read_all(&mut disk), data);
+        assert_eq!(disk.seek(SeekFrom::End(-10)).expect("seeks"), 4990);
+        assert!(disk.seek(SeekFrom::Current(-5000)).is_err());
+    }
+
+    #[test]
+    fn fixed_vhd() {
+        let data = patterned(4096, 2);
+        let mut file = data.clone();
+        file.extend(vhd_footer(4096, 2, u64::MAX));
+        let mut disk = open(file.clone()).expect("opens");
+        assert_eq!((disk.format(), disk.len()), ("VHD (fixed)", 4096));
+        assert_eq!(read_all(&mut disk), data);
+
+        let mut bad_sum = file.clone();
+        let n = bad_sum.len();
+        bad_sum[n - 512 + 100] ^= 1;
+        assert!(err(open(bad_sum)).contains("checksum"));
+
+        let mut big = data.clone();
+        big.extend(vhd_footer(8192, 2, u64::MAX));
+        assert!(err(open(big)).contains("precede the footer"));
+
+        let mut child = data;
+        child.extend(vhd_footer(4096, 4, 512));
+        assert!(err(open(child)).contains("differencing"));
+    }
+
+    /// A dynamic VHD of two 4 KiB blocks: block 0 present at sector 4, block 1 not.
+    fn dynamic_vhd(block0: &[u8], max_entries: u32, entry0: u32) -> Vec<u8> {
+        let footer = vhd_footer(8192, 3, 512);
+        let mut f = footer.clone();
+        let mut h = vec![0u8; 1024];
+        put(&mut h, 0, b"cxsparse");
+        put(&mut h, 8, &u64::MAX.to_be_bytes());
+        put(&mut h, 16, &1536u64.to_be_bytes());
+        put(&mut h, 24, &0x0001_0000u32.to_be_bytes());
+        put(&mut h, 28, &max_entries.to_be_bytes());
+        put(&mut h, 32, &4096u32.to_be_bytes());
+        vhd_sum(&mut h, 36);
+        f.extend(h);
+        let mut bat = vec![0xFFu8; 512];
+        put(&mut bat, 0, &entry0.to_be_bytes());
+        f.extend(bat);
+        f.extend(vec![0xFFu8; 512]); // block 0's sector bitmap
+        f.extend(block0);
+        f.extend(footer);
+        f
+    }
+
+    #[test]
+    fn dynamic_vhd_maps_blocks() {
+        let block0 = patterned(4096, 3);
+        let mut disk = open(dynamic_vhd(&block0, 2, 4)).expect("opens");
+        assert_eq!((disk.format(), disk.len()), ("VHD (dynamic)", 8192));
+        let all = read_all(&mut disk);
+        assert_eq!(&all[..4096], block0.as_slice());
+        assert!(all[4096..].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn dynamic_vhd_errors() {
+        let block0 = patterned(4096, 3);
+        let e = err(open(dynamic_vhd(&block0, 2, 1000)));
+        assert!(
+            e.contains("VHD BAT entry 0 at 0x600") && e.contains("past the end"),
+            "{e}"
+        );
+        let e = err(open(dynamic_vhd(&block0, 1, 4)));
+        assert!(e.contains("needs 2 blocks; the table holds 1"), "{e}");
+        let mut bad_cookie = dynamic_vhd(&block0, 2, 4);
+        bad_cookie[512] = b'X';
+        assert!(err(open(bad_cookie)).contains("cxsparse"));
+    }
+
+    const MIB_USIZE: usize = 1 << 20;
+
+    fn guid_bytes(text: &str) -> [u8; 16] {
+        let hex: String = text.chars().filter(|c| *c != '-').collect();
+        let b: Vec<u8> = (0..16)
+            .map(|i| u8::from_str_radix(&hex[i * 2..i * 2 + 2], 16).expect("hex"))
+            .collect();
+        let mut out = [0u8; 16];
+        out[..4].copy_from_slice(&[b[3], b[2], b[1], b[0]]);
+        out[4..6].copy_from_slice(&[b[5], b[4]]);
+        out[6..8].copy_from_slice(&[b[7], b[6]]);
+        out[8..].copy_from_slice(&b[8..]);
+        out
+    }
+
+    /// Parts of a minimal VHDX, to break one at a time.
+    struct Vhdx {
+        sequences: [u64; 2],
+        log: [bool; 2],
+        bat_region: (u64, u32),
+        file_flags: u32,
+        block_size: u32,
+        virtual_size: u64,
+        entries: [u64; 2],
+    }
+
+    impl Default for Vhdx {
+        fn default() -> Self {
+            Self {
+                sequences: [1, 2],
+                log: [false; 2],
+                bat_region: (2 << 20, 1 << 20),
+                file_flags: 0,
+                block_size: 1 << 20,
+                virtual_size: 2 << 20,
+                entries: [(3 << 20) | 6, 0],
+            }
+        }
+    }
+
+    impl Vhdx {
+        /// A 4 MiB file: metadata at 1 MiB, BAT at 2 MiB, block 0 at 3 MiB.
+        fn build(&self) -> Vec<u8> {
+            let mut f = vec![0u8; 4 * MIB_USIZE];
+            put(&mut f, 0, b"vhdxfile");
+            for (i, offset) in [64 << 10, 128 << 10].into_iter().enumerate() {
+                let mut h = vec![0u8; 4096];
+                put(&mut h, 0, b"head");
+                put(&mut h, 8, &self.sequences[i].to_le_bytes());
+                if self.log[i] {
+                    h[48] = 1;
+                }
+                put(&mut h, 66, &1u16.to_le_bytes());
+                let sum = crc32c(&h);
+                put(&mut h, 4, &sum.to_le_bytes());
+                put(&mut f, offset, &h);
+            }
+            let mut r = vec![0u8; 64 << 10];
+            put(&mut r, 0, b"regi");
+            put(&mut r, 8, &2u32.to_le_bytes());
+            put(
+                &mut r,
+                16,
+                &guid_bytes("2DC27766-F623-4200-9D64-115E9BFD4A08"),
+            );
+            put(&mut r, 32, &self.bat_region.0.to_le_bytes());
+            put(&mut r, 40, &self.bat_region.1.to_le_bytes());
+            put(
+                &mut r,
+                48,
+                &guid_bytes("8B7CA206-4790-4B9A-B8FE-575F050F886E"),
+            );
+            put(&mut r, 64, &(1u64 << 20).to_le_bytes());
+            put(&mut r, 72, &(1u32 << 20).to_le_bytes());
+            let sum = crc32c(&r);
+            put(&mut r, 4, &sum.to_le_bytes());
+            put(&mut f, 192 << 10, &r);
+            put(&mut f, 256 << 10, &r);
+            let m = MIB_USIZE;
+            put(&mut f, m, b"metadata");
+            put(&mut f, m + 10, &3u16.to_le_bytes());
+            let items = [
+                ("CAA16737-FA36-4D43-B3B6-33F0AA44E76B", 0u32, 8u32),
+                ("2FA54224-CD1B-4876-B211-5DBED83BF4B8", 8, 8),
+                ("8141BF1D-A96F-4709-BA47-F233A8FAAB5F", 16, 4),
+            ];
+            for (i, (id, off, len)) in items.into_iter().enumerate() {
+                let e = m + 32 + i * 32;
+                put(&mut f, e, &guid_bytes(id));
+                put(&mut f, e + 16, &((64 << 10) + off).to_le_bytes());
+                put(&mut f, e + 20, &len.to_le_bytes());
+                put(&mut f, e + 24, &6u32.to_le_bytes());
+            }
+            let items_at = m + (64 << 10);
+            put(&mut f, items_at, &self.block_size.to_le_bytes());
+            put(&mut f, items_at + 4, &self.file_flags.to_le_bytes());
+            put(&mut f, items_at + 8, &self.virtual_size.to_le_bytes());
+            put(&mut f, items_at + 16, &512u32.to_le_bytes());
+            for (i, e) in self.entries.iter().enumerate() {
+                put(&mut f, 2 * m + i * 8, &e.to_le_bytes());
+            }
+            put(&mut f, 3 * m, &patterned(MIB_USIZE, 4));
+            f
+        }
+    }
+
+    #[test]
+    fn vhdx_maps_blocks() {
+        let mut disk = open(Vhdx::default().build()).expect("opens");
+        assert_eq!((disk.format(), disk.len()), ("VHDX", 2 << 20));
+        assert_eq!(disk.sector_size(), 512);
+        let all = read_all(&mut disk);
+        assert_eq!(&all[..MIB_USIZE], patterned(MIB_USIZE, 4).as_slice());
+        assert!(all[MIB_USIZE..].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn vhdx_header_crcs_and_sequence() {
+        let mut both = Vhdx::default().build();
+        both[(64 << 10) + 200] ^= 1;
+        both[(128 << 10) + 200] ^= 1;
+        let e = err(open(both));
+        assert!(
+            e.contains("neither header is valid") && e.contains("CRC-32C"),
+            "{e}"
+        );
+
+        let mut one = Vhdx::default().build();
+        one[(128 << 10) + 200] ^= 1;
+        assert!(open(one).is_ok());
+
+        // The current header (the higher sequence number) has a log to replay.
+        let logged = Vhdx {
+            log: [false, true],
+            ..Vhdx::default()
+        };
+        let e = err(open(logged.build()));
+        assert!(e.contains("header at 0x20000") && e.contains("log"), "{e}");
+        // An older header's log does not matter.
+        let old_log = Vhdx {
+            log: [true, false],
+            ..Vhdx::default()
+        };
+        assert!(open(old_log.build()).is_ok());
+    }
+
+    #[test]
+    fn vhdx_region_past_the_end() {
+        let outside = Vhdx {
+            bat_region: (16 << 20, 1 << 20),
+            ..Vhdx::default()
+        };
+        let e = err(open(outside.build()));
+        assert!(
+            e.contains("VHDX region table at 0x30000")
+                && e.contains(
+                    "BAT region points to 0x1000000..0x1100000, past the end of the 4 MiB file"
+                ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn vhdx_metadata_and_bat_errors() {
+        let child = Vhdx {
+            file_flags: 2,
+            ..Vhdx::default()
+        };
+        assert!(err(open(child.build())).contains("differencing"));
+        let odd_block = Vhdx {
+            block_size: 3 << 20,
+            ..Vhdx::default()
+        };
+        assert!(err(open(odd_block.build())).contains("block size"));
+        let huge = Vhdx {
+            virtual_size: 32 << 40,
+            ..Vhdx::default()
+        };
+        assert!(err(open(huge.build())).contains("blocks, more than"));
+        let too_big_for_bat = Vhdx {
+            virtual_size: 1 << 40,
+            ..Vhdx::default()
+        };
+        assert!(err(open(too_big_for_bat.build())).contains("too small for"));
+        let far = Vhdx {
+            entries: [(1 << 30) | 6, 0],
+            ..Vhdx::default()
+        };
+        let e = err(open(far.build()));
+        assert!(
+            e.contains("VHDX BAT entry 0 at 0x200000") && e.contains("past the end"),
+            "{e}"
+        );
+        let state = Vhdx {
+            entries: [(3 << 20) | 4, 0],
+            ..Vhdx::default()
+        };
+        assert!(err(open(state.build())).contains("unknown payload block state 4"));
+    }
+
+    #[test]
+    fn truncated_containers_are_errors() {
+        let vhdx = Vhdx::default().build();
+        for cut in (0..vhdx.len()).step_by(37 << 10).skip(1) {
+            assert!(open(vhdx[..cut].to_vec()).is_err(), "cut at {cut}");
+        }
+        assert!(open(b"vhdxfile".to_vec()).is_err());
+        // A dynamic VHD cut before its block: the footer copy at the end still points in.
+        let vhd = dynamic_vhd(&patterned(4096, 3), 2, 4);
+        let mut cut = vhd[..2048].to_vec();
+        cut.extend_from_slice(&vhd[vhd.len() - 512..]);
+        assert!(err(open(cut)).contains("past the end"));
+    }
+
+    fn sector0_mbr(entries: &[(u8, u32, u32)]) -> Vec<u8> {
+        let mut s = vec![0u8; 512];
+        for (i, (kind, start, count)) in entries.iter().enumerate() {
+            let e = 446 + i * 16;
+            s[e + 4] = *kind;
+            put(&mut s, e + 8, &start.to_le_bytes());
+            put(&mut s, e + 12, &count.to_le_bytes());
+        }
+        put(&mut s, 510, &[0x55, 0xAA]);
+        s
+    }
+
+    fn volumes(disk: &[u8]) -> Result<Vec<Volume>> {
+        find_volumes(&mut Cursor::new(disk), disk.len() as u64, 512)
+    }
+
+    #[test]
+    fn bare_ntfs_volume() {
+        let mut disk = vec![0u8; 4096];
+        put(&mut disk, 3, NTFS_OEM_ID);
+        let v = volumes(&disk).expect("finds");
+        assert_eq!(
+            v,
+            [Volume {
+                offset: 0,
+                length: 4096,
+                description: "no partition table".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn mbr_partitions() {
+        let mut disk = sector0_mbr(&[(0x83, 40, 8), (7, 8, 16)]);
+        disk.resize(64 * 512, 0);
+        put(&mut disk, 8 * 512 + 3, NTFS_OEM_ID);
+        let v = volumes(&disk).expect("finds");
+        assert_eq!(v.len(), 1);
+        assert_eq!(
+            (v[0].offset, v[0].length, v[0].description.as_str()),
+            (4096, 8192, "MBR partition 2")
+        );
+
+        let mut beyond = sector0_mbr(&[(7, 8, 1000)]);
+        beyond.resize(64 * 512, 0);
+        assert!(err(volumes(&beyond)).contains("do not fit"));
+
+        let mut none = sector0_mbr(&[(0x83, 8, 16)]);
+        none.resize(64 * 512, 0);
+        let e = err(volumes(&none));
+        assert!(
+            e.contains("no partition holds NTFS (looked at: MBR partition 1)"),
+            "{e}"
+        );
+
+        let e = err(volumes(&[0u8; 512]));
+        assert!(e.contains("neither a partition table"), "{e}");
+        let e = err(volumes(&[0u8; 100]));
+        assert!(e.contains("past the end of the 100-byte file"), "{e}");
+    }
+
+    /// A GPT disk of 128 sectors: one basic data partition at LBA 34..=49.
+    fn gpt_disk(count: u32, entry_size: u32) -> Vec<u8> {
+        let mut disk = sector0_mbr(&[(GPT_PROTECTIVE, 1, 127)]);
+        disk.resize(128 * 512, 0);
+        let table_len = (count as usize * entry_size as usize).min(32 * 512);
+        let mut table = vec![0u8; table_len];
+        if table_len >= 128 {
+            put(
+                &mut table,
+                0,
+                &guid_bytes("EBD0A0A2-B9E5-4433-87C0-68B6B72699C7"),
+            );
+            put(&mut table, 32, &34u64.to_le_bytes());
+            put(&mut table, 40, &49u64.to_le_bytes());
+        }
+        put(&mut disk, 1024, &table);
+        let mut h = vec![0u8; 92];
+        put(&mut h, 0, b"EFI PART");
+        put(&mut h, 8, &0x0001_0000u32.to_le_bytes());
+        put(&mut h, 12, &92u32.to_le_bytes());
+        put(&mut h, 24, &1u64.to_le_bytes());
+        put(&mut h, 72, &2u64.to_le_bytes());
+        put(&mut h, 80, &count.to_le_bytes());
+        put(&mut h, 84, &entry_size.to_le_bytes());
+        put(&mut h, 88, &crc32(&table).to_le_bytes());
+        let sum = crc32(&h);
+        put(&mut h, 16, &sum.to_le_bytes());
+        put(&mut disk, 512, &h);
+        put(&mut disk, 34 * 512 + 3, NTFS_OEM_ID);
+        disk
+    }
+
+    #[test]
+    fn gpt_partitions_found() {
+        let v = volumes(&gpt_disk(128, 128)).expect("finds");
+        assert_eq!(
+            v,
+            [Volume {
+                offset: 34 * 512,
+                length: 16 * 512,
+                description: "GPT partition 1".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn gpt_errors() {
+        let e = err(volumes(&gpt_disk(1_000_000, 128)));
+        assert!(
+            e.contains("1000000 partition entries, more than the 128"),
+            "{e}"
+        );
+        let e = err(volumes(&gpt_disk(4, 100)));
+        assert!(e.contains("partition entry size 100"), "{e}");
+        let mut bad_header = gpt_disk(128, 128);
+        bad_header[512 + 40] ^= 1;
+        let e = err(volumes(&bad_header));
+        assert!(
+            e.contains("GPT header at 0x200") && e.contains("CRC-32"),
+            "{e}"
+        );
+        let mut bad_entries = gpt_disk(128, 128);
+        bad_entries[1024 + 60] ^= 1;
+        let e = err(volumes(&bad_entries));
+        assert!(
+            e.contains("GPT partition entries at 0x400") && e.contains("CRC-32"),
+            "{e}"
+        );
+        let mut no_ntfs = gpt_disk(128, 128);
+        no_ntfs[34 * 512 + 3] = b'X';
+        let e = err(volumes(&no_ntfs));
+        assert!(e.contains("looked at: GPT partition 1"), "{e}");
+        let mut no_header = gpt_disk(128, 128);
+        no_header[512] = b'X';
+        assert!(err(volumes(&no_header)).contains("EFI PART"));
+    }
+
+    #[test]
+    fn partition_window() {
+        let data = patterned(1000, 5);
+        let mut p = Partition::new(Cursor::new(data.clone()), 100, 50);
+        let mut out = Vec::new();
+        p.read_to_end(&mut out).expect("reads");
+        assert_eq!(out, &data[100..150]);
+        assert_eq!(p.seek(SeekFrom::End(-10)).expect("seeks"), 40);
+        let mut buf = [0u8; 64];
+        assert_eq!(p.read(&mut buf).expect("reads"), 10);
+        assert_eq!(&buf[..10], &data[140..150]);
+        assert!(p.seek(SeekFrom::Current(-100)).is_err());
     }
 }

@@ -557,3 +557,66 @@ fn cim_companions(folder: &Path) -> Result<(Vec<String>, Vec<String>)> {
     regions.sort();
     Ok((object_ids, regions))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Cursor;
+
+    use super::*;
+
+    /// An index root attribute: record size, entries offset and index size.
+    fn index_root(record_size: u32, entries: u32, size: u32, len: usize) -> Vec<u8> {
+        let mut b = vec![0u8; len];
+        b[8..12].copy_from_slice(&record_size.to_le_bytes());
+        b[16..20].copy_from_slice(&entries.to_le_bytes());
+        b[20..24].copy_from_slice(&size.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn index_root_checked_before_the_ntfs_crate_trusts_it() {
+        assert!(check_index_root_bytes(&index_root(4096, 16, 48, 64), "\\").is_ok());
+        let e = check_index_root_bytes(&index_root(u32::MAX, 16, 48, 64), "\\")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("index record size 4294967295"), "{e}");
+        let e = check_index_root_bytes(&index_root(4096, 40, 16, 64), "\\")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("entries at 40..16"), "{e}");
+        let e = check_index_root_bytes(&index_root(4096, 16, 4000, 64), "\\")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("do not fit the 64-byte attribute"), "{e}");
+        assert!(check_index_root_bytes(&[0; 10], "\\").is_err());
+    }
+
+    #[test]
+    fn budget_ends_a_step() {
+        let mut b = Budget::new(Cursor::new(vec![0u8; 16]));
+        b.bytes = 10;
+        let mut buf = [0u8; 8];
+        assert_eq!(b.read(&mut buf).ok(), Some(8));
+        assert_eq!(b.read(&mut buf).ok(), Some(2));
+        assert!(b.read(&mut buf).is_err());
+        let e = b.error("\\x", NtfsError::Io(io::Error::other("spent")));
+        assert!(e.to_string().contains("index nodes may loop"), "{e}");
+        b.refill();
+        b.seek(SeekFrom::Start(0)).ok();
+        assert_eq!(b.read(&mut buf).ok(), Some(8));
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        let e = read_image(Cursor::new(vec![7u8; 4096]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("raw disk: sector 0"), "{e}");
+        // An NTFS OEM id with nothing behind it.
+        let mut bare = vec![0u8; 64 << 10];
+        bare[3..11].copy_from_slice(b"NTFS    ");
+        let e = read_image(Cursor::new(bare)).unwrap_err().to_string();
+        assert!(e.contains("NTFS volume (no partition table at 0x0)"), "{e}");
+        assert!(read_image(Cursor::new(Vec::new())).is_err());
+    }
+}
