@@ -4,6 +4,7 @@ mod controller;
 mod crd;
 mod emulator;
 mod entitlements;
+mod image;
 mod inspect;
 mod local;
 mod migrate;
@@ -34,6 +35,8 @@ enum Command {
     Emulator(emulator::Args),
     /// Show which packages a user gets at sign-in, per host pool, from a running emulator.
     Entitlements(entitlements::Args),
+    /// Make app attach images on Linux: `appattach image create --package X.msix`.
+    Image(image::Args),
     /// Read a package (.msix, .appx, bundles) or the packages in an image (.vhdx, .vhd)
     /// and print AppAttachPackage manifests ready to commit.
     Inspect(inspect::Args),
@@ -57,6 +60,7 @@ impl Cli {
             Command::Crd(args) => crd::run(args),
             Command::Emulator(args) => tokio_main(emulator::run(args)),
             Command::Entitlements(args) => tokio_main(entitlements::run(args)),
+            Command::Image(args) => image::run(args),
             Command::Inspect(args) => inspect::run(args),
             Command::Local(args) => tokio_main(local::run(args)),
             Command::Rollout(args) => tokio_main(rollout::run(args)),

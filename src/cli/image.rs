@@ -1,0 +1,82 @@
+//! `appattach image create`: an app attach image (VHDX or VHD) made on Linux from a package,
+//! laid out as msixmgr lays it out, with Debian's NTFS, partitioning and qemu tools.
+
+use std::path::PathBuf;
+
+use crate::inspect::create::{self, CreateOptions, DiskFormat};
+
+/// Arguments of `appattach image`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Make a VHDX or VHD app attach image holding one package.
+    #[command(after_help = "\
+The layout follows msixmgr's (msixmgr -Unpack -applyACLs -create -fileType vhdx): one NTFS \
+volume in a GPT partition, a root folder (--root, by default the package name), and in it \
+the package full-name folder with the expanded package, without [Content_Types].xml. Folder \
+ACLs are not set: Linux tools cannot write the ACLs msixmgr's -applyACLs writes, and app \
+attach mounts the image read-only. The image is sized from the expanded package with \
+headroom and read back before the command succeeds.
+
+Needs mkntfs (Debian package ntfs-3g), wimcapture and wimapply (wimtools), sfdisk (fdisk) \
+and qemu-img (qemu-utils).")]
+    Create(CreateArgs),
+}
+
+/// Arguments of `appattach image create`.
+#[derive(clap::Args, Debug)]
+pub struct CreateArgs {
+    /// The package to put in the image (.msix or .appx).
+    #[arg(long)]
+    package: PathBuf,
+    /// Disk image format.
+    #[arg(long, value_enum, default_value = "vhdx")]
+    format: Format,
+    /// The image file to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// Name of the root folder in the image (default: the package name).
+    #[arg(long)]
+    root: Option<String>,
+    /// A fixed-size disk instead of a dynamically expanding one.
+    #[arg(long)]
+    fixed: bool,
+}
+
+/// Disk image format.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    /// VHDX (recommended over VHD).
+    Vhdx,
+    /// VHD (not recommended).
+    Vhd,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let Command::Create(a) = args.command;
+    let options = CreateOptions {
+        package: a.package,
+        format: match a.format {
+            Format::Vhdx => DiskFormat::Vhdx,
+            Format::Vhd => DiskFormat::Vhd,
+        },
+        out: a.out,
+        root: a.root,
+        fixed: a.fixed,
+    };
+    let report = create::create_image(&options, &mut |line: &str| eprintln!("{line}"))?;
+    eprintln!(
+        "created {} ({}, {} MiB volume): {} at {}",
+        report.out.display(),
+        report.disk_format,
+        report.volume_bytes >> 20,
+        report.package_full_name,
+        report.relative_path
+    );
+    Ok(())
+}
