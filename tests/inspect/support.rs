@@ -624,6 +624,7 @@ pub fn build_package(
     entries.push(("[Content_Types].xml", types.as_bytes(), deflated()));
     let path = dir.join(file_name);
     write_zip(&path, &entries);
+    keep_seed("package", &path);
     path
 }
 
@@ -684,6 +685,7 @@ pub fn build_bundle(
     let path = dir.join(file_name);
     write_zip(&path, &entries);
     check_offsets(&path, &listed);
+    keep_seed("package", &path);
     path
 }
 
@@ -751,10 +753,32 @@ pub fn try_sign(
             String::from_utf8_lossy(&result.stderr)
         ));
     }
-    if zip_entry(&out, SIGNATURE_ENTRY).is_none() {
+    let Some(p7x) = zip_entry(&out, SIGNATURE_ENTRY) else {
         return Err(format!("{shown} wrote no {SIGNATURE_ENTRY}"));
-    }
+    };
+    keep_seed("package", &out);
+    keep_seed_bytes("signature", &p7x);
     Ok(out)
+}
+
+/// With `APPATTACH_FUZZ_SEEDS=DIR`, test data is also copied to `DIR/<target>/` as a seed
+/// corpus for the fuzz target of that name (`package`, `signature`, `image`): see
+/// `fuzz/README.md`. Without it, nothing happens.
+pub fn keep_seed(target: &str, file: &Path) {
+    if std::env::var_os("APPATTACH_FUZZ_SEEDS").is_some() {
+        keep_seed_bytes(target, &fs::read(file).unwrap());
+    }
+}
+
+/// [`keep_seed`] for bytes.
+pub fn keep_seed_bytes(target: &str, bytes: &[u8]) {
+    let Some(root) = std::env::var_os("APPATTACH_FUZZ_SEEDS") else {
+        return;
+    };
+    let dir = Path::new(&root).join(target);
+    fs::create_dir_all(&dir).unwrap();
+    let name = format!("{:x}", Sha256::digest(bytes));
+    fs::write(dir.join(&name[..16]), bytes).unwrap();
 }
 
 /// `osslsigncode verify` of a signed package against `ca` (and `tsa_ca` for the
