@@ -1054,12 +1054,19 @@ fn import_package_info(inner: &mut Inner, req: &Request, pool: &ResourceId) -> R
             "The image '{path}' does not exist on the share."
         )));
     }
+    let lower = path.to_ascii_lowercase();
+    if [".msix", ".appx", ".msixbundle", ".appxbundle"]
+        .iter()
+        .any(|e| lower.ends_with(e))
+    {
+        return Err(invalid(format!(
+            "'{path}' is a package, not an image: expand it into a VHDX, VHD or CimFS image first."
+        )));
+    }
     let found = match crate::inspect::inspect_path(&local) {
         Ok(crate::inspect::Inspection::Image { packages, .. }) => packages,
         Ok(crate::inspect::Inspection::Package(_)) => {
-            return Err(invalid(format!(
-                "'{path}' is a package, not an image: expand it into a VHDX, VHD or CimFS image first."
-            )));
+            return Err(invalid(format!("'{path}' is not an image.")));
         }
         Ok(crate::inspect::Inspection::Cim(_)) => {
             return Err(ArmError::new(

@@ -5,5 +5,6 @@
 
 mod cli;
 mod image;
+mod import;
 mod signature;
 mod support;
