@@ -858,6 +858,74 @@ mod tests {
         );
     }
 
+    fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut out = Cursor::new(Vec::new());
+        let mut w = zip::ZipWriter::new(&mut out);
+        for (name, bytes) in entries {
+            let options = zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Deflated);
+            w.start_file(*name, options).expect("entry");
+            w.write_all(bytes).expect("bytes");
+        }
+        w.finish().expect("zip");
+        out.into_inner()
+    }
+
+    #[test]
+    fn a_zip_bomb_is_refused_before_it_is_expanded() {
+        let zeros = vec![0u8; 16 << 20];
+        let bomb = zip_of(&[("AppxManifest.xml", b"<Package/>"), ("zeros.bin", &zeros)]);
+        assert!(bomb.len() < 1 << 20, "the bomb is small: {}", bomb.len());
+        let dest = tempfile::tempdir().expect("tempdir");
+        let err = expand_from(Cursor::new(bomb), dest.path())
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            err.contains("zeros.bin") && err.contains("ZIP bomb"),
+            "{err}"
+        );
+        assert!(!dest.path().join("zeros.bin").exists());
+        // A manifest too large to be one is not read at all.
+        let huge = vec![b' '; (limits::MANIFEST_BYTES + 1) as usize];
+        let err = read_package_from(Cursor::new(zip_of(&[(MANIFEST, &huge)])), "x.msix")
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            err.contains("AppxManifest.xml") && err.contains("more than"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_lying_size_is_refused() {
+        let manifest =
+            manifest(r#"<Identity Name="Contoso.A" Publisher="CN=x" Version="1.0.0.0"/>"#);
+        let mut bytes = zip_of(&[(MANIFEST, manifest.as_bytes())]);
+        // Lower the uncompressed size in the central directory (offset 24 of its record).
+        let cd = bytes
+            .windows(4)
+            .rposition(|w| w == b"PK\x01\x02")
+            .expect("a central directory record");
+        bytes[cd + 24..cd + 28].copy_from_slice(&10u32.to_le_bytes());
+        let err = read_package_from(Cursor::new(bytes), "x.msix").expect_err("refused");
+        assert!(err.to_string().contains("AppxManifest.xml"), "{err}");
+    }
+
+    #[test]
+    fn entries_that_leave_the_folder_stop_the_expansion() {
+        let bytes = zip_of(&[
+            ("AppxManifest.xml", b"<Package/>"),
+            ("../../evil.dll", b"MZ"),
+        ]);
+        let root = tempfile::tempdir().expect("tempdir");
+        let dest = root.path().join("a/b");
+        let err = expand_from(Cursor::new(bytes), &dest)
+            .expect_err("refused")
+            .to_string();
+        assert!(err.contains("evil.dll") && err.contains(".."), "{err}");
+        assert!(!root.path().join("evil.dll").exists());
+    }
+
     #[test]
     fn not_a_zip_is_said_so() {
         let err = read_package_from(Cursor::new(b"PK\x03\x04 truncated".to_vec()), "x.msix")
