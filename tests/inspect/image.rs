@@ -567,3 +567,50 @@ fn image_create_refuses_bad_root() {
     assert!(e.contains("is not a Windows folder name"), "{e}");
     assert!(!tmp.path().join("x.vhdx").exists());
 }
+
+/// A deterministic pseudo-random sequence (xorshift).
+struct Noise(u64);
+
+impl Noise {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+#[test]
+fn image_mutated_volumes_are_read_or_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let st = staging(tmp.path(), "Notes");
+    let vol = fs::read(ntfs_volume(tmp.path(), &st.dir, 8, "0")).unwrap();
+    // Where the volume's metadata is: the boot sector, the MFT's file records and the
+    // directory index blocks, each a run of sectors behind its signature.
+    let mut used = vec![0];
+    for (start, sectors) in [(&b"FILE"[..], 2), (&b"INDX"[..], 8)] {
+        for i in (0..vol.len() / 512).filter(|i| vol[i * 512..].starts_with(start)) {
+            used.extend(i..i + sectors);
+        }
+    }
+    let iterations: u64 = std::env::var("APPATTACH_MUTATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    let mut noise = Noise(0x9E37_79B9_7F4A_7C15);
+    let (mut read, mut refused) = (0, 0);
+    for _ in 0..iterations {
+        let mut bytes = vol.clone();
+        for _ in 0..1 + noise.next() % 64 {
+            let sector = used[(noise.next() % used.len() as u64) as usize];
+            let at = sector * 512 + (noise.next() % 512) as usize;
+            bytes[at] = noise.next() as u8;
+        }
+        match appattach_operator::inspect::image::read_image(std::io::Cursor::new(bytes)) {
+            Ok(_) => read += 1,
+            Err(_) => refused += 1,
+        }
+    }
+    eprintln!("mutated volumes: {read} read, {refused} refused");
+    assert_eq!(read + refused, iterations);
+}
