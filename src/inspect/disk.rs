@@ -988,7 +988,9 @@ mod vhd {
         })
     }
 
-    /// Where block `block`'s data is: after its sector bitmap, at sector `entry`.
+    /// Where block `block`'s data is: after its sector bitmap, at sector `entry`. The
+    /// bitmap is not read: a present block is read whole, as the writers (Windows, qemu)
+    /// write present blocks whole.
     fn block_offset<R: Read + Seek>(
         file: &FileBytes<'_, R>,
         entry_at: u64,
