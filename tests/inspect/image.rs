@@ -213,6 +213,7 @@ fn virtual_bytes(path: &Path) -> (String, Vec<u8>) {
 /// Asserts the image holds exactly the staged package at `relative`.
 fn assert_holds(image: &Path, st: &Staging, relative: &str, format: &str, volume: &str) {
     let contents = read_image_file(image).unwrap_or_else(|e| panic!("{}: {e}", image.display()));
+    crate::support::keep_seed("image", image);
     assert_eq!(contents.disk_format, format);
     assert_eq!(contents.volume, volume);
     assert_eq!(contents.packages.len(), 1, "{:?}", contents.packages);
