@@ -1054,11 +1054,7 @@ fn import_package_info(inner: &mut Inner, req: &Request, pool: &ResourceId) -> R
             "The image '{path}' does not exist on the share."
         )));
     }
-    let lower = path.to_ascii_lowercase();
-    if [".msix", ".appx", ".msixbundle", ".appxbundle"]
-        .iter()
-        .any(|e| lower.ends_with(e))
-    {
+    if crate::inspect::package::is_package_path(&path) {
         return Err(invalid(format!(
             "'{path}' is a package, not an image: expand it into a VHDX, VHD or CimFS image first."
         )));

@@ -92,10 +92,7 @@ pub struct ImageSummary {
 /// Inspects a package file or an image, by its extension.
 pub fn inspect_path(path: &std::path::Path) -> Result<Inspection> {
     let lower = path.to_string_lossy().to_ascii_lowercase();
-    if [".msix", ".appx", ".msixbundle", ".appxbundle"]
-        .iter()
-        .any(|e| lower.ends_with(e))
-    {
+    if package::is_package_path(&lower) {
         return Ok(Inspection::Package(Box::new(Found {
             package: package::read_package(path)?,
             relative_path: None,

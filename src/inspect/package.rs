@@ -516,22 +516,40 @@ fn bounded<T>(items: impl Iterator<Item = Result<T>>, what: &str) -> Result<Vec<
     Ok(out)
 }
 
-/// Parses an `AppxManifest.xml`.
-pub fn parse_manifest(bytes: &[u8]) -> Result<PackageFacts> {
-    let doc = xml(bytes)?;
+/// The root element, which must be `<{root_name}>`, and its `<Identity>`.
+fn root_and_identity<'a, 'i>(
+    doc: &'a Document<'i>,
+    root_name: &str,
+) -> Result<(Node<'a, 'i>, Node<'a, 'i>)> {
     let root = doc.root_element();
-    if root.tag_name().name() != "Package" {
+    let found = root.tag_name().name();
+    if found != root_name {
         return Err(Error::new(
-            format!("<{}>", root.tag_name().name()),
-            "the root element is not <Package>: this is not an app package manifest",
+            format!("<{found}>"),
+            format!("the root element is not <{root_name}>: this is not the manifest expected"),
         ));
     }
     let id = child(root, "Identity").ok_or_else(|| {
         Error::new(
-            "<Package>",
+            format!("<{root_name}>"),
             "has no <Identity> element, which names the package (Name, Publisher, Version)",
         )
     })?;
+    Ok((root, id))
+}
+
+/// Whether a path names a package file by its extension (`.msix`, `.appx`, bundles).
+pub fn is_package_path(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    [".msix", ".appx", ".msixbundle", ".appxbundle"]
+        .iter()
+        .any(|e| lower.ends_with(e))
+}
+
+/// Parses an `AppxManifest.xml`.
+pub fn parse_manifest(bytes: &[u8]) -> Result<PackageFacts> {
+    let doc = xml(bytes)?;
+    let (root, id) = root_and_identity(&doc, "Package")?;
     let mut facts = identity(id, false)?;
     if let Some(props) = child(root, "Properties") {
         facts.display_name = element_text(child(props, "DisplayName"));
@@ -594,19 +612,7 @@ struct BundleEntry {
 
 fn parse_bundle_manifest(bytes: &[u8]) -> Result<BundleManifest> {
     let doc = xml(bytes)?;
-    let root = doc.root_element();
-    if root.tag_name().name() != "Bundle" {
-        return Err(Error::new(
-            format!("<{}>", root.tag_name().name()),
-            "the root element is not <Bundle>",
-        ));
-    }
-    let id = child(root, "Identity").ok_or_else(|| {
-        Error::new(
-            "<Bundle>",
-            "has no <Identity> element, which names the bundle",
-        )
-    })?;
+    let (root, id) = root_and_identity(&doc, "Bundle")?;
     let identity = identity(id, true)?;
     let packages = child(root, "Packages")
         .map(|p| {
