@@ -615,3 +615,62 @@ fn image_mutated_volumes_are_read_or_refused() {
     eprintln!("mutated volumes: {read} read, {refused} refused");
     assert_eq!(read + refused, iterations);
 }
+
+#[test]
+fn inspect_prints_one_manifest_per_package_in_an_image() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("staging");
+    let packages = [
+        ("Apps", "Contoso.Notes", "1.2.3.0"),
+        ("Apps", "Contoso.Paint", "2.0.0.0"),
+    ];
+    for (root, name, version) in packages {
+        let full = format!("{name}_{version}_x64__t247dhg0dta00");
+        let folder = dir.join(root).join(full);
+        fs::create_dir_all(&folder).unwrap();
+        fs::write(folder.join("AppxManifest.xml"), manifest(name, version)).unwrap();
+    }
+    let vol = ntfs_volume(tmp.path(), &dir, 8, "0");
+    let image = convert(&vol, "vhdx", "subformat=dynamic", "apps.vhdx");
+    let (docs, summary) = crate::cli::inspect(&[
+        image.to_str().unwrap(),
+        "--image-path",
+        r"\\fs\apps\apps.vhdx",
+        "--location",
+        "westeurope",
+    ]);
+    let names: Vec<(&str, &str, Option<&str>)> = docs
+        .iter()
+        .map(|d| {
+            let p = &d.spec.package;
+            (
+                p.name.as_str(),
+                p.version.as_str(),
+                p.relative_path.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            (
+                "Contoso.Notes",
+                "1.2.3.0",
+                Some(r"\Apps\Contoso.Notes_1.2.3.0_x64__t247dhg0dta00")
+            ),
+            (
+                "Contoso.Paint",
+                "2.0.0.0",
+                Some(r"\Apps\Contoso.Paint_2.0.0.0_x64__t247dhg0dta00")
+            ),
+        ]
+    );
+    assert!(
+        docs.iter()
+            .all(|d| d.spec.image.path == r"\\fs\apps\apps.vhdx")
+    );
+    assert!(
+        summary.contains("VHDX, NTFS on no partition table, 2 package(s)"),
+        "{summary}"
+    );
+}
