@@ -74,7 +74,8 @@ pub struct Args {
     #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
     pub resync: Duration,
 
-    /// Serve Prometheus metrics on this address at /metrics (for example 0.0.0.0:8080).
+    /// Serve Prometheus metrics at /metrics and the probes /livez and /readyz on this
+    /// address (for example 0.0.0.0:8080).
     #[arg(long)]
     pub metrics_bind_address: Option<SocketAddr>,
 
@@ -231,22 +232,42 @@ async fn serve_metrics(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("--metrics-bind-address {addr}: cannot listen"))?;
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let metrics = metrics.clone();
-            async move {
-                (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
-                    metrics.render(),
-                )
-            }
-        }),
-    );
-    tracing::info!(%addr, "serving metrics at /metrics");
+    let ready = metrics.clone();
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let metrics = metrics.clone();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        metrics.render(),
+                    )
+                }
+            }),
+        )
+        // Alive while the process serves; ready once the first full sync is done.
+        .route("/livez", axum::routing::get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            axum::routing::get(move || {
+                let ready = ready.clone();
+                async move {
+                    if ready.is_synced() {
+                        (axum::http::StatusCode::OK, "ok\n")
+                    } else {
+                        (
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            "not ready: the first sync of the watched kinds is not done\n",
+                        )
+                    }
+                }
+            }),
+        );
+    tracing::info!(%addr, "serving /metrics, /livez and /readyz");
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!("metrics server stopped: {e}");

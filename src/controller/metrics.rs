@@ -36,6 +36,8 @@ pub struct Metrics {
     step: Family<StepLabels, Gauge>,
     ring: Family<PackageLabels, Gauge>,
     last_step: Mutex<std::collections::HashMap<(String, String), String>>,
+    synced: std::sync::atomic::AtomicBool,
+    synced_gauge: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -69,12 +71,32 @@ impl Metrics {
             "The ring each package's rollout works on",
             ring.clone(),
         );
+        let synced_gauge = Gauge::default();
+        registry.register(
+            "synced",
+            "1 once the first list of every watched kind has been read, the readiness of /readyz",
+            synced_gauge.clone(),
+        );
         Self {
             registry,
             step,
             ring,
             last_step: Mutex::default(),
+            synced: Default::default(),
+            synced_gauge,
         }
+    }
+
+    /// Marks the first full sync done: `/readyz` answers ready from now on.
+    pub fn set_synced(&self) {
+        self.synced
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.synced_gauge.set(1);
+    }
+
+    /// Whether the first full sync is done.
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(std::sync::atomic::Ordering::Acquire)
     }
     /// Records where a package's rollout stands.
     pub fn rollout(&self, namespace: &str, name: &str, r: &RolloutStatus) {

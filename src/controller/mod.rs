@@ -256,6 +256,23 @@ pub async fn run<B: Backend>(client: Client, backend: B, config: Config) {
         failures: Mutex::new(HashMap::new()),
     });
 
+    // Ready (for /readyz) once every kind's first list is in its store.
+    {
+        let (packages, hpas, uas) = (packages.clone(), hpas.clone(), uas.clone());
+        let metrics = config.metrics.clone();
+        tokio::spawn(async move {
+            let synced = tokio::try_join!(
+                packages.wait_until_ready(),
+                hpas.wait_until_ready(),
+                uas.wait_until_ready()
+            );
+            if synced.is_ok() {
+                tracing::info!("first full sync done: ready");
+                metrics.set_synced();
+            }
+        });
+    }
+
     // Assignments trigger the package they point at; packageRef is immutable, so a deleted
     // assignment still names the package it used to reach.
     let to_package = |ns: Option<String>, name: &str| {

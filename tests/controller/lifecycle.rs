@@ -243,3 +243,79 @@ async fn a_controller_started_after_the_objects_with_one_slot_reconciles_them_al
         env.wait_package(name, 1, 1).await;
     }
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn get(url: &str) -> Result<(u16, String), String> {
+    let r = reqwest::get(url).await.map_err(|e| e.to_string())?;
+    let status = r.status().as_u16();
+    Ok((status, r.text().await.map_err(|e| e.to_string())?))
+}
+
+/// The probes as a kubelet sees them: alive at once; ready only after the first full sync,
+/// which `appattach_synced` says on /metrics too. Against an API server it cannot reach, the
+/// process stays alive and not ready, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_say_alive_at_once_and_ready_after_the_first_sync() {
+    let mut env = Env::new("probes", Duration::from_secs(300)).await;
+    env.stop_controller().await;
+    let unreachable = tempfile::tempdir().unwrap();
+    let kubeconfig = unreachable.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'https://127.0.0.1:9'}}]\nusers: [{name: u, user: {token: t}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n",
+    )
+    .unwrap();
+    for (config, reachable) in [
+        (kubeconfig, false),
+        (env.ns.cp.kubeconfig().to_path_buf(), true),
+    ] {
+        let port = free_port();
+        let base = format!("http://127.0.0.1:{port}");
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_appattach"))
+            .args(["controller", "--arm-endpoint", &env.emulator.url()])
+            .args(["--subscription", SUB, "--resource-group", RG])
+            .args(["--namespace", &env.ns.name])
+            .args(["--metrics-bind-address", &format!("127.0.0.1:{port}")])
+            .env("KUBECONFIG", &config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("appattach controller starts");
+        let live = format!("{base}/livez");
+        poll("the controller is alive", || async {
+            match get(&live).await? {
+                (200, _) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+        let ready = format!("{base}/readyz");
+        if reachable {
+            poll("the controller is ready", || async {
+                match get(&ready).await? {
+                    (200, _) => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            })
+            .await;
+            let (_, metrics) = get(&format!("{base}/metrics")).await.unwrap();
+            assert!(metrics.contains("\nappattach_synced 1\n"), "{metrics}");
+            assert!(metrics.trim_end().ends_with("# EOF"), "{metrics}");
+        } else {
+            let (status, body) = get(&ready).await.unwrap();
+            assert_eq!(status, 503, "{body}");
+            assert!(body.contains("first sync"), "{body}");
+            let (_, metrics) = get(&format!("{base}/metrics")).await.unwrap();
+            assert!(metrics.contains("\nappattach_synced 0\n"), "{metrics}");
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
