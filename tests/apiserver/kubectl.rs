@@ -81,8 +81,12 @@ async fn kubectl_get_appattach_lists_all_three_kinds_with_their_columns() {
 async fn deploy_kustomization_installs_the_namespace_and_crds() {
     let ns = TestNamespace::new("deploy").await;
     let deploy = repo_path("deploy");
+    // A server-side dry run of namespaced objects needs their namespace to exist.
+    system_namespace(&ns);
+    // Without the test namespace's -n: the objects name their own namespace.
     let out = ns
-        .kubectl(&[
+        .cp
+        .kubectl_output(&[
             "apply",
             "--server-side",
             "--dry-run=server",
@@ -95,11 +99,103 @@ async fn deploy_kustomization_installs_the_namespace_and_crds() {
         "customresourcedefinition.apiextensions.k8s.io/appattachpackages.appattach.io",
         "customresourcedefinition.apiextensions.k8s.io/hostpoolassignments.appattach.io",
         "customresourcedefinition.apiextensions.k8s.io/userassignments.appattach.io",
+        "serviceaccount/appattach-controller",
+        "clusterrole.rbac.authorization.k8s.io/appattach-controller",
+        "clusterrolebinding.rbac.authorization.k8s.io/appattach-controller",
+        "role.rbac.authorization.k8s.io/appattach-leader-election",
+        "rolebinding.rbac.authorization.k8s.io/appattach-leader-election",
+        "configmap/appattach-controller",
+        "deployment.apps/appattach-controller",
+        "service/appattach-controller-metrics",
     ] {
         assert!(
             out.contains(text),
             "kubectl apply -k deploy/ lacks {text:?}:\n{out}"
         );
+    }
+}
+
+/// Creates the operator's namespace (idempotent), for server-side dry runs of deploy/.
+fn system_namespace(ns: &TestNamespace) {
+    let file = repo_path("deploy/base/namespace.yaml");
+    ns.cp
+        .kubectl_output(&["apply", "--server-side", "-f", file.to_str().unwrap()])
+        .unwrap();
+}
+
+/// Applies deploy/ for real, then asks the API server, as the controller's service
+/// account, what it may do: its kinds, their status and finalizers, events, and Leases in its
+/// own namespace; not Secrets, not other namespaces' Leases, not CRDs.
+#[tokio::test]
+async fn the_deploy_rbac_grants_the_controller_what_it_needs_and_no_more() {
+    let ns = TestNamespace::new("deploy-rbac").await;
+    let deploy = repo_path("deploy");
+    ns.cp
+        .kubectl_output(&[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=deploy-test",
+            "-k",
+            deploy.to_str().unwrap(),
+        ])
+        .unwrap();
+    let sa = "system:serviceaccount:appattach-system:appattach-controller";
+    let can = |args: &[&str]| {
+        let mut all = vec!["auth", "can-i", "--as", sa];
+        all.extend_from_slice(args);
+        // `can-i` exits 1 for "no": the answer is on stdout either way.
+        match ns.cp.kubectl_output(&all) {
+            Ok(out) => out.trim().to_string(),
+            // "no" is exit status 1 with nothing on stderr; anything else is an error.
+            Err(appattach_operator::controlplane::Error::Kubectl { status, stderr, .. })
+                if status.code() == Some(1)
+                    && (stderr.is_empty() || stderr.starts_with("Warning:")) =>
+            {
+                "no".to_string()
+            }
+            Err(e) => format!("{e:?}"),
+        }
+    };
+    let allowed: &[&[&str]] = &[
+        &[
+            "watch",
+            "appattachpackages.appattach.io",
+            "--all-namespaces",
+        ],
+        &["patch", "hostpoolassignments.appattach.io"],
+        &[
+            "patch",
+            "userassignments.appattach.io",
+            "--subresource=status",
+        ],
+        &[
+            "update",
+            "appattachpackages.appattach.io",
+            "--subresource=finalizers",
+        ],
+        &["create", "events.events.k8s.io"],
+        &[
+            "update",
+            "leases.coordination.k8s.io",
+            "-n",
+            "appattach-system",
+        ],
+    ];
+    for args in allowed {
+        assert_eq!(can(args), "yes", "{args:?}");
+    }
+    let refused: &[&[&str]] = &[
+        &["list", "secrets", "--all-namespaces"],
+        &["get", "secrets", "-n", "appattach-system"],
+        &["update", "leases.coordination.k8s.io", "-n", "kube-system"],
+        &["create", "appattachpackages.appattach.io"],
+        &["delete", "customresourcedefinitions.apiextensions.k8s.io"],
+        &["list", "pods"],
+    ];
+    for args in refused {
+        let answer = can(args);
+        assert!(answer.starts_with("no"), "{args:?}: {answer}");
     }
 }
 
@@ -116,7 +212,32 @@ async fn the_aks_workload_identity_overlay_renders_the_annotated_service_account
         "azure.workload.identity/client-id:",
         "azure.workload.identity/use: \"true\"",
         "kind: CustomResourceDefinition",
+        "value: workload-identity",
     ] {
         assert!(out.contains(text), "the overlay lacks {text:?}:\n{out}");
     }
+    // The pod label is on the Deployment's pod template, where AKS looks for it.
+    let deployment = out
+        .split("\n---\n")
+        .find(|d| d.contains("kind: Deployment"))
+        .expect("a Deployment");
+    let template = deployment
+        .split("template:")
+        .nth(1)
+        .expect("a pod template");
+    assert!(
+        template.contains("azure.workload.identity/use: \"true\""),
+        "{deployment}"
+    );
+    // The API server accepts the whole overlay.
+    system_namespace(&ns);
+    ns.cp
+        .kubectl_output(&[
+            "apply",
+            "--server-side",
+            "--dry-run=server",
+            "-k",
+            overlay.to_str().unwrap(),
+        ])
+        .unwrap();
 }
