@@ -102,6 +102,29 @@ pub struct Args {
     /// Where the in-process emulator listens.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub emulator_listen: SocketAddr,
+
+    /// Lead through a Lease before reconciling, so that of several replicas only one writes.
+    /// A replica that loses the Lease exits; SIGTERM releases it for the next at once.
+    #[arg(long, env = "APPATTACH_LEADER_ELECT")]
+    pub leader_elect: bool,
+
+    /// Namespace of the leader-election Lease (the pod's own, in a cluster).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "appattach-system")]
+    pub leader_election_namespace: String,
+
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "appattach-controller")]
+    pub leader_election_lease: String,
+
+    /// How long a Lease holds without renewal, in seconds; a replica that dies without
+    /// releasing it is replaced after this long.
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(3..=600))]
+    pub leader_election_duration: u64,
+
+    /// This replica's name in the Lease (the pod name in a cluster; host and process id
+    /// otherwise).
+    #[arg(long, env = "POD_NAME")]
+    pub leader_election_identity: Option<String>,
 }
 
 fn parse_limit(s: &str) -> Result<(u32, f64), String> {
@@ -160,8 +183,139 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(addr) = args.metrics_bind_address {
         serve_metrics(addr, config.metrics.clone()).await?;
     }
+    if args.leader_elect {
+        return lead_then_run(&args, client, backend, config).await;
+    }
     controller::run(client, backend, config).await;
     Ok(())
+}
+
+/// Waits for the Lease, reconciles while holding it, and releases it on SIGTERM. A replica
+/// that loses it stops reconciling and exits, so that only the leader writes.
+async fn lead_then_run(
+    args: &Args,
+    client: kube::Client,
+    backend: ArmClient,
+    config: Config,
+) -> anyhow::Result<()> {
+    let ns = &args.leader_election_namespace;
+    let lease = &args.leader_election_lease;
+    let identity = args.leader_election_identity.clone().unwrap_or_else(|| {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "appattach".into());
+        format!("{host}-{}", std::process::id())
+    });
+    let duration = args.leader_election_duration;
+    let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), lease)
+        .with_namespace(ns)
+        .with_identity(&identity)
+        .with_duration(duration)
+        .with_grace((duration / 3).max(1))
+        .build()
+        .await
+        .with_context(|| {
+            format!(
+                "leader election: cannot use Lease {ns}/{lease}: the controller needs get, create and update on leases in namespace {ns} (--leader-election-namespace)"
+            )
+        })?;
+    let (mut leading, task) = manager.watch().await;
+    // A replica waiting to lead is ready once it can read the kinds it would reconcile.
+    tokio::spawn(standby_sync(client.clone(), config.clone()));
+    tracing::info!(%identity, lease = %format!("{ns}/{lease}"), "waiting to lead");
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    while !*leading.borrow_and_update() {
+        tokio::select! {
+            changed = leading.changed() => changed.context("leader election stopped")?,
+            () = &mut shutdown => {
+                tracing::info!("shutting down before leading");
+                drop(leading);
+                let _ = task.await;
+                return Ok(());
+            }
+        }
+    }
+    tracing::info!(%identity, "leading: reconciling");
+    config.metrics.set_leader(true);
+    let outcome = tokio::select! {
+        () = controller::run(client, backend, config.clone()) => Ok(()),
+        () = lost(&mut leading) => Err(anyhow::anyhow!(
+            "lost the Lease {ns}/{lease} to another replica: exiting, so that only the leader writes"
+        )),
+        () = &mut shutdown => {
+            tracing::info!("shutting down: in-flight reconciles are abandoned (each resumes from its recorded intent), the Lease is released");
+            Ok(())
+        }
+    };
+    config.metrics.set_leader(false);
+    drop(leading);
+    if let Ok(Err(e)) = task.await {
+        tracing::warn!("releasing the Lease: {e}");
+    }
+    outcome
+}
+
+/// Resolves when leadership is gone (or leader election stopped).
+async fn lost(leading: &mut tokio::sync::watch::Receiver<bool>) {
+    loop {
+        if leading.changed().await.is_err() || !*leading.borrow() {
+            return;
+        }
+    }
+}
+
+/// SIGTERM (as Kubernetes stops a pod) or Ctrl-C.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = term => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// Lists each kind once (retrying), then marks the process ready.
+async fn standby_sync(client: kube::Client, config: Config) {
+    use crate::resources::{AppAttachPackage, HostPoolAssignment, UserAssignment};
+    use kube::api::{Api, ListParams};
+    fn api<K>(client: &kube::Client, ns: &Option<String>) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        match ns {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let one = ListParams::default().limit(1);
+    let packages = api::<AppAttachPackage>(&client, &config.namespace);
+    let pools = api::<HostPoolAssignment>(&client, &config.namespace);
+    let users = api::<UserAssignment>(&client, &config.namespace);
+    loop {
+        let listed = tokio::try_join!(
+            packages.list_metadata(&one),
+            pools.list_metadata(&one),
+            users.list_metadata(&one),
+        );
+        match listed {
+            Ok(_) => {
+                config.metrics.set_synced();
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "cannot list the appattach.io kinds yet (are the CRDs installed?): {e}"
+                );
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            }
+        }
+    }
 }
 
 /// The backend the flags describe, and the in-process emulator when there is one.

@@ -38,6 +38,7 @@ pub struct Metrics {
     last_step: Mutex<std::collections::HashMap<(String, String), String>>,
     synced: std::sync::atomic::AtomicBool,
     synced_gauge: Gauge,
+    leader: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -77,6 +78,12 @@ impl Metrics {
             "1 once the first list of every watched kind has been read, the readiness of /readyz",
             synced_gauge.clone(),
         );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader-election Lease (and reconciles)",
+            leader.clone(),
+        );
         Self {
             registry,
             step,
@@ -84,7 +91,13 @@ impl Metrics {
             last_step: Mutex::default(),
             synced: Default::default(),
             synced_gauge,
+            leader,
         }
+    }
+
+    /// Records whether this replica leads.
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
     }
 
     /// Marks the first full sync done: `/readyz` answers ready from now on.

@@ -89,6 +89,8 @@ async fn deploy_kustomization_installs_the_namespace_and_crds() {
         .kubectl_output(&[
             "apply",
             "--server-side",
+            // The RBAC test applies deploy/ for real, as another field manager.
+            "--force-conflicts",
             "--dry-run=server",
             "-k",
             deploy.to_str().unwrap(),
@@ -107,6 +109,7 @@ async fn deploy_kustomization_installs_the_namespace_and_crds() {
         "configmap/appattach-controller",
         "deployment.apps/appattach-controller",
         "service/appattach-controller-metrics",
+        "poddisruptionbudget.policy/appattach-controller",
     ] {
         assert!(
             out.contains(text),
@@ -235,6 +238,8 @@ async fn the_aks_workload_identity_overlay_renders_the_annotated_service_account
         .kubectl_output(&[
             "apply",
             "--server-side",
+            // The RBAC test applies deploy/ for real, as another field manager.
+            "--force-conflicts",
             "--dry-run=server",
             "-k",
             overlay.to_str().unwrap(),

@@ -319,3 +319,132 @@ async fn probes_say_alive_at_once_and_ready_after_the_first_sync() {
         child.wait().unwrap();
     }
 }
+
+/// One controller process with leader election on, its probes on a port of its own.
+struct Replica {
+    child: std::process::Child,
+    base: String,
+}
+
+fn spawn_replica(env: &Env, identity: &str) -> Replica {
+    let port = free_port();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_appattach"))
+        .args(["controller", "--arm-endpoint", &env.emulator.url()])
+        .args(["--subscription", SUB, "--resource-group", RG])
+        .args(["--namespace", &env.ns.name, "--resync", "5m"])
+        .args(["--metrics-bind-address", &format!("127.0.0.1:{port}")])
+        .args([
+            "--leader-elect",
+            "--leader-election-namespace",
+            &env.ns.name,
+        ])
+        .args(["--leader-election-identity", identity])
+        .args(["--leader-election-duration", "6"])
+        .env("KUBECONFIG", env.ns.cp.kubeconfig())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("appattach controller starts");
+    Replica {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+impl Replica {
+    async fn leader_gauge(&self) -> Result<String, String> {
+        let (_, metrics) = get(&format!("{}/metrics", self.base)).await?;
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("appattach_leader "))
+            .map(String::from)
+            .ok_or_else(|| format!("no appattach_leader in {metrics}"))
+    }
+
+    async fn wait_ready(&self) {
+        let url = format!("{}/readyz", self.base);
+        poll("the replica is ready", || async {
+            match get(&url).await? {
+                (200, _) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+    }
+}
+
+async fn holder(env: &Env) -> Option<String> {
+    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+        kube::Api::namespaced(env.ns.client.clone(), &env.ns.name);
+    leases
+        .get_opt("appattach-controller")
+        .await
+        .unwrap()
+        .and_then(|l| l.spec)
+        .and_then(|s| s.holder_identity)
+        .filter(|h| !h.is_empty())
+}
+
+async fn wait_holder(env: &Env, identity: &str) {
+    poll(&format!("{identity} holds the Lease"), || async {
+        match holder(env).await {
+            Some(h) if h == identity => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+}
+
+/// Two replicas: one leads and reconciles, the other waits ready. SIGTERM releases the Lease
+/// at once (it no longer names the old leader when the process is gone) and the other leads
+/// and finishes the work; a replica killed with SIGKILL is replaced after the Lease expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_replica_leads_and_hands_over_on_sigterm_and_on_death() {
+    let mut env = Env::new("leader", Duration::from_secs(300)).await;
+    env.stop_controller().await;
+    let mut a = spawn_replica(&env, "replica-a");
+    wait_holder(&env, "replica-a").await;
+    let mut b = spawn_replica(&env, "replica-b");
+    b.wait_ready().await;
+    a.wait_ready().await;
+    assert_eq!(a.leader_gauge().await.unwrap(), "1");
+    assert_eq!(b.leader_gauge().await.unwrap(), "0");
+    assert_eq!(holder(&env).await.as_deref(), Some("replica-a"));
+    env.apply_assigned("one", &[("hp-a", 0)]).await;
+    env.wait_package("one", 1, 1).await;
+
+    // SIGTERM: a exits cleanly and its Lease is released, not left to expire.
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &a.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = a.child.wait().unwrap();
+    assert!(exit.success(), "SIGTERM exits 0: {exit}");
+    assert_ne!(
+        holder(&env).await.as_deref(),
+        Some("replica-a"),
+        "the Lease still names the replica that shut down"
+    );
+    wait_holder(&env, "replica-b").await;
+    poll("b says it leads", || async {
+        match b.leader_gauge().await?.as_str() {
+            "1" => Ok(()),
+            other => Err(other.to_string()),
+        }
+    })
+    .await;
+    env.apply_assigned("two", &[("hp-a", 0)]).await;
+    env.wait_package("two", 1, 1).await;
+
+    // SIGKILL: nothing is released; the waiting replica takes over once the Lease expires.
+    let mut c = spawn_replica(&env, "replica-c");
+    c.wait_ready().await;
+    b.child.kill().unwrap();
+    b.child.wait().unwrap();
+    wait_holder(&env, "replica-c").await;
+    env.apply_assigned("three", &[("hp-a", 0)]).await;
+    env.wait_package("three", 1, 1).await;
+    c.child.kill().unwrap();
+    c.child.wait().unwrap();
+}
