@@ -20,8 +20,27 @@ use clap::{Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(name = "appattach", version, about, long_about = None)]
 pub struct Cli {
+    /// Log lines as `text` (for people) or `json` (one object a line, for log pipelines).
+    /// The level comes from RUST_LOG (or APPATTACH_LOG), `info` by default.
+    #[arg(
+        long,
+        global = true,
+        env = "APPATTACH_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// How log lines are written.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line.
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -54,7 +73,7 @@ enum Command {
 impl Cli {
     /// Runs the chosen subcommand and maps its outcome to an exit code.
     pub fn run(self) -> ExitCode {
-        init_tracing();
+        init_tracing(self.log_format);
         let result = match self.command {
             Command::Controller(args) => tokio_main(controller::run(*args)),
             Command::Crd(args) => crd::run(args),
@@ -83,15 +102,20 @@ fn tokio_main(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> any
         .block_on(fut)
 }
 
-fn init_tracing() {
+fn init_tracing(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_env("APPATTACH_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let filter = EnvFilter::try_from_env("RUST_LOG")
+        .or_else(|_| EnvFilter::try_from_env("APPATTACH_LOG"))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+    };
 }
 
 /// Rows as a table of left-aligned columns three spaces apart, like kubectl prints.

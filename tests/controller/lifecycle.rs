@@ -448,3 +448,51 @@ async fn one_replica_leads_and_hands_over_on_sigterm_and_on_death() {
     c.child.kill().unwrap();
     c.child.wait().unwrap();
 }
+
+/// `--log-format json` writes one JSON object a line, with the level and the message.
+#[test]
+fn json_logs_are_one_object_a_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'https://127.0.0.1:9'}}]\nusers: [{name: u, user: {token: t}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n",
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_appattach"))
+        .args(["controller", "--log-format", "json"])
+        .args(["--arm-endpoint", "http://127.0.0.1:9"])
+        .args(["--subscription", SUB, "--resource-group", RG])
+        .args([
+            "--metrics-bind-address",
+            &format!("127.0.0.1:{}", free_port()),
+        ])
+        .env("KUBECONFIG", &kubeconfig)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("appattach controller starts");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("a log line within a minute");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let entry: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(entry["level"], "INFO", "{line}");
+    assert!(entry["fields"]["message"].is_string(), "{line}");
+}
