@@ -246,3 +246,56 @@ async fn the_aks_workload_identity_overlay_renders_the_annotated_service_account
         ])
         .unwrap();
 }
+
+/// The embedded overlay: one replica running the emulator in-process, its world from the
+/// overlay's copy of examples/world.yaml (kept equal), its state on a claim; the API server
+/// accepts it all.
+#[tokio::test]
+async fn the_embedded_overlay_runs_one_replica_with_the_emulator() {
+    let ns = TestNamespace::new("deploy-embedded").await;
+    let overlay = repo_path("deploy/overlays/embedded");
+    let out = ns
+        .cp
+        .kubectl_output(&["kustomize", overlay.to_str().unwrap()])
+        .unwrap();
+    let deployment = out
+        .split("\n---\n")
+        .find(|d| d.contains("kind: Deployment"))
+        .expect("a Deployment");
+    for text in [
+        "replicas: 1",
+        "--world=/etc/appattach/world.yaml",
+        "--state=/var/lib/appattach",
+        "claimName: appattach-emulator-state",
+    ] {
+        assert!(deployment.contains(text), "{text:?} not in:\n{deployment}");
+    }
+    assert!(out.contains("kind: PersistentVolumeClaim"), "{out}");
+    assert!(
+        !out.contains("APPATTACH_CLOUD"),
+        "no cloud, so the emulator runs:\n{out}"
+    );
+    let copy: appattach_operator::emulator::World = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(repo_path("deploy/overlays/embedded/world.yaml")).unwrap(),
+    )
+    .unwrap();
+    let original: appattach_operator::emulator::World = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(repo_path("examples/world.yaml")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        copy, original,
+        "deploy/overlays/embedded/world.yaml drifted from examples/world.yaml"
+    );
+    system_namespace(&ns);
+    ns.cp
+        .kubectl_output(&[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--dry-run=server",
+            "-k",
+            overlay.to_str().unwrap(),
+        ])
+        .unwrap();
+}
