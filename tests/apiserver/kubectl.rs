@@ -81,21 +81,7 @@ async fn kubectl_get_appattach_lists_all_three_kinds_with_their_columns() {
 async fn deploy_kustomization_installs_the_namespace_and_crds() {
     let ns = TestNamespace::new("deploy").await;
     let deploy = repo_path("deploy");
-    // A server-side dry run of namespaced objects needs their namespace to exist.
-    system_namespace(&ns);
-    // Without the test namespace's -n: the objects name their own namespace.
-    let out = ns
-        .cp
-        .kubectl_output(&[
-            "apply",
-            "--server-side",
-            // The RBAC test applies deploy/ for real, as another field manager.
-            "--force-conflicts",
-            "--dry-run=server",
-            "-k",
-            deploy.to_str().unwrap(),
-        ])
-        .unwrap();
+    let out = dry_run_apply(&ns, &deploy);
     for text in [
         "namespace/appattach-system",
         "customresourcedefinition.apiextensions.k8s.io/appattachpackages.appattach.io",
@@ -118,12 +104,25 @@ async fn deploy_kustomization_installs_the_namespace_and_crds() {
     }
 }
 
-/// Creates the operator's namespace (idempotent), for server-side dry runs of deploy/.
-fn system_namespace(ns: &TestNamespace) {
-    let file = repo_path("deploy/base/namespace.yaml");
+/// `kubectl apply --server-side --dry-run=server -k DIR`: the API server's verdict on a
+/// kustomization of deploy/, without the test namespace's -n (the objects name their own).
+fn dry_run_apply(ns: &TestNamespace, dir: &std::path::Path) -> String {
+    // A dry run of namespaced objects needs their namespace to exist.
+    let namespace = repo_path("deploy/base/namespace.yaml");
     ns.cp
-        .kubectl_output(&["apply", "--server-side", "-f", file.to_str().unwrap()])
+        .kubectl_output(&["apply", "--server-side", "-f", namespace.to_str().unwrap()])
         .unwrap();
+    ns.cp
+        .kubectl_output(&[
+            "apply",
+            "--server-side",
+            // The RBAC test applies deploy/ for real, as another field manager.
+            "--force-conflicts",
+            "--dry-run=server",
+            "-k",
+            dir.to_str().unwrap(),
+        ])
+        .unwrap()
 }
 
 /// Applies deploy/ for real, then asks the API server, as the controller's service
@@ -233,18 +232,7 @@ async fn the_aks_workload_identity_overlay_renders_the_annotated_service_account
         "{deployment}"
     );
     // The API server accepts the whole overlay.
-    system_namespace(&ns);
-    ns.cp
-        .kubectl_output(&[
-            "apply",
-            "--server-side",
-            // The RBAC test applies deploy/ for real, as another field manager.
-            "--force-conflicts",
-            "--dry-run=server",
-            "-k",
-            overlay.to_str().unwrap(),
-        ])
-        .unwrap();
+    dry_run_apply(&ns, &overlay);
 }
 
 /// The embedded overlay: one replica running the emulator in-process, its world from the
@@ -287,15 +275,5 @@ async fn the_embedded_overlay_runs_one_replica_with_the_emulator() {
         copy, original,
         "deploy/overlays/embedded/world.yaml drifted from examples/world.yaml"
     );
-    system_namespace(&ns);
-    ns.cp
-        .kubectl_output(&[
-            "apply",
-            "--server-side",
-            "--force-conflicts",
-            "--dry-run=server",
-            "-k",
-            overlay.to_str().unwrap(),
-        ])
-        .unwrap();
+    dry_run_apply(&ns, &overlay);
 }

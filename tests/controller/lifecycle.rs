@@ -244,6 +244,17 @@ async fn a_controller_started_after_the_objects_with_one_slot_reconciles_them_al
     }
 }
 
+/// A kubeconfig in `dir` naming an API server nobody listens for (port 9, discard).
+fn unreachable_kubeconfig(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("kubeconfig");
+    std::fs::write(
+        &path,
+        "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'https://127.0.0.1:9'}}]\nusers: [{name: u, user: {token: t}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n",
+    )
+    .unwrap();
+    path
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -266,12 +277,7 @@ async fn probes_say_alive_at_once_and_ready_after_the_first_sync() {
     let mut env = Env::new("probes", Duration::from_secs(300)).await;
     env.stop_controller().await;
     let unreachable = tempfile::tempdir().unwrap();
-    let kubeconfig = unreachable.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'https://127.0.0.1:9'}}]\nusers: [{name: u, user: {token: t}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n",
-    )
-    .unwrap();
+    let kubeconfig = unreachable_kubeconfig(unreachable.path());
     for (config, reachable) in [
         (kubeconfig, false),
         (env.ns.cp.kubeconfig().to_path_buf(), true),
@@ -453,12 +459,7 @@ async fn one_replica_leads_and_hands_over_on_sigterm_and_on_death() {
 #[test]
 fn json_logs_are_one_object_a_line() {
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'https://127.0.0.1:9'}}]\nusers: [{name: u, user: {token: t}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n",
-    )
-    .unwrap();
+    let kubeconfig = unreachable_kubeconfig(dir.path());
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_appattach"))
         .args(["controller", "--log-format", "json"])
         .args(["--arm-endpoint", "http://127.0.0.1:9"])
