@@ -3,8 +3,10 @@
 use std::sync::Mutex;
 
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::resources::RolloutStatus;
@@ -30,6 +32,38 @@ pub struct PackageLabels {
     pub name: String,
 }
 
+/// Labels of a reconcile's outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileLabels {
+    /// The kind reconciled.
+    pub kind: String,
+    /// `success` or `error`.
+    pub result: String,
+}
+
+/// Labels of a kind.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// The kind reconciled.
+    pub kind: String,
+}
+
+/// Labels of a reconcile error.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    /// The kind reconciled.
+    pub kind: String,
+    /// Why: `backend`, `throttled`, `budget`, `kubernetes`, `finalizer`.
+    pub reason: String,
+}
+
+type Durations = Family<KindLabels, Histogram, fn() -> Histogram>;
+
+fn duration_histogram() -> Histogram {
+    // 5 ms to about 80 s.
+    Histogram::new(exponential_buckets(0.005, 2.0, 15))
+}
+
 /// Every metric the controller exports.
 pub struct Metrics {
     registry: Registry,
@@ -39,6 +73,9 @@ pub struct Metrics {
     synced: std::sync::atomic::AtomicBool,
     synced_gauge: Gauge,
     leader: Gauge,
+    reconciles: Family<ReconcileLabels, Counter>,
+    errors: Family<ErrorLabels, Counter>,
+    durations: Durations,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -84,6 +121,24 @@ impl Metrics {
             "1 while this replica holds the leader-election Lease (and reconciles)",
             leader.clone(),
         );
+        let reconciles = Family::<ReconcileLabels, Counter>::default();
+        registry.register(
+            "reconciles",
+            "Reconcile passes, by kind and result",
+            reconciles.clone(),
+        );
+        let errors = Family::<ErrorLabels, Counter>::default();
+        registry.register(
+            "reconcile_errors",
+            "Reconcile passes that failed, by kind and reason",
+            errors.clone(),
+        );
+        let durations: Durations = Family::new_with_constructor(duration_histogram);
+        registry.register(
+            "reconcile_duration_seconds",
+            "How long reconcile passes take, by kind",
+            durations.clone(),
+        );
         Self {
             registry,
             step,
@@ -92,7 +147,35 @@ impl Metrics {
             synced: Default::default(),
             synced_gauge,
             leader,
+            reconciles,
+            errors,
+            durations,
         }
+    }
+
+    /// Records one reconcile pass of a kind: its result, its reason when it failed, and
+    /// how long it took.
+    pub fn reconciled(&self, kind: &str, error: Option<&str>, took: std::time::Duration) {
+        let result = if error.is_some() { "error" } else { "success" };
+        self.reconciles
+            .get_or_create(&ReconcileLabels {
+                kind: kind.to_string(),
+                result: result.to_string(),
+            })
+            .inc();
+        if let Some(reason) = error {
+            self.errors
+                .get_or_create(&ErrorLabels {
+                    kind: kind.to_string(),
+                    reason: reason.to_string(),
+                })
+                .inc();
+        }
+        self.durations
+            .get_or_create(&KindLabels {
+                kind: kind.to_string(),
+            })
+            .observe(took.as_secs_f64());
     }
 
     /// Records whether this replica leads.

@@ -32,8 +32,21 @@ use crate::resources::{
     UserAssignment, UserAssignmentStatus, condition,
 };
 
-/// Reconciles one package (the controller's entry point).
+/// Reconciles one package (the controller's entry point), counted in the metrics.
 pub async fn reconcile_package<B: Backend>(
+    pkg: Arc<AppAttachPackage>,
+    ctx: Arc<Context<B>>,
+) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let result = reconcile_package_pass(pkg, ctx.clone()).await;
+    let reason = result.as_ref().err().map(Error::metric_label);
+    ctx.config
+        .metrics
+        .reconciled("AppAttachPackage", reason, started.elapsed());
+    result
+}
+
+async fn reconcile_package_pass<B: Backend>(
     pkg: Arc<AppAttachPackage>,
     ctx: Arc<Context<B>>,
 ) -> Result<Action, Error> {
@@ -1130,8 +1143,23 @@ impl Assignment for UserAssignment {
 }
 
 /// Reports `Ready=False PackageNotFound` on an assignment whose package does not exist;
-/// otherwise leaves its status to the package's reconcile.
+/// otherwise leaves its status to the package's reconcile. Counted in the metrics.
 pub async fn reconcile_orphan<A: Assignment, B: Backend>(
+    a: Arc<A>,
+    ctx: Arc<Context<B>>,
+    packages: Store<AppAttachPackage>,
+) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let result = orphan_pass(a, ctx.clone(), packages).await;
+    let reason = result.as_ref().err().map(Error::metric_label);
+    let kind = A::kind(&Default::default()).to_string();
+    ctx.config
+        .metrics
+        .reconciled(&kind, reason, started.elapsed());
+    result
+}
+
+async fn orphan_pass<A: Assignment, B: Backend>(
     a: Arc<A>,
     ctx: Arc<Context<B>>,
     packages: Store<AppAttachPackage>,

@@ -155,6 +155,21 @@ async fn deleting_removes_the_backend_resources_unless_detached() {
         Some("PackageNotFound"),
     )
     .await;
+    // The passes were counted, by kind and result, and timed.
+    let metrics = env.metrics.render();
+    for series in [
+        r#"appattach_reconciles_total{kind="AppAttachPackage",result="success"} "#,
+        r#"appattach_reconciles_total{kind="HostPoolAssignment",result="success"} "#,
+        r#"appattach_reconcile_duration_seconds_count{kind="AppAttachPackage"} "#,
+    ] {
+        let count: f64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series))
+            .unwrap_or_else(|| panic!("no {series} in:\n{metrics}"))
+            .parse()
+            .unwrap();
+        assert!(count >= 1.0, "{series}{count}");
+    }
 }
 
 /// The real binary, as its own process, so a restart is a kill -9 and nothing survives it.
