@@ -59,6 +59,30 @@ async fn skip_reports_drift_and_never_corrects_it() {
     let env = Env::new("skip_policy", Duration::from_millis(500)).await;
     ready_package(&env, "expenses").await;
     annotate(&env, "expenses", "skip").await;
+    // Drift made before the controller works under the policy would be corrected by a pass
+    // still under the old one: wait until a pass says it only observes.
+    poll("a pass under the skip policy", || async {
+        let pkg = env
+            .ns
+            .api("AppAttachPackage")
+            .get("expenses")
+            .await
+            .map_err(|e| e.to_string())?;
+        let ready = pkg.data["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == "Ready")
+            .cloned()
+            .unwrap_or_default();
+        let message = ready["message"].as_str().unwrap_or_default();
+        if message.contains("reconcile policy skip") {
+            Ok(())
+        } else {
+            Err(ready.to_string())
+        }
+    })
+    .await;
     env.arm(
         reqwest::Method::PATCH,
         &env.package_path("expenses"),
