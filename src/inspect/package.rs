@@ -341,23 +341,12 @@ fn read_entry<R: Read + Seek>(
 /// to more (a lying header) or fails its CRC.
 fn read_bounded(entry: &mut impl Read, size: u64, at: &str) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(usize::try_from(size.min(1 << 20)).unwrap_or(0));
-    entry
-        .take(size + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| Error::new(at, format!("cannot decompress: {e}")))?;
-    if out.len() as u64 != size {
-        return Err(Error::new(
-            at,
-            format!(
-                "expands to {}{} bytes where the ZIP directory says {size}: the package is corrupt",
-                out.len(),
-                if out.len() as u64 > size { "+" } else { "" }
-            ),
-        ));
-    }
+    copy_bounded(entry, &mut out, size, at)?;
     Ok(out)
 }
 
+/// Copies an entry whose central directory says `size` bytes, refusing one that inflates
+/// to more (a lying header) or to less, or fails its CRC.
 fn copy_bounded(entry: &mut impl Read, out: &mut impl Write, size: u64, at: &str) -> Result<u64> {
     let copied = io::copy(&mut entry.take(size + 1), out)
         .map_err(|e| Error::new(at, format!("cannot decompress: {e}")))?;
