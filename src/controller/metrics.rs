@@ -70,8 +70,7 @@ pub struct Metrics {
     step: Family<StepLabels, Gauge>,
     ring: Family<PackageLabels, Gauge>,
     last_step: Mutex<std::collections::HashMap<(String, String), String>>,
-    synced: std::sync::atomic::AtomicBool,
-    synced_gauge: Gauge,
+    synced: Gauge,
     leader: Gauge,
     reconciles: Family<ReconcileLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
@@ -109,11 +108,11 @@ impl Metrics {
             "The ring each package's rollout works on",
             ring.clone(),
         );
-        let synced_gauge = Gauge::default();
+        let synced = Gauge::default();
         registry.register(
             "synced",
             "1 once the first list of every watched kind has been read, the readiness of /readyz",
-            synced_gauge.clone(),
+            synced.clone(),
         );
         let leader = Gauge::default();
         registry.register(
@@ -144,8 +143,7 @@ impl Metrics {
             step,
             ring,
             last_step: Mutex::default(),
-            synced: Default::default(),
-            synced_gauge,
+            synced,
             leader,
             reconciles,
             errors,
@@ -185,14 +183,12 @@ impl Metrics {
 
     /// Marks the first full sync done: `/readyz` answers ready from now on.
     pub fn set_synced(&self) {
-        self.synced
-            .store(true, std::sync::atomic::Ordering::Release);
-        self.synced_gauge.set(1);
+        self.synced.set(1);
     }
 
     /// Whether the first full sync is done.
     pub fn is_synced(&self) -> bool {
-        self.synced.load(std::sync::atomic::Ordering::Acquire)
+        self.synced.get() == 1
     }
     /// Records where a package's rollout stands.
     pub fn rollout(&self, namespace: &str, name: &str, r: &RolloutStatus) {
