@@ -6,6 +6,7 @@ mod emulator;
 mod entitlements;
 mod image;
 mod inspect;
+mod json_log;
 mod local;
 mod migrate;
 mod rollout;
@@ -107,12 +108,18 @@ fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_env("RUST_LOG")
         .or_else(|_| EnvFilter::try_from_env("APPATTACH_LOG"))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
     let _ = match format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder
+        // The fields of the spans a line is logged in (a pass's kind, namespace and name)
+        // sit beside the line's own at the top level, as log pipelines index them.
+        LogFormat::Json => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(json_log::FlatJson)
+            .try_init(),
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .try_init(),
     };

@@ -38,6 +38,26 @@ impl std::fmt::Debug for Auth {
     }
 }
 
+/// The HTTP client: `User-Agent: appattach-operator/VERSION` (with ` (INSTANCE)` when
+/// given), as Azure asks of its callers.
+fn http_client(instance: Option<&str>) -> reqwest::Client {
+    let mut agent = format!("appattach-operator/{}", env!("CARGO_PKG_VERSION"));
+    if let Some(i) = instance {
+        // A header value is visible ASCII; a pod name always is, anything else is replaced.
+        let i: String = i
+            .chars()
+            .map(|c| if c.is_ascii_graphic() { c } else { '_' })
+            .collect();
+        agent.push_str(&format!(" ({i})"));
+    }
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .connect_timeout(Duration::from_secs(10))
+        .user_agent(agent)
+        .build()
+        .expect("a reqwest client builds")
+}
+
 /// An ARM client for one subscription and resource group.
 #[derive(Clone, Debug)]
 pub struct ArmClient {
@@ -53,13 +73,8 @@ pub struct ArmClient {
 impl ArmClient {
     /// A client for `endpoint` (e.g. `https://management.azure.com`).
     pub fn new(endpoint: &str, subscription: &str, resource_group: &str, auth: Auth) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .expect("a reqwest client builds");
         Self {
-            http,
+            http: http_client(None),
             endpoint: endpoint.trim_end_matches('/').to_string(),
             subscription: subscription.to_string(),
             resource_group: resource_group.to_string(),
@@ -67,6 +82,13 @@ impl ArmClient {
             throttle: None,
             metrics: ArmMetrics::default(),
         }
+    }
+
+    /// Names this replica in the `User-Agent` of every request, after the product and its
+    /// version, so that the backend's logs tell the replicas apart.
+    pub fn with_instance(mut self, instance: &str) -> Self {
+        self.http = http_client(Some(instance));
+        self
     }
 
     /// Keeps requests within these budgets: a request over budget fails at once with
@@ -165,11 +187,16 @@ impl ArmClient {
             req = req.json(b);
         }
         tracing::debug!(%method, path = path_or_url, "ARM request");
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| BackendError::Transport(e.without_url().to_string()))?;
+        let resp = match req.send().await {
+            Ok(resp) => resp,
+            Err(e) => {
+                self.metrics.requested(&method, path_or_url, None);
+                return Err(BackendError::Transport(e.without_url().to_string()));
+            }
+        };
         let status = resp.status();
+        self.metrics
+            .requested(&method, path_or_url, Some(status.as_u16()));
         for k in ["reads", "writes", "deletes"] {
             if let Some(left) = resp
                 .headers()

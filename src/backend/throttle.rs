@@ -121,6 +121,44 @@ pub struct WaitLabels {
 }
 
 /// The ARM client's metrics.
+/// Labels of a backend request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The HTTP method.
+    pub method: String,
+    /// The resource types on the path, and the action if any, as [`operation`] names them.
+    pub operation: String,
+    /// The HTTP status code answered, or `error` when no answer came.
+    pub status: String,
+}
+
+/// Names a request's operation by the resource types on its path, without names or ids:
+/// `hostPools/msixPackages` for `.../hostPools/hp1/msixPackages/x`, `appAttachPackages` for
+/// a list of them, `hostPools/sessionHosts/userSessions/sendMessage` for an action. So the
+/// metric has a few series, whatever the estate's size.
+pub fn operation(path_or_url: &str) -> String {
+    let path = path_or_url
+        .split_once("://")
+        .map_or(path_or_url, |(_, rest)| {
+            rest.find('/').map_or("", |i| &rest[i..])
+        });
+    let path = path.split(['?', '#']).next().unwrap_or_default();
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    // After the last `providers/<namespace>`: type, name, type, name, ... [, type or action].
+    let Some(at) = segments
+        .iter()
+        .rposition(|s| s.eq_ignore_ascii_case("providers"))
+    else {
+        return "other".into();
+    };
+    let types: Vec<&str> = segments.iter().skip(at + 2).step_by(2).copied().collect();
+    if types.is_empty() {
+        "other".into()
+    } else {
+        types.join("/")
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct ArmMetrics {
     /// `x-ms-ratelimit-remaining-subscription-*`, as last answered.
@@ -129,6 +167,8 @@ pub struct ArmMetrics {
     pub throttled: Family<WaitLabels, Counter>,
     /// Milliseconds asked to wait.
     pub wait_ms: Family<WaitLabels, Counter>,
+    /// Requests sent, by method, operation and status.
+    pub requests: Family<RequestLabels, Counter>,
 }
 
 impl ArmMetrics {
@@ -141,6 +181,17 @@ impl ArmMetrics {
         self.wait_ms
             .get_or_create(&l)
             .inc_by(d.as_millis().try_into().unwrap_or(u64::MAX));
+    }
+
+    /// Records a request sent and how it was answered (`None`: no answer came).
+    pub fn requested(&self, method: &reqwest::Method, path_or_url: &str, status: Option<u16>) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                method: method.to_string(),
+                operation: operation(path_or_url),
+                status: status.map_or_else(|| "error".to_string(), |s| s.to_string()),
+            })
+            .inc();
     }
 
     /// Registers them.
@@ -156,6 +207,11 @@ impl ArmMetrics {
             self.throttled.clone(),
         );
         registry.register(
+            "arm_requests",
+            "Requests sent to the management backend, by method, operation and HTTP status",
+            self.requests.clone(),
+        );
+        registry.register(
             "arm_wait_milliseconds",
             "Milliseconds ARM requests were asked to wait",
             self.wait_ms.clone(),
@@ -166,6 +222,44 @@ impl ArmMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_operation_names_resource_types_not_resources() {
+        let rg = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.DesktopVirtualization";
+        for (path, want) in [
+            (
+                format!("{rg}/appAttachPackages?api-version=2024-04-03"),
+                "appAttachPackages",
+            ),
+            (format!("{rg}/appAttachPackages/app-1"), "appAttachPackages"),
+            (
+                format!("{rg}/hostPools/hp/msixPackages/A_1.0_x64__p"),
+                "hostPools/msixPackages",
+            ),
+            (
+                format!("{rg}/hostPools/hp/msixPackages"),
+                "hostPools/msixPackages",
+            ),
+            (
+                format!("{rg}/hostPools/hp/sessionHosts/h1/userSessions/3/sendMessage"),
+                "hostPools/sessionHosts/userSessions/sendMessage",
+            ),
+            (
+                format!("https://management.azure.com{rg}/hostPools?api-version=x&$skipToken=y"),
+                "hostPools",
+            ),
+            (
+                format!(
+                    "{rg}/applicationGroups/ag/providers/Microsoft.Authorization/roleAssignments/0b1c"
+                ),
+                "roleAssignments",
+            ),
+            ("/subscriptions/s".to_string(), "other"),
+            ("".to_string(), "other"),
+        ] {
+            assert_eq!(operation(&path), want, "{path}");
+        }
+    }
 
     #[test]
     fn a_bucket_gives_its_burst_then_its_rate() {

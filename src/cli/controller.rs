@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
+use k8s_openapi::api::coordination::v1::Lease;
+
 use crate::backend::{ArmClient, Auth};
 use crate::controller::{self, Config};
 use crate::emulator::{self, Emulator, ShareMapping, World};
@@ -118,8 +120,14 @@ pub struct Args {
 
     /// How long a Lease holds without renewal, in seconds; a replica that dies without
     /// releasing it is replaced after this long.
-    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(3..=600))]
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(5..=600))]
     pub leader_election_duration: u64,
+
+    /// On SIGTERM, how long passes in flight may take to finish before they are abandoned
+    /// (an abandoned pass resumes from the intent it recorded). Keep it under the pod's
+    /// terminationGracePeriodSeconds.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Duration,
 
     /// This replica's name in the Lease (the pod name in a cluster; host and process id
     /// otherwise).
@@ -184,32 +192,79 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         serve_metrics(addr, config.metrics.clone()).await?;
     }
     if args.leader_elect {
-        return lead_then_run(&args, client, backend, config).await;
+        let identity = identity(&args);
+        let backend = backend.with_instance(&identity);
+        return lead_then_run(&args, &identity, client, backend, config).await;
     }
-    controller::run(client, backend, config).await;
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    tokio::select! {
+        () = wait_for_kinds(&client, &config) => {}
+        () = &mut shutdown => return Ok(()),
+    }
+    drain(client, backend, config, shutdown, args.shutdown_timeout).await;
     Ok(())
 }
 
+/// This replica's name: `--leader-election-identity` (the pod name), else host and pid.
+fn identity(args: &Args) -> String {
+    args.leader_election_identity.clone().unwrap_or_else(|| {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "appattach".into());
+        format!("{host}-{}", std::process::id())
+    })
+}
+
+/// Runs the controller until `shutdown`, then gives the passes in flight `timeout` to
+/// finish before abandoning them.
+async fn drain(
+    client: kube::Client,
+    backend: ArmClient,
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+    timeout: Duration,
+) {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let stop = async move {
+        let _ = stop_rx.await;
+    };
+    let run = controller::run_until(client, backend, config, stop);
+    tokio::pin!(run);
+    tokio::select! {
+        () = &mut run => return,
+        () = shutdown => {}
+    }
+    tracing::info!(
+        timeout = ?timeout,
+        "shutting down: no new passes; waiting for those in flight"
+    );
+    let _ = stop_tx.send(());
+    if tokio::time::timeout(timeout, run).await.is_err() {
+        tracing::warn!(
+            "passes still in flight after {timeout:?} are abandoned; each resumes from the intent it recorded"
+        );
+    }
+}
+
 /// Waits for the Lease, reconciles while holding it, and releases it on SIGTERM. A replica
-/// that loses it stops reconciling and exits, so that only the leader writes.
+/// that loses it, or cannot confirm it in time, stops reconciling and exits before the
+/// Lease could pass to another, so that only one replica writes.
 async fn lead_then_run(
     args: &Args,
+    identity: &str,
     client: kube::Client,
     backend: ArmClient,
     config: Config,
 ) -> anyhow::Result<()> {
     let ns = &args.leader_election_namespace;
     let lease = &args.leader_election_lease;
-    let identity = args.leader_election_identity.clone().unwrap_or_else(|| {
-        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "appattach".into());
-        format!("{host}-{}", std::process::id())
-    });
     let duration = args.leader_election_duration;
     let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), lease)
         .with_namespace(ns)
-        .with_identity(&identity)
+        .with_identity(identity)
         .with_duration(duration)
-        .with_grace((duration / 3).max(1))
+        // Renew halfway through: a renewal late by up to a quarter of the duration is
+        // still confirmed before the watchdog below steps down.
+        .with_grace(duration.div_ceil(2))
         .build()
         .await
         .with_context(|| {
@@ -219,7 +274,13 @@ async fn lead_then_run(
         })?;
     let (mut leading, task) = manager.watch().await;
     // A replica waiting to lead is ready once it can read the kinds it would reconcile.
-    tokio::spawn(standby_sync(client.clone(), config.clone()));
+    let standby = tokio::spawn({
+        let (client, config) = (client.clone(), config.clone());
+        async move {
+            wait_for_kinds(&client, &config).await;
+            config.metrics.set_synced();
+        }
+    });
     tracing::info!(%identity, lease = %format!("{ns}/{lease}"), "waiting to lead");
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
@@ -229,29 +290,107 @@ async fn lead_then_run(
             () = &mut shutdown => {
                 tracing::info!("shutting down before leading");
                 drop(leading);
-                let _ = task.await;
+                release(task).await;
                 return Ok(());
             }
         }
     }
     tracing::info!(%identity, "leading: reconciling");
     config.metrics.set_leader(true);
+    // The kinds must be there before the controller's watches start.
+    tokio::select! {
+        _ = standby => {}
+        () = &mut shutdown => {
+            config.metrics.set_leader(false);
+            drop(leading);
+            release(task).await;
+            return Ok(());
+        }
+    }
+    let leases: kube::Api<Lease> = kube::Api::namespaced(client.clone(), ns);
+    let confirm = confirm_lease(leases, lease, identity, Duration::from_secs(duration));
     let outcome = tokio::select! {
-        () = controller::run(client, backend, config.clone()) => Ok(()),
+        () = drain(client, backend, config.clone(), shutdown, args.shutdown_timeout) => Ok(()),
         () = lost(&mut leading) => Err(anyhow::anyhow!(
             "lost the Lease {ns}/{lease} to another replica: exiting, so that only the leader writes"
         )),
-        () = &mut shutdown => {
-            tracing::info!("shutting down: in-flight reconciles are abandoned (each resumes from its recorded intent), the Lease is released");
-            Ok(())
-        }
+        e = confirm => Err(e),
     };
     config.metrics.set_leader(false);
-    drop(leading);
-    if let Ok(Err(e)) = task.await {
-        tracing::warn!("releasing the Lease: {e}");
+    match outcome {
+        Ok(()) => {
+            drop(leading);
+            release(task).await;
+            Ok(())
+        }
+        // Not ours any more, or the API server is out of reach: nothing to release.
+        Err(e) => {
+            task.abort();
+            Err(e)
+        }
     }
-    outcome
+}
+
+/// Releases the Lease (the lease manager does so when its channel closes), giving up
+/// after a few seconds if the API server does not answer: the Lease then expires.
+async fn release(
+    task: tokio::task::JoinHandle<kube_lease_manager::Result<kube_lease_manager::LeaseManager>>,
+) {
+    match tokio::time::timeout(Duration::from_secs(5), task).await {
+        Ok(Ok(Ok(_))) => tracing::info!("released the Lease"),
+        Ok(Ok(Err(e))) => tracing::warn!("releasing the Lease: {e}"),
+        Ok(Err(e)) => tracing::warn!("releasing the Lease: {e}"),
+        Err(_) => tracing::warn!("releasing the Lease: no answer within 5s; it will expire"),
+    }
+}
+
+/// Watches this replica's own Lease while it leads, and resolves (with why) once it may
+/// no longer be the leader: another holds the Lease, it is gone, or no renewal has been
+/// seen for three quarters of the duration. The last is the partition case: a replica
+/// that cannot reach the API server cannot renew, and another may take the Lease once the
+/// duration has passed since the last renewal; this steps down before that.
+async fn confirm_lease(
+    leases: kube::Api<Lease>,
+    name: &str,
+    identity: &str,
+    duration: Duration,
+) -> anyhow::Error {
+    let poll = duration / 20;
+    let deadline = duration.mul_f64(0.75);
+    let mut renewed = None;
+    let mut seen = tokio::time::Instant::now();
+    let mut last_error = String::from("none");
+    loop {
+        tokio::time::sleep(poll).await;
+        match leases.get_opt(name).await {
+            Ok(Some(l)) => {
+                let spec = l.spec.unwrap_or_default();
+                if spec.holder_identity.as_deref() != Some(identity) {
+                    return anyhow::anyhow!(
+                        "the Lease {}/{name} is held by {} now: exiting, so that only the leader writes",
+                        leases.namespace().unwrap_or_default(),
+                        spec.holder_identity.as_deref().unwrap_or("nobody")
+                    );
+                }
+                if spec.renew_time != renewed {
+                    renewed = spec.renew_time;
+                    seen = tokio::time::Instant::now();
+                }
+            }
+            Ok(None) => {
+                return anyhow::anyhow!(
+                    "the Lease {name} was deleted: exiting, so that only the leader writes"
+                );
+            }
+            Err(e) => last_error = e.to_string(),
+        }
+        if seen.elapsed() > deadline {
+            return anyhow::anyhow!(
+                "could not confirm the Lease {name} for {:?} (last error: {last_error}): stepping down before it can pass to another replica, so that two never write at once",
+                seen.elapsed()
+            );
+        }
+    }
 }
 
 /// Resolves when leadership is gone (or leader election stopped).
@@ -279,8 +418,10 @@ async fn shutdown_signal() {
     }
 }
 
-/// Lists each kind once (retrying), then marks the process ready.
-async fn standby_sync(client: kube::Client, config: Config) {
+/// Waits until each kind can be listed, saying why not (on /readyz, and in the log when
+/// the reason changes or a minute has passed): the CRDs are not installed, the
+/// controller's identity may not list them, or the API server is out of reach.
+async fn wait_for_kinds(client: &kube::Client, config: &Config) {
     use crate::resources::{AppAttachPackage, HostPoolAssignment, UserAssignment};
     use kube::api::{Api, ListParams};
     fn api<K>(client: &kube::Client, ns: &Option<String>) -> Api<K>
@@ -294,27 +435,55 @@ async fn standby_sync(client: kube::Client, config: Config) {
         }
     }
     let one = ListParams::default().limit(1);
-    let packages = api::<AppAttachPackage>(&client, &config.namespace);
-    let pools = api::<HostPoolAssignment>(&client, &config.namespace);
-    let users = api::<UserAssignment>(&client, &config.namespace);
+    let packages = api::<AppAttachPackage>(client, &config.namespace);
+    let pools = api::<HostPoolAssignment>(client, &config.namespace);
+    let users = api::<UserAssignment>(client, &config.namespace);
+    let mut said: Option<(String, tokio::time::Instant)> = None;
     loop {
         let listed = tokio::try_join!(
             packages.list_metadata(&one),
             pools.list_metadata(&one),
             users.list_metadata(&one),
         );
-        match listed {
+        let why = match listed {
             Ok(_) => {
-                config.metrics.set_synced();
+                config.metrics.set_not_ready(None);
                 return;
             }
-            Err(e) => {
-                tracing::warn!(
-                    "cannot list the appattach.io kinds yet (are the CRDs installed?): {e}"
-                );
-                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
-            }
+            Err(e) => why_not_listed(&e, config.namespace.as_deref()),
+        };
+        config.metrics.set_not_ready(Some(why.clone()));
+        let repeat = match &said {
+            Some((last, at)) => *last != why || at.elapsed() >= Duration::from_secs(60),
+            None => true,
+        };
+        if repeat {
+            tracing::warn!("not ready: {why}");
+            said = Some((why, tokio::time::Instant::now()));
         }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+}
+
+/// What a failed list of the kinds means, and what to do about it.
+fn why_not_listed(e: &kube::Error, namespace: Option<&str>) -> String {
+    let scope = namespace.map_or_else(
+        || "cluster-wide".to_string(),
+        |n| format!("in namespace {n}"),
+    );
+    match e {
+        kube::Error::Api(s) if s.code == 404 => {
+            "the appattach.io CRDs are not installed: kubectl apply --server-side -f crds/ (or -k deploy/)".to_string()
+        }
+        kube::Error::Api(s) if s.code == 403 => format!(
+            "forbidden to list the appattach.io kinds {scope} ({}): grant list and watch on appattachpackages, hostpoolassignments and userassignments (deploy/base/rbac.yaml)",
+            s.message
+        ),
+        kube::Error::Api(s) if s.code == 401 => format!(
+            "the API server refused the controller's credentials ({}): check the kubeconfig or the service account token",
+            s.message
+        ),
+        other => format!("cannot reach the API server: {other}"),
     }
 }
 
@@ -411,11 +580,14 @@ async fn serve_metrics(
                 let ready = ready.clone();
                 async move {
                     if ready.is_synced() {
-                        (axum::http::StatusCode::OK, "ok\n")
+                        (axum::http::StatusCode::OK, "ok\n".to_string())
                     } else {
+                        let why = ready.not_ready().unwrap_or_else(|| {
+                            "the first sync of the watched kinds is not done".into()
+                        });
                         (
                             axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                            "not ready: the first sync of the watched kinds is not done\n",
+                            format!("not ready: {why}\n"),
                         )
                     }
                 }

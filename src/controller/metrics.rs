@@ -57,6 +57,19 @@ pub struct ErrorLabels {
     pub reason: String,
 }
 
+/// Labels of a count of resources.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResourceLabels {
+    /// The kind.
+    pub kind: String,
+    /// The status of its `Ready` condition: `True`, `False` or `Unknown` (also when it has
+    /// none yet).
+    pub ready: String,
+}
+
+/// Counts the watched resources, by kind and `Ready` status, when metrics are scraped.
+pub type ResourceCounter = Box<dyn Fn() -> Vec<(ResourceLabels, i64)> + Send + Sync>;
+
 type Durations = Family<KindLabels, Histogram, fn() -> Histogram>;
 
 fn duration_histogram() -> Histogram {
@@ -75,6 +88,9 @@ pub struct Metrics {
     reconciles: Family<ReconcileLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
     durations: Durations,
+    resources: Family<ResourceLabels, Gauge>,
+    count_resources: std::sync::OnceLock<ResourceCounter>,
+    not_ready: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -138,8 +154,17 @@ impl Metrics {
             "How long reconcile passes take, by kind",
             durations.clone(),
         );
+        let resources = Family::<ResourceLabels, Gauge>::default();
+        registry.register(
+            "resources",
+            "Watched resources, by kind and the status of their Ready condition",
+            resources.clone(),
+        );
         Self {
             registry,
+            resources,
+            count_resources: std::sync::OnceLock::new(),
+            not_ready: Mutex::default(),
             step,
             ring,
             last_step: Mutex::default(),
@@ -184,6 +209,19 @@ impl Metrics {
     /// Marks the first full sync done: `/readyz` answers ready from now on.
     pub fn set_synced(&self) {
         self.synced.set(1);
+    }
+
+    /// Says why the process is not ready yet (`None`: no known reason), for `/readyz`.
+    pub fn set_not_ready(&self, why: Option<String>) {
+        *self.not_ready.lock().unwrap_or_else(|p| p.into_inner()) = why;
+    }
+
+    /// Why the process is not ready, when known.
+    pub fn not_ready(&self) -> Option<String> {
+        self.not_ready
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Whether the first full sync is done.
@@ -239,8 +277,21 @@ impl Metrics {
         });
     }
 
+    /// Sets how the watched resources are counted (from the controller's caches, at each
+    /// scrape, so the counts are never stale). Only the first call counts.
+    pub fn count_resources_with(&self, counter: ResourceCounter) {
+        let _ = self.count_resources.set(counter);
+    }
+
     /// The metrics in the OpenMetrics text format.
     pub fn render(&self) -> String {
+        if let Some(count) = self.count_resources.get() {
+            // Kinds and statuses that have gone drop out of the output.
+            self.resources.clear();
+            for (labels, n) in count() {
+                self.resources.get_or_create(&labels).set(n);
+            }
+        }
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
             tracing::warn!("encoding metrics: {e}");

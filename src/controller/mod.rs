@@ -30,6 +30,8 @@ use kube::runtime::utils::Predicate;
 use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Api, Client, ResourceExt};
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
 use crate::backend::{Backend, BackendError};
 use crate::resources::{AppAttachPackage, HostPoolAssignment, UserAssignment};
 
@@ -213,6 +215,19 @@ where
 
 /// Runs the controllers until the process stops.
 pub async fn run<B: Backend>(client: Client, backend: B, config: Config) {
+    run_until(client, backend, config, std::future::pending()).await;
+}
+
+/// Runs the controllers until `stop` resolves, then lets the passes in flight finish (each
+/// is bounded by its requests' timeouts) and returns. A caller that cannot wait that long
+/// drops the future instead: a pass cut short resumes from the intent it recorded.
+pub async fn run_until<B: Backend>(
+    client: Client,
+    backend: B,
+    config: Config,
+    stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let stop = futures::FutureExt::shared(stop);
     let wc = watcher::Config::default();
     let (packages, package_writer) = reflector::store::<AppAttachPackage>();
     let (hpas, hpa_writer) = reflector::store::<HostPoolAssignment>();
@@ -256,6 +271,20 @@ pub async fn run<B: Backend>(client: Client, backend: B, config: Config) {
         failures: Mutex::new(HashMap::new()),
     });
 
+    {
+        let (packages, hpas, uas) = (packages.clone(), hpas.clone(), uas.clone());
+        config.metrics.count_resources_with(Box::new(move || {
+            let mut counts = ready_counts(&packages, |p| p.status.as_ref().map(|s| &s.conditions));
+            counts.extend(ready_counts(&hpas, |a| {
+                a.status.as_ref().map(|s| &s.conditions)
+            }));
+            counts.extend(ready_counts(&uas, |a| {
+                a.status.as_ref().map(|s| &s.conditions)
+            }));
+            counts
+        }));
+    }
+
     // Ready (for /readyz) once every kind's first list is in its store.
     {
         let (packages, hpas, uas) = (packages.clone(), hpas.clone(), uas.clone());
@@ -286,26 +315,77 @@ pub async fn run<B: Backend>(client: Client, backend: B, config: Config) {
             to_package(a.namespace(), &a.spec.package_ref.name)
         })
         .with_config(controller::Config::default().concurrency(config.concurrency))
+        .graceful_shutdown_on(stop.clone())
         .run(
             reconcile::reconcile_package,
             reconcile::error_policy,
             ctx.clone(),
         )
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!("package reconcile: {e}");
-            }
-        });
+        .for_each(|r| async move { log_controller_error(r) });
 
     // Assignments whose package does not exist get their own status.
-    let hpa_orphans =
-        orphans::<HostPoolAssignment, B>(&client, &config.namespace, wc.clone(), ctx.clone());
-    let ua_orphans = orphans::<UserAssignment, B>(&client, &config.namespace, wc, ctx);
+    let hpa_orphans = orphans::<HostPoolAssignment, B>(
+        &client,
+        &config.namespace,
+        wc.clone(),
+        ctx.clone(),
+        stop.clone(),
+    );
+    let ua_orphans = orphans::<UserAssignment, B>(&client, &config.namespace, wc, ctx, stop);
     tracing::info!(
         namespace = config.namespace.as_deref().unwrap_or("(all)"),
         "controller running"
     );
     futures::join!(package_controller, hpa_orphans, ua_orphans);
+}
+
+/// Logs what the controller machinery reports; a failed pass was logged by its error
+/// policy already, with the object's kind, namespace and name.
+fn log_controller_error<T, E: std::fmt::Display, Q: std::fmt::Display>(
+    r: Result<T, controller::Error<E, Q>>,
+) {
+    match r {
+        Ok(_) | Err(controller::Error::ReconcilerFailed(..)) => {}
+        Err(controller::Error::ObjectNotFound(o)) => tracing::debug!(
+            kind = o.dyntype.kind,
+            namespace = o.namespace.as_deref().unwrap_or_default(),
+            name = o.name,
+            "the object is gone before its pass"
+        ),
+        Err(e) => tracing::warn!("controller: {e}"),
+    }
+}
+
+/// How many objects of a kind are in its cache, by the status of their `Ready` condition.
+fn ready_counts<K>(
+    store: &Store<K>,
+    conditions: fn(&K) -> Option<&Vec<Condition>>,
+) -> Vec<(metrics::ResourceLabels, i64)>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    let mut counts: std::collections::BTreeMap<&'static str, i64> =
+        std::collections::BTreeMap::new();
+    for o in store.state() {
+        let ready = conditions(&o)
+            .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+            .map_or("Unknown", |c| match c.status.as_str() {
+                "True" => "True",
+                "False" => "False",
+                _ => "Unknown",
+            });
+        *counts.entry(ready).or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .map(|(ready, n)| {
+            let labels = metrics::ResourceLabels {
+                kind: K::kind(&()).to_string(),
+                ready: ready.to_string(),
+            };
+            (labels, n)
+        })
+        .collect()
 }
 
 /// The controller for assignments whose package does not exist: triggered by the
@@ -315,6 +395,7 @@ async fn orphans<A, B>(
     namespace: &Option<String>,
     wc: watcher::Config,
     ctx: Arc<Context<B>>,
+    stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) where
     A: reconcile::Assignment,
     B: Backend,
@@ -336,12 +417,13 @@ async fn orphans<A, B>(
         .watches_stream(packages, move |p: AppAttachPackage| {
             assignments_of(&index, &p, |a: &A| a.package_ref())
         })
+        .graceful_shutdown_on(stop)
         .run(
             move |a, ctx| reconcile::reconcile_orphan::<A, B>(a, ctx, package_store.clone()),
             reconcile::orphan_error_policy,
             ctx,
         )
-        .for_each(|_| async {})
+        .for_each(|r| async move { log_controller_error(r) })
         .await;
 }
 

@@ -16,6 +16,7 @@ use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use tracing::Instrument as _;
 
 use super::build::{self, OWNER_TAG, Principal};
 use super::status::{self, Cond};
@@ -38,12 +39,35 @@ pub async fn reconcile_package<B: Backend>(
     ctx: Arc<Context<B>>,
 ) -> Result<Action, Error> {
     let started = std::time::Instant::now();
-    let result = reconcile_package_pass(pkg, ctx.clone()).await;
+    let span = object_span("AppAttachPackage", &*pkg);
+    let result = reconcile_package_pass(pkg, ctx.clone())
+        .instrument(span.clone())
+        .await;
     let reason = result.as_ref().err().map(Error::metric_label);
     ctx.config
         .metrics
         .reconciled("AppAttachPackage", reason, started.elapsed());
+    span.in_scope(|| log_pass(started, reason));
     result
+}
+
+/// The span of a pass over one object: every line logged in it carries the object's kind,
+/// namespace and name (as fields of their own in JSON logs).
+fn object_span(kind: &str, o: &impl ResourceExt) -> tracing::Span {
+    tracing::info_span!(
+        "reconcile",
+        kind,
+        namespace = o.namespace().unwrap_or_default(),
+        name = o.name_any()
+    )
+}
+
+fn log_pass(started: std::time::Instant, failed: Option<&str>) {
+    let took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    match failed {
+        None => tracing::debug!(took_ms, "reconciled"),
+        Some(reason) => tracing::debug!(took_ms, reason, "reconcile failed"),
+    }
 }
 
 async fn reconcile_package_pass<B: Backend>(
@@ -109,7 +133,15 @@ pub fn error_policy<B: Backend>(
         // A stale cache or a write conflict on the API server clears within moments.
         _ => backoff.min(Duration::from_secs(5)),
     };
-    tracing::warn!(package = %key, attempt, retry_in = ?wait, reason = err.metric_label(), "reconcile failed: {err}");
+    tracing::warn!(
+        kind = "AppAttachPackage",
+        namespace = pkg.namespace().unwrap_or_default(),
+        name = pkg.name_any(),
+        attempt,
+        retry_in = ?wait,
+        reason = err.metric_label(),
+        "reconcile failed: {err}"
+    );
     Action::requeue(wait)
 }
 
@@ -1150,12 +1182,16 @@ pub async fn reconcile_orphan<A: Assignment, B: Backend>(
     packages: Store<AppAttachPackage>,
 ) -> Result<Action, Error> {
     let started = std::time::Instant::now();
-    let result = orphan_pass(a, ctx.clone(), packages).await;
-    let reason = result.as_ref().err().map(Error::metric_label);
     let kind = A::kind(&Default::default()).to_string();
+    let span = object_span(&kind, &*a);
+    let result = orphan_pass(a, ctx.clone(), packages)
+        .instrument(span.clone())
+        .await;
+    let reason = result.as_ref().err().map(Error::metric_label);
     ctx.config
         .metrics
         .reconciled(&kind, reason, started.elapsed());
+    span.in_scope(|| log_pass(started, reason));
     result
 }
 
@@ -1213,10 +1249,15 @@ async fn orphan_pass<A: Assignment, B: Backend>(
 
 /// Retries an assignment's status write after a short wait.
 pub fn orphan_error_policy<A: Assignment, B: Backend>(
-    _a: Arc<A>,
+    a: Arc<A>,
     err: &Error,
     _ctx: Arc<Context<B>>,
 ) -> Action {
-    tracing::warn!("assignment status: {err}");
+    tracing::warn!(
+        kind = A::kind(&Default::default()).as_ref(),
+        namespace = a.namespace().unwrap_or_default(),
+        name = a.name_any(),
+        "assignment status: {err}"
+    );
     Action::requeue(Duration::from_secs(5))
 }

@@ -44,9 +44,16 @@ pub async fn handle(
     body: Bytes,
 ) -> Response {
     let path = uri.path().to_string();
+    let agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
     let mut response = serve(emulator.clone(), method.clone(), uri, headers, body).await;
     let status = response.status().as_u16();
-    let remaining = emulator.lock().counts.log(method.as_str(), &path, status);
+    let remaining = emulator
+        .lock()
+        .counts
+        .log(method.as_str(), &path, status, agent);
     // As ARM does: how many requests of this kind the caller has left.
     let (name, left) = remaining;
     if let (Ok(name), Ok(left)) = (

@@ -178,6 +178,9 @@ pub struct LoggedRequest {
     pub path: String,
     /// Status answered.
     pub status: u16,
+    /// The caller's `User-Agent`, which names the controller replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
 }
 
 /// How many requests the log keeps.
@@ -231,7 +234,13 @@ impl Counts {
 
     /// Logs an answered request; returns the rate-limit header ARM would send with it
     /// and its value (the requests of that kind left this hour, as the emulator counts).
-    pub fn log(&mut self, method: &str, path: &str, status: u16) -> (&'static str, u64) {
+    pub fn log(
+        &mut self,
+        method: &str,
+        path: &str,
+        status: u16,
+        user_agent: Option<String>,
+    ) -> (&'static str, u64) {
         if self.log.len() == LOG {
             self.log.pop_front();
         }
@@ -240,6 +249,7 @@ impl Counts {
             method: method.to_string(),
             path: path.to_ascii_lowercase(),
             status,
+            user_agent,
         });
         let kind = match method {
             "GET" => "x-ms-ratelimit-remaining-subscription-reads",

@@ -12,6 +12,8 @@ mod entra;
 
 mod azure;
 
+mod cluster;
+
 mod errors;
 mod faults;
 mod lifecycle;
