@@ -202,9 +202,9 @@ async fn the_deploy_rbac_grants_the_controller_what_it_needs_and_no_more() {
 }
 
 #[tokio::test]
-async fn the_aks_workload_identity_overlay_renders_the_annotated_service_account() {
+async fn the_azure_overlay_renders_the_workload_identity_service_account() {
     let ns = TestNamespace::new("deploy-wi").await;
-    let overlay = repo_path("deploy/overlays/aks-workload-identity");
+    let overlay = repo_path("deploy/overlays/azure");
     let out = ns
         .kubectl(&["kustomize", overlay.to_str().unwrap()])
         .unwrap();
@@ -276,4 +276,43 @@ async fn the_embedded_overlay_runs_one_replica_with_the_emulator() {
         "deploy/overlays/embedded/world.yaml drifted from examples/world.yaml"
     );
     dry_run_apply(&ns, &overlay);
+}
+
+/// The image is built by the script CI runs (CI has no container engine, so the script is
+/// what its runs test), holds the binary alone, and runs as the user and with the
+/// arguments deploy/ gives the container.
+#[test]
+fn the_dockerfile_builds_with_the_ci_script_and_matches_the_deployment() {
+    let dockerfile = std::fs::read_to_string(repo_path("Dockerfile")).unwrap();
+    let ci = std::fs::read_to_string(repo_path(".ci/run")).unwrap();
+    let build = "bash .ci/build-static";
+    assert!(
+        dockerfile.contains(&format!("RUN {build} /out/appattach")),
+        "{dockerfile}"
+    );
+    assert!(ci.contains(&format!("{build} ")), "{ci}");
+    let stages: Vec<&str> = dockerfile
+        .lines()
+        .filter(|l| l.starts_with("FROM "))
+        .collect();
+    assert_eq!(stages.len(), 2, "a build stage and the image: {stages:?}");
+    let image = dockerfile
+        .split("\nFROM scratch\n")
+        .nth(1)
+        .unwrap_or_else(|| {
+            panic!("the image starts from scratch:\n{dockerfile}");
+        });
+    let copied: Vec<&str> = image.lines().filter(|l| l.starts_with("COPY")).collect();
+    assert_eq!(copied, ["COPY --from=build /out/appattach /appattach"]);
+    assert!(image.contains("ENTRYPOINT [\"/appattach\"]"), "{image}");
+
+    let deployment = std::fs::read_to_string(repo_path("deploy/base/deployment.yaml")).unwrap();
+    let deployment: serde_json::Value = serde_yaml_ng::from_str(&deployment).unwrap();
+    let pod = &deployment["spec"]["template"]["spec"];
+    let user = pod["securityContext"]["runAsUser"].as_i64().unwrap();
+    assert!(
+        image.contains(&format!("USER {user}:{user}")),
+        "the image runs as the Deployment's user {user}:\n{image}"
+    );
+    assert_eq!(pod["containers"][0]["args"][0], "controller");
 }
