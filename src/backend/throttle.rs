@@ -165,8 +165,8 @@ pub struct ArmMetrics {
     pub remaining: Family<KindLabels, Gauge>,
     /// Requests held back.
     pub throttled: Family<WaitLabels, Counter>,
-    /// Milliseconds asked to wait.
-    pub wait_ms: Family<WaitLabels, Counter>,
+    /// Seconds asked to wait.
+    pub wait_seconds: Family<WaitLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
     /// Requests sent, by method, operation and status.
     pub requests: Family<RequestLabels, Counter>,
 }
@@ -178,9 +178,7 @@ impl ArmMetrics {
             source: source.into(),
         };
         self.throttled.get_or_create(&l).inc();
-        self.wait_ms
-            .get_or_create(&l)
-            .inc_by(d.as_millis().try_into().unwrap_or(u64::MAX));
+        self.wait_seconds.get_or_create(&l).inc_by(d.as_secs_f64());
     }
 
     /// Records a request sent and how it was answered (`None`: no answer came).
@@ -212,9 +210,9 @@ impl ArmMetrics {
             self.requests.clone(),
         );
         registry.register(
-            "arm_wait_milliseconds",
-            "Milliseconds ARM requests were asked to wait",
-            self.wait_ms.clone(),
+            "arm_wait_seconds",
+            "Seconds ARM requests were asked to wait",
+            self.wait_seconds.clone(),
         );
     }
 }

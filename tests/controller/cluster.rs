@@ -75,7 +75,11 @@ impl Proc {
         poll(&format!("/readyz answers {status} {text:?}"), || async {
             match get(&url).await? {
                 (s, body) if s == status && body.contains(text) => Ok(body),
-                other => Err(format!("{other:?}")),
+                other => {
+                    let log = self.log();
+                    let tail = &log[log.len().saturating_sub(10)..];
+                    Err(format!("{other:?}; its log ends with {tail:#?}"))
+                }
             }
         })
         .await
@@ -614,7 +618,11 @@ async fn without_the_crds_it_stays_unready_and_says_how_to_install_them() {
     .chain(["--resource-group", RG])
     .map(String::from)
     .collect::<Vec<_>>();
-    let mut p = launch(bare.kubeconfig(), &args, &[("RUST_LOG", "info")]);
+    let mut p = launch(
+        bare.kubeconfig(),
+        &args,
+        &[("RUST_LOG", "info,kube_runtime=debug")],
+    );
     let body = p.wait_readyz(503, "CRDs are not installed").await;
     assert!(
         body.contains("kubectl apply --server-side -f crds/"),
