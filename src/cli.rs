@@ -1,5 +1,6 @@
 //! The `appattach` command. Each subcommand lives in its own module under `cli/`.
 
+mod bench;
 mod controller;
 mod crd;
 mod emulator;
@@ -46,6 +47,9 @@ enum LogFormat {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Measure the operator at scale against a local control plane and the emulator
+    /// (cold start and its floor, requests, steady state, change latency, memory).
+    Bench(bench::Args),
     /// Run the operator: reconcile the kinds into the management backend (an in-process
     /// emulator unless --arm-endpoint is given).
     Controller(Box<controller::Args>),
@@ -83,6 +87,7 @@ impl Cli {
             Command::Image(args) => image::run(args),
             Command::Inspect(args) => inspect::run(args),
             Command::Local(args) => tokio_main(local::run(args)),
+            Command::Bench(args) => tokio_main(bench::run(args)),
             Command::Rollout(args) => tokio_main(rollout::run(args)),
             Command::Migrate(args) => tokio_main(migrate::run(args)),
         };
