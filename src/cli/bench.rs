@@ -98,8 +98,8 @@ impl Size {
         match scale {
             Scale::Tiny => Self {
                 packages: 20,
-                host_pools: 4,
-                session_hosts: 8,
+                host_pools: 5,
+                session_hosts: 10,
                 users: 100,
                 groups: 10,
             },
@@ -160,10 +160,16 @@ pub fn world(size: &Size) -> World {
         })
         .collect();
     let groups: Vec<String> = (0..size.groups).map(|g| format!("group-{g}")).collect();
+    // Each application group admits the ten groups around 2p: the groups of the packages
+    // on its pool and of the changes the bench makes (see `manifests`). Every group on
+    // every pool would be H x G role assignments (500,000 at large), which no estate has.
     let app_groups: Vec<Value> = (0..size.host_pools)
         .map(|p| {
+            let members: Vec<&String> = (0..10)
+                .map(|k| &groups[(2 * p + size.groups * 2 + k - 2) % size.groups])
+                .collect();
             json!({"name": format!("ag-{p}"), "hostPool": format!("hp-{p}"),
-                         "type": "Desktop", "members": groups})
+                   "type": "Desktop", "members": members})
         })
         .collect();
     let users: Vec<Value> = (0..size.users)
@@ -289,7 +295,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     for size in sizes {
         let figures = tokio::select! {
             f = one_run(&args, &binaries, size) => f?,
-            _ = tokio::signal::ctrl_c() => bail!("interrupted: the control plane, emulator and controller were stopped"),
+            () = super::controller::shutdown_signal() => bail!("interrupted: the control plane, emulator and controller were stopped"),
         };
         if !args.json {
             println!("{}", table(&[&figures]));
@@ -378,23 +384,25 @@ async fn one_run(args: &Args, binaries: &Binaries, size: Size) -> anyhow::Result
     let metrics = format!("http://127.0.0.1:{port}/metrics");
     let status_before = status_writes(&cp)?;
     let cold = Instant::now();
-    let mut controller = ControllerProcess(
-        std::process::Command::new(std::env::current_exe()?)
-            .args(["controller", "--arm-endpoint", &emulator.url()])
-            .args(["--subscription", &world.subscription])
-            .args(["--resource-group", &world.resource_group])
-            .args([
-                "--resync",
-                &humantime::format_duration(args.resync).to_string(),
-            ])
-            .args(["--concurrency", &args.concurrency.to_string()])
-            .args(["--metrics-bind-address", &format!("127.0.0.1:{port}")])
-            .env("KUBECONFIG", cp.kubeconfig())
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .context("starting the controller")?,
-    );
+    // The production resync (30 minutes) for the cold start and the changes: a resync
+    // shorter than the cold start would add passes to it and to the changes' queue.
+    let spawn = |resync: Duration| -> anyhow::Result<ControllerProcess> {
+        Ok(ControllerProcess(
+            std::process::Command::new(std::env::current_exe()?)
+                .args(["controller", "--arm-endpoint", &emulator.url()])
+                .args(["--subscription", &world.subscription])
+                .args(["--resource-group", &world.resource_group])
+                .args(["--resync", &humantime::format_duration(resync).to_string()])
+                .args(["--concurrency", &args.concurrency.to_string()])
+                .args(["--metrics-bind-address", &format!("127.0.0.1:{port}")])
+                .env("KUBECONFIG", cp.kubeconfig())
+                .env("RUST_LOG", "warn")
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .context("starting the controller")?,
+        ))
+    };
+    let mut controller = spawn(Duration::from_secs(1800))?;
     let http = reqwest::Client::new();
     let total = size.objects() as f64;
     let mut last_print = Instant::now();
@@ -428,27 +436,6 @@ async fn one_run(args: &Args, binaries: &Binaries, size: Size) -> anyhow::Result
         .collect();
     let status_cold = status_writes(&cp)? - status_before;
     let status_writes_per_object = status_cold as f64 / total;
-
-    // Steady state: resyncs only.
-    reset_counts(&http, &emulator.url()).await?;
-    let status_before = status_writes(&cp)?;
-    let cpu_before = cpu_seconds(controller.pid())?;
-    let steady = Instant::now();
-    let watch = args.resync * args.resyncs + Duration::from_secs(5);
-    eprintln!("bench: steady state for {}s", watch.as_secs());
-    while steady.elapsed() < watch {
-        controller.check_alive()?;
-        check_control_plane(&cp)?;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let steady_seconds = steady.elapsed().as_secs_f64();
-    let counts = emulator_counts(&http, &emulator.url()).await?;
-    let steady_backend_writes = counts.writes;
-    let steady_backend_reads_per_second =
-        counts.by_method.get("GET").copied().unwrap_or(0) as f64 / steady_seconds;
-    let steady_status_writes = status_writes(&cp)? - status_before;
-    let steady_cpu_seconds = cpu_seconds(controller.pid())? - cpu_before;
-    let (_, steady_rss) = rss(controller.pid())?;
 
     // Change latency: one UserAssignment at a time gets a second group; timed until the
     // backend has its role assignment.
@@ -494,6 +481,32 @@ async fn one_run(args: &Args, binaries: &Binaries, size: Size) -> anyhow::Result
     let writes_per_change = counts.writes as f64 / changes.max(1) as f64;
     latencies.sort_by(f64::total_cmp);
     let (peak, _) = rss(controller.pid())?;
+    drop(controller);
+
+    // Steady state: resyncs only.
+    // A controller with the bench's resync: its first passes and then --resyncs resyncs,
+    // none of which should write.
+    let mut controller = spawn(args.resync)?;
+    reset_counts(&http, &emulator.url()).await?;
+    let status_before = status_writes(&cp)?;
+    let cpu_before = cpu_seconds(controller.pid())?;
+    let steady = Instant::now();
+    let watch = args.resync * args.resyncs + Duration::from_secs(5);
+    eprintln!("bench: steady state for {}s", watch.as_secs());
+    while steady.elapsed() < watch {
+        controller.check_alive()?;
+        check_control_plane(&cp)?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let steady_seconds = steady.elapsed().as_secs_f64();
+    let counts = emulator_counts(&http, &emulator.url()).await?;
+    let steady_backend_writes = counts.writes;
+    let steady_backend_reads_per_second =
+        counts.by_method.get("GET").copied().unwrap_or(0) as f64 / steady_seconds;
+    let steady_status_writes = status_writes(&cp)? - status_before;
+    let steady_cpu_seconds = cpu_seconds(controller.pid())? - cpu_before;
+    let (_, steady_rss) = rss(controller.pid())?;
+
     drop(controller);
 
     // The floor: the same writes, by a client without logic, in the same run.
@@ -961,6 +974,20 @@ mod tests {
                     .iter()
                     .any(|g| g.name == group["name"] && g.object_id == group["objectId"])
             );
+            // Each group of the package, and the one a change adds, may use each pool.
+            let change = format!("group-{}", (i * 2 + 7) % size.groups);
+            for p in pools["spec"]["hostPools"].as_array().unwrap() {
+                let ag = world
+                    .application_groups
+                    .iter()
+                    .find(|a| a.host_pool == p["name"])
+                    .unwrap();
+                for k in 0..2 {
+                    let g = format!("group-{}", (i * 2 + k) % size.groups);
+                    assert!(ag.members.contains(&g), "{g} not on {}", ag.name);
+                }
+                assert!(ag.members.contains(&change), "{change} not on {}", ag.name);
+            }
         }
         assert_eq!(
             Size::of(Scale::Small).times(10).packages,

@@ -403,7 +403,7 @@ async fn lost(leading: &mut tokio::sync::watch::Receiver<bool>) {
 }
 
 /// SIGTERM (as Kubernetes stops a pod) or Ctrl-C.
-async fn shutdown_signal() {
+pub(super) async fn shutdown_signal() {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut s) => {

@@ -325,9 +325,16 @@ async fn observe<B: Backend>(
             // The older object keeps the host pool; the newer one is refused.
             let older = (&other.metadata.creation_timestamp, other.name_any())
                 < (&pkg.metadata.creation_timestamp, pkg.name_any());
+            // The full name holds the package name verbatim: a different name (when neither
+            // full name is given outright) rules a match out without hashing publishers,
+            // which done for every package on every pass made cold start quadratic.
+            let names_differ = other.spec.package.full_name.is_none()
+                && pkg.spec.package.full_name.is_none()
+                && other.spec.package.name != pkg.spec.package.name;
             if other.uid() == pkg.uid()
                 || !older
                 || other.spec.state != PackageState::Active
+                || names_differ
                 || build::identity(&other.spec).1 != full
             {
                 continue;

@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::DeleteParams;
 use serde_json::Value;
 
 use prometheus_parse::{LineInfo, Scrape};
@@ -551,19 +550,10 @@ async fn the_service_account_of_deploy_runs_the_whole_flow() {
         ("HostPoolAssignment", "app-pools"),
         ("AppAttachPackage", "app"),
     ] {
-        env.ns
-            .api(kind)
-            .delete(name, &DeleteParams::default())
-            .await
-            .unwrap();
+        env.delete(kind, name).await;
     }
     env.eventually("the package and its backend resources are gone", || async {
-        env.ns
-            .api("AppAttachPackage")
-            .get_opt("app")
-            .await
-            .unwrap()
-            .is_none()
+        !env.exists("AppAttachPackage", "app").await
             && env.get(&env.package_path("app")).await.0 == 404
     })
     .await;

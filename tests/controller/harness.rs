@@ -227,6 +227,20 @@ impl Env {
         list["value"].as_array().cloned().unwrap_or_default()
     }
 
+    /// Deletes `kind/name` of this namespace.
+    pub async fn delete(&self, kind: &str, name: &str) {
+        self.ns
+            .api(kind)
+            .delete(name, &kube::api::DeleteParams::default())
+            .await
+            .unwrap();
+    }
+
+    /// Whether `kind/name` exists in this namespace.
+    pub async fn exists(&self, kind: &str, name: &str) -> bool {
+        self.ns.api(kind).get_opt(name).await.unwrap().is_some()
+    }
+
     pub async fn counts(&self) -> Value {
         self.get("/_emulator/requests").await.1
     }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
 use crate::harness::*;
@@ -127,26 +127,11 @@ async fn deleting_removes_the_backend_resources_unless_detached() {
     let session = env.signin("alice@contoso.com", "hp-a").await;
     assert_eq!(session["packages"].as_array().unwrap().len(), 2);
     for name in ["managed", "detached"] {
-        env.ns
-            .api("AppAttachPackage")
-            .delete(name, &DeleteParams::default())
-            .await
-            .unwrap();
+        env.delete("AppAttachPackage", name).await;
     }
     env.eventually("both objects are gone", || async {
-        env.ns
-            .api("AppAttachPackage")
-            .get_opt("managed")
-            .await
-            .unwrap()
-            .is_none()
-            && env
-                .ns
-                .api("AppAttachPackage")
-                .get_opt("detached")
-                .await
-                .unwrap()
-                .is_none()
+        !env.exists("AppAttachPackage", "managed").await
+            && !env.exists("AppAttachPackage", "detached").await
     })
     .await;
     assert_eq!(
