@@ -330,13 +330,44 @@ pub async fn run_until<B: Backend>(
         let (packages, hpas, uas) = (packages.clone(), hpas.clone(), uas.clone());
         let metrics = config.metrics.clone();
         tokio::spawn(async move {
-            let synced = tokio::try_join!(
-                packages.wait_until_ready(),
-                hpas.wait_until_ready(),
-                uas.wait_until_ready()
-            );
+            let all = async {
+                tokio::try_join!(
+                    packages.wait_until_ready(),
+                    hpas.wait_until_ready(),
+                    uas.wait_until_ready()
+                )
+            };
+            tokio::pin!(all);
+            // A first sync that takes long says which kinds it waits for, every 30 s.
+            let synced = loop {
+                match tokio::time::timeout(Duration::from_secs(30), &mut all).await {
+                    Ok(synced) => break synced,
+                    Err(_) => {
+                        use futures::FutureExt as _;
+                        let pending: Vec<&str> = [
+                            (
+                                "AppAttachPackage",
+                                packages.wait_until_ready().now_or_never(),
+                            ),
+                            ("HostPoolAssignment", hpas.wait_until_ready().now_or_never()),
+                            ("UserAssignment", uas.wait_until_ready().now_or_never()),
+                        ]
+                        .iter()
+                        .filter(|(_, ready)| ready.is_none())
+                        .map(|(k, _)| *k)
+                        .collect();
+                        let why = format!(
+                            "the first list of {} is not done after 30s or more",
+                            pending.join(", ")
+                        );
+                        tracing::warn!("{why}");
+                        metrics.set_not_ready(Some(why));
+                    }
+                }
+            };
             if synced.is_ok() {
                 tracing::info!("first full sync done: ready");
+                metrics.set_not_ready(None);
                 metrics.set_synced();
             }
         });

@@ -140,28 +140,10 @@ fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         })
 }
 
-/// The emulator as backend, this test's namespace watched.
-fn backend_args(env: &Env) -> Vec<String> {
-    [
-        "--arm-endpoint",
-        &env.emulator.url(),
-        "--subscription",
-        SUB,
-        "--resource-group",
-        RG,
-        "--namespace",
-        &env.ns.name,
-        "--resync",
-        "5m",
-    ]
-    .map(String::from)
-    .to_vec()
-}
-
 /// A replica with leader election on: Lease `appattach-controller` in `lease_ns`, held for
 /// 6 s without renewal.
 fn replica(env: &Env, identity: &str, kubeconfig: &Path, lease_ns: &str) -> Proc {
-    let mut args = backend_args(env);
+    let mut args = env.controller_args();
     args.extend(
         [
             "--leader-elect",
@@ -267,7 +249,7 @@ async fn probes_say_alive_at_once_and_ready_after_the_first_sync() {
         (kubeconfig, false),
         (env.ns.cp.kubeconfig().to_path_buf(), true),
     ] {
-        let p = launch(&config, &backend_args(&env), &[]);
+        let p = launch(&config, &env.controller_args(), &[]);
         let live = format!("{}/livez", p.base);
         poll("the controller is alive", || async {
             match get(&live).await? {
@@ -646,7 +628,7 @@ async fn without_the_crds_it_stays_unready_and_says_how_to_install_them() {
 async fn json_logs_name_the_object_of_each_line() {
     let mut env = Env::new("json_logs", Duration::from_secs(300)).await;
     env.stop_controller().await;
-    let mut args = backend_args(&env);
+    let mut args = env.controller_args();
     args.extend(["--log-format", "json"].map(String::from));
     let p = launch(
         env.ns.cp.kubeconfig(),
@@ -736,7 +718,7 @@ async fn sigterm_lets_a_pass_in_flight_finish_within_the_timeout() {
             Some(serde_json::json!({"method": "PUT", "delayMs": delay_ms, "count": 1})),
         )
         .await;
-        let mut args = backend_args(&env);
+        let mut args = env.controller_args();
         args.extend(["--shutdown-timeout", timeout].map(String::from));
         let mut p = launch(env.ns.cp.kubeconfig(), &args, &[("RUST_LOG", "info")]);
         env.ns.apply(&package(name)).await.unwrap();

@@ -227,6 +227,25 @@ impl Env {
         list["value"].as_array().cloned().unwrap_or_default()
     }
 
+    /// The arguments of `appattach controller` for this world: the emulator as backend,
+    /// this test's namespace watched, a resync no test waits for.
+    pub fn controller_args(&self) -> Vec<String> {
+        [
+            "--arm-endpoint",
+            &self.emulator.url(),
+            "--subscription",
+            SUB,
+            "--resource-group",
+            RG,
+            "--namespace",
+            &self.ns.name,
+            "--resync",
+            "5m",
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
     /// Deletes `kind/name` of this namespace.
     pub async fn delete(&self, kind: &str, name: &str) {
         self.ns

@@ -184,16 +184,8 @@ async fn deleting_removes_the_backend_resources_unless_detached() {
 /// The real binary, as its own process, so a restart is a kill -9 and nothing survives it.
 fn spawn_controller(env: &Env) -> std::process::Child {
     std::process::Command::new(env!("CARGO_BIN_EXE_appattach"))
-        .args([
-            "controller",
-            "--arm-endpoint",
-            &env.emulator.url(),
-            "--subscription",
-            SUB,
-            "--resource-group",
-            RG,
-        ])
-        .args(["--namespace", &env.ns.name, "--resync", "5m"])
+        .arg("controller")
+        .args(env.controller_args())
         .env("KUBECONFIG", env.ns.cp.kubeconfig())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
