@@ -512,7 +512,6 @@ async fn one_run(args: &Args, binaries: &Binaries, size: Size) -> anyhow::Result
     // The floor: the same writes, by a client without logic, in the same run.
     eprintln!("bench: the floor (the same writes without logic)");
     let floor_seconds = floor(
-        &cp,
         &client,
         &http,
         &emulator,
@@ -595,24 +594,14 @@ async fn create_objects(client: &kube::Client, size: &Size, suffix: &str) -> any
 }
 
 fn api(client: &kube::Client, ns: &str, kind: &str) -> Api<DynamicObject> {
-    let plural = format!("{}s", kind.to_ascii_lowercase());
-    let resource = kube::api::ApiResource {
-        group: crate::resources::GROUP.into(),
-        version: crate::resources::VERSION.into(),
-        api_version: format!("{}/{}", crate::resources::GROUP, crate::resources::VERSION),
-        kind: kind.into(),
-        plural,
-    };
-    Api::namespaced_with(client.clone(), ns, &resource)
+    Api::namespaced_with(client.clone(), ns, &crate::resources::api_resource(kind))
 }
 
 /// The floor for the cold start's writes: the backend objects the controller made (the
 /// packages and role assignments, read back from the emulator) PUT to a fresh emulator,
 /// and as many status writes as the controller made, on copies of the objects in other
 /// namespaces, by `concurrency` writers without any logic.
-#[allow(clippy::too_many_arguments)]
 async fn floor(
-    cp: &ControlPlane,
     client: &kube::Client,
     http: &reqwest::Client,
     emulator: &emulator::Served,
@@ -660,7 +649,6 @@ async fn floor(
     .await?;
     let fresh_url = fresh.url();
     let writes_each = status_writes_per_object.round().max(1.0) as usize;
-    let _ = cp;
     let t = Instant::now();
     let backend = futures::stream::iter(packages.into_iter().chain(roles))
         .map(|o| {

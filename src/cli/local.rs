@@ -150,18 +150,8 @@ async fn wait_until_ready(client: &kube::Client) -> anyhow::Result<()> {
     loop {
         let mut pending = Vec::new();
         let mut packages = 0;
-        for (kind, plural) in [
-            ("AppAttachPackage", "appattachpackages"),
-            ("HostPoolAssignment", "hostpoolassignments"),
-            ("UserAssignment", "userassignments"),
-        ] {
-            let resource = kube::api::ApiResource {
-                group: crate::resources::GROUP.into(),
-                version: crate::resources::VERSION.into(),
-                api_version: format!("{}/{}", crate::resources::GROUP, crate::resources::VERSION),
-                kind: kind.into(),
-                plural: plural.into(),
-            };
+        for kind in ["AppAttachPackage", "HostPoolAssignment", "UserAssignment"] {
+            let resource = crate::resources::api_resource(kind);
             let api: Api<kube::api::DynamicObject> = Api::all_with(client.clone(), &resource);
             for obj in api.list(&Default::default()).await?.items {
                 if kind == "AppAttachPackage" {

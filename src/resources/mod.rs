@@ -37,6 +37,17 @@ pub const VERSION: &str = "v1alpha1";
 /// The category that `kubectl get appattach` lists.
 pub const CATEGORY: &str = "appattach";
 
+/// The API resource of one of the three kinds, by its kind name, for dynamic clients.
+pub fn api_resource(kind: &str) -> kube::api::ApiResource {
+    kube::api::ApiResource {
+        group: GROUP.into(),
+        version: VERSION.into(),
+        api_version: format!("{GROUP}/{VERSION}"),
+        kind: kind.into(),
+        plural: format!("{}s", kind.to_ascii_lowercase()),
+    }
+}
+
 /// The CustomResourceDefinitions of all three kinds, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
     [
