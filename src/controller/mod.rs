@@ -9,6 +9,7 @@
 pub mod build;
 #[cfg(test)]
 mod fidelity;
+mod index;
 pub mod metrics;
 mod msix_rollout;
 mod reconcile;
@@ -34,6 +35,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 use crate::backend::{Backend, BackendError};
 use crate::resources::{AppAttachPackage, HostPoolAssignment, UserAssignment};
+use index::Index;
 
 /// Finalizer that guards a package's backend resources.
 pub const FINALIZER: &str = "appattach.io/cleanup";
@@ -134,6 +136,9 @@ pub struct Context<B> {
     packages: Store<AppAttachPackage>,
     host_pool_assignments: Store<HostPoolAssignment>,
     user_assignments: Store<UserAssignment>,
+    packages_by_full_name: Index<AppAttachPackage>,
+    hpa_by_package: Index<HostPoolAssignment>,
+    ua_by_package: Index<UserAssignment>,
     recorder: Recorder,
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -268,30 +273,41 @@ pub async fn run_until<B: Backend>(
     let (packages, package_writer) = reflector::store::<AppAttachPackage>();
     let (hpas, hpa_writer) = reflector::store::<HostPoolAssignment>();
     let (uas, ua_writer) = reflector::store::<UserAssignment>();
-    let package_stream =
+    let packages_by_full_name = Index::new(reconcile::by_full_name);
+    let hpa_by_package = Index::new(reconcile::by_package::<HostPoolAssignment>);
+    let ua_by_package = Index::new(reconcile::by_package::<UserAssignment>);
+    let package_stream = index::feed(
         tolerant_watcher::<AppAttachPackage>(&client, &config.namespace, wc.clone())
-            .default_backoff()
-            .reflect(package_writer)
-            .touched_objects()
-            // Our own status writes must not trigger a pass (that would defeat backoff): only
-            // spec (generation), annotations (policy) and finalizers do.
-            .predicate_filter(
-                predicates::generation
-                    .combine(predicates::annotations)
-                    .combine(predicates::finalizers),
-                Default::default(),
-            );
+            .default_backoff(),
+        packages_by_full_name.clone(),
+    )
+    .reflect(package_writer)
+    .touched_objects()
+    // Our own status writes must not trigger a pass (that would defeat backoff): only
+    // spec (generation), annotations (policy) and finalizers do.
+    .predicate_filter(
+        predicates::generation
+            .combine(predicates::annotations)
+            .combine(predicates::finalizers),
+        Default::default(),
+    );
     // An assignment's own status writes must not trigger its package either: on a cold
     // start they tripled the passes (measured with `appattach bench`).
     let hpa_stream = spec_changes(
-        tolerant_watcher::<HostPoolAssignment>(&client, &config.namespace, wc.clone())
-            .default_backoff()
-            .reflect(hpa_writer),
+        index::feed(
+            tolerant_watcher::<HostPoolAssignment>(&client, &config.namespace, wc.clone())
+                .default_backoff(),
+            hpa_by_package.clone(),
+        )
+        .reflect(hpa_writer),
     );
     let ua_stream = spec_changes(
-        tolerant_watcher::<UserAssignment>(&client, &config.namespace, wc.clone())
-            .default_backoff()
-            .reflect(ua_writer),
+        index::feed(
+            tolerant_watcher::<UserAssignment>(&client, &config.namespace, wc.clone())
+                .default_backoff(),
+            ua_by_package.clone(),
+        )
+        .reflect(ua_writer),
     );
     let recorder = Recorder::new(
         client.clone(),
@@ -307,6 +323,9 @@ pub async fn run_until<B: Backend>(
         packages: packages.clone(),
         host_pool_assignments: hpas.clone(),
         user_assignments: uas.clone(),
+        packages_by_full_name,
+        hpa_by_package,
+        ua_by_package,
         recorder,
         failures: Mutex::new(HashMap::new()),
     });
@@ -472,10 +491,13 @@ async fn orphans<A, B>(
     B: Backend,
 {
     let (store, writer) = reflector::store::<A>();
-    let assignments = tolerant_watcher::<A>(client, namespace, wc.clone())
-        .default_backoff()
-        .reflect(writer)
-        .applied_objects();
+    let by_package = Index::new(reconcile::by_package::<A>);
+    let assignments = index::feed(
+        tolerant_watcher::<A>(client, namespace, wc.clone()).default_backoff(),
+        by_package.clone(),
+    )
+    .reflect(writer)
+    .applied_objects();
     // This controller's own view of the packages: it is up to date whenever one of them
     // triggers a pass, which the package controller's cache need not be yet.
     let (package_store, package_writer) = reflector::store::<AppAttachPackage>();
@@ -486,7 +508,11 @@ async fn orphans<A, B>(
     let index = store.clone();
     Controller::for_stream(assignments, store)
         .watches_stream(packages, move |p: AppAttachPackage| {
-            assignments_of(&index, &p, |a: &A| a.package_ref())
+            let key = index::namespaced_key(p.metadata.namespace.as_deref(), &p.name_any());
+            by_package
+                .get(&index, &key)
+                .into_iter()
+                .map(|a| ObjectRef::from_obj(a.as_ref()))
         })
         .graceful_shutdown_on(stop)
         .run(
@@ -496,22 +522,6 @@ async fn orphans<A, B>(
         )
         .for_each(|r| async move { log_controller_error(r) })
         .await;
-}
-
-fn assignments_of<A>(
-    store: &Store<A>,
-    package: &AppAttachPackage,
-    package_ref: impl Fn(&A) -> &str,
-) -> Vec<ObjectRef<A>>
-where
-    A: kube::Resource<DynamicType = ()> + Clone + 'static,
-{
-    store
-        .state()
-        .iter()
-        .filter(|a| a.namespace() == package.namespace() && package_ref(a) == package.name_any())
-        .map(|a| ObjectRef::from_obj(a.as_ref()))
-        .collect()
 }
 
 /// Resync with jitter: up to a tenth more, spread by object so resyncs do not bunch.

@@ -11,7 +11,7 @@ use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{self, finalizer};
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use tracing::Instrument as _;
 
 use super::build::{self, OWNER_TAG, Principal};
+use super::index::{self, Index};
 use super::status::{self, Cond};
 use super::validate::{self, Finding, PoolFacts, Severity};
 use super::{
@@ -209,18 +210,22 @@ fn backend_rejected(e: &BackendError) -> Option<Finding> {
 }
 
 /// The live assignments of one kind that point at `pkg`, by name.
-fn assignments_of_package<A: Assignment>(store: &Store<A>, pkg: &AppAttachPackage) -> Vec<Arc<A>> {
-    let mut out: Vec<Arc<A>> = store
-        .state()
+fn assignments_of_package<A: Assignment>(
+    store: &Store<A>,
+    by_package: &Index<A>,
+    pkg: &AppAttachPackage,
+) -> Vec<Arc<A>> {
+    let name = pkg.name_any();
+    let key = index::namespaced_key(pkg.metadata.namespace.as_deref(), &name);
+    by_package
+        .get(store, &key)
         .into_iter()
         .filter(|a| {
-            a.namespace() == pkg.namespace()
-                && a.package_ref() == pkg.name_any()
+            a.meta().namespace == pkg.metadata.namespace
+                && a.package_ref() == name
                 && a.meta().deletion_timestamp.is_none()
         })
-        .collect();
-    out.sort_by_key(|a| a.name_any());
-    out
+        .collect()
 }
 
 async fn observe<B: Backend>(
@@ -228,8 +233,8 @@ async fn observe<B: Backend>(
     ctx: &Context<B>,
     package_id: &str,
 ) -> Result<Observed, Error> {
-    let hpas = assignments_of_package(&ctx.host_pool_assignments, pkg);
-    let uas = assignments_of_package(&ctx.user_assignments, pkg);
+    let hpas = assignments_of_package(&ctx.host_pool_assignments, &ctx.hpa_by_package, pkg);
+    let uas = assignments_of_package(&ctx.user_assignments, &ctx.ua_by_package, pkg);
 
     let mut obs = Observed {
         pools: vec![],
@@ -321,32 +326,28 @@ async fn observe<B: Backend>(
             .iter()
             .map(|(n, _, _)| n.to_ascii_lowercase())
             .collect();
-        for other in ctx.packages.state() {
+        // Only the packages of the same full name, from the index: scanning every package
+        // on every pass made a cold start quadratic.
+        for other in ctx.packages_by_full_name.get(&ctx.packages, &full) {
             // The older object keeps the host pool; the newer one is refused.
             let older = (&other.metadata.creation_timestamp, other.name_any())
                 < (&pkg.metadata.creation_timestamp, pkg.name_any());
-            // The full name holds the package name verbatim: a different name (when neither
-            // full name is given outright) rules a match out without hashing publishers,
-            // which done for every package on every pass made cold start quadratic.
-            let names_differ = other.spec.package.full_name.is_none()
-                && pkg.spec.package.full_name.is_none()
-                && other.spec.package.name != pkg.spec.package.name;
             if other.uid() == pkg.uid()
                 || !older
                 || other.spec.state != PackageState::Active
-                || names_differ
                 || build::identity(&other.spec).1 != full
             {
                 continue;
             }
-            let shared = ctx.host_pool_assignments.state().into_iter().any(|a| {
-                a.namespace() == other.namespace()
-                    && a.spec.package_ref.name == other.name_any()
-                    && a.spec
-                        .host_pools
-                        .iter()
-                        .any(|h| mine.contains(&h.name.to_ascii_lowercase()))
-            });
+            let shared =
+                assignments_of_package(&ctx.host_pool_assignments, &ctx.hpa_by_package, &other)
+                    .iter()
+                    .any(|a| {
+                        a.spec
+                            .host_pools
+                            .iter()
+                            .any(|h| mine.contains(&h.name.to_ascii_lowercase()))
+                    });
             if shared {
                 obs.problems.push(error(
                     "DuplicatePackageOnHostPool",
@@ -963,7 +964,7 @@ async fn write_assignment_statuses<B>(
         status::conditions(previous, &wanted, generation)
     };
     let hpa_api: Api<HostPoolAssignment> = Api::namespaced(ctx.client.clone(), &ns);
-    for a in assignments_of_package(&ctx.host_pool_assignments, pkg) {
+    for a in assignments_of_package(&ctx.host_pool_assignments, &ctx.hpa_by_package, pkg) {
         let previous = a.status.clone().unwrap_or_default();
         let st = HostPoolAssignmentStatus {
             observed_generation: a.metadata.generation,
@@ -1001,7 +1002,7 @@ async fn write_assignment_statuses<B>(
         status::write(&hpa_api, &a.name_any(), a.status.as_ref(), &st).await?;
     }
     let ua_api: Api<UserAssignment> = Api::namespaced(ctx.client.clone(), &ns);
-    for a in assignments_of_package(&ctx.user_assignments, pkg) {
+    for a in assignments_of_package(&ctx.user_assignments, &ctx.ua_by_package, pkg) {
         let previous = a.status.clone().unwrap_or_default();
         let package_id = summary.map(|s| s.package_id.clone());
         let st = UserAssignmentStatus {
@@ -1159,6 +1160,19 @@ pub trait Assignment:
     fn status_json(&self) -> Option<Value>;
 }
 
+/// The index key of an assignment: the package it points at.
+pub fn by_package<A: Assignment>(a: &A) -> Vec<String> {
+    vec![index::namespaced_key(
+        a.meta().namespace.as_deref(),
+        a.package_ref(),
+    )]
+}
+
+/// The index key of a package: its full name.
+pub fn by_full_name(p: &AppAttachPackage) -> Vec<String> {
+    vec![build::identity(&p.spec).1]
+}
+
 impl Assignment for HostPoolAssignment {
     fn package_ref(&self) -> &str {
         &self.spec.package_ref.name
@@ -1213,9 +1227,8 @@ async fn orphan_pass<A: Assignment, B: Backend>(
     }
     let ns = a.namespace().unwrap_or_default();
     let exists = packages
-        .state()
-        .iter()
-        .any(|p| p.namespace().as_deref() == Some(ns.as_str()) && p.name_any() == a.package_ref());
+        .get(&ObjectRef::new(a.package_ref()).within(&ns))
+        .is_some();
     if exists || a.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }

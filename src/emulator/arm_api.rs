@@ -491,8 +491,7 @@ pub(super) fn packages_on_pool<'a>(
 ) -> impl Iterator<Item = &'a store::Stored> + 'a {
     inner
         .store
-        .all(ResourceType::AppAttachPackage)
-        .filter(move |s| references(&s.body, pool_key))
+        .referrers(ResourceType::AppAttachPackage, pool_key)
 }
 
 /// The application groups of the host pool with this (lower-case) id.
@@ -502,24 +501,7 @@ pub(super) fn app_groups_of<'a>(
 ) -> impl Iterator<Item = &'a store::Stored> + 'a {
     inner
         .store
-        .all(ResourceType::ApplicationGroup)
-        .filter(move |s| {
-            s.body["properties"]["hostPoolArmPath"]
-                .as_str()
-                .is_some_and(|p| p.eq_ignore_ascii_case(pool_key))
-        })
-}
-
-/// Whether an app attach package body references the host pool with this key.
-pub(super) fn references(package: &Value, host_pool_key: &str) -> bool {
-    package["properties"]["hostPoolReferences"]
-        .as_array()
-        .is_some_and(|refs| {
-            refs.iter().any(|r| {
-                r.as_str()
-                    .is_some_and(|r| r.eq_ignore_ascii_case(host_pool_key))
-            })
-        })
+        .referrers(ResourceType::ApplicationGroup, pool_key)
 }
 
 // ---------------------------------------------------------------- lists
@@ -1299,7 +1281,7 @@ fn put_role(inner: &mut Inner, req: &Request, scope: &str, name: &str, id: &str)
             ))
         };
     }
-    if inner.store.roles().any(same) {
+    if inner.store.roles_at(scope).any(same) {
         return Err(ArmError::new(
             409,
             "RoleAssignmentExists",
@@ -1348,20 +1330,14 @@ fn roles_list(inner: &Inner, req: &Request, scope: &str) -> Result<Reply> {
     };
     let value: Vec<Value> = inner
         .store
-        .roles()
+        .roles_around(&scope, !at_scope_only)
+        .into_iter()
         .filter(|b| {
-            let s = b["properties"]["scope"]
-                .as_str()
-                .unwrap_or_default()
-                .to_ascii_lowercase();
-            let above = scope == s || scope.starts_with(&format!("{s}/"));
-            let below = s.starts_with(&format!("{scope}/"));
-            (above || (!at_scope_only && below))
-                && principal.as_ref().is_none_or(|p| {
-                    b["properties"]["principalId"]
-                        .as_str()
-                        .is_some_and(|x| x.eq_ignore_ascii_case(p))
-                })
+            principal.as_ref().is_none_or(|p| {
+                b["properties"]["principalId"]
+                    .as_str()
+                    .is_some_and(|x| x.eq_ignore_ascii_case(p))
+            })
         })
         .cloned()
         .collect();
@@ -1370,15 +1346,9 @@ fn roles_list(inner: &Inner, req: &Request, scope: &str) -> Result<Reply> {
 
 /// Desktop Virtualization User role assignments at `scope`: the object ids they grant.
 pub(super) fn users_at(inner: &Inner, scope: &str) -> std::collections::BTreeSet<String> {
-    let scope = scope.trim_end_matches('/');
     inner
         .store
-        .roles()
-        .filter(|b| {
-            b["properties"]["scope"]
-                .as_str()
-                .is_some_and(|s| s.eq_ignore_ascii_case(scope))
-        })
+        .roles_at(scope)
         .filter(|b| {
             b["properties"]["roleDefinitionId"]
                 .as_str()

@@ -3,7 +3,7 @@
 //! committed in one redb transaction: a kill -9 at any moment leaves either all of a
 //! request's writes or none of them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -69,9 +69,54 @@ pub struct State {
     resources: BTreeMap<String, (ResourceType, Stored)>,
     /// Role assignments by lower-case id.
     roles: BTreeMap<String, Value>,
+    /// Indexes, kept by `insert_*` and `remove_*` so that no request scans every resource
+    /// (a cold start of 10,000 packages was quadratic in the emulator before them).
+    index: Indexes,
     /// Small named values: the world, counters, session records.
     meta: BTreeMap<String, Value>,
     pending: Vec<Write>,
+}
+
+/// What the emulator looks up other than by id.
+#[derive(Default)]
+struct Indexes {
+    /// The lower-case ids of the resources of each kind.
+    by_kind: HashMap<ResourceType, BTreeSet<String>>,
+    /// The lower-case ids of the resources that reference a host pool (packages by
+    /// `hostPoolReferences`, application groups by `hostPoolArmPath`), by its lower-case id.
+    referrers: HashMap<String, BTreeSet<String>>,
+    /// The lower-case ids of the role assignments at each lower-case scope.
+    roles_by_scope: BTreeMap<String, BTreeSet<String>>,
+}
+
+/// The host pools a resource body references, lower-case.
+fn references(kind: ResourceType, body: &Value) -> Vec<String> {
+    let props = &body["properties"];
+    match kind {
+        ResourceType::AppAttachPackage => props["hostPoolReferences"]
+            .as_array()
+            .map(|refs| {
+                refs.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_ascii_lowercase)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        ResourceType::ApplicationGroup => props["hostPoolArmPath"]
+            .as_str()
+            .map(|p| vec![p.to_ascii_lowercase()])
+            .unwrap_or_default(),
+        _ => vec![],
+    }
+}
+
+/// The lower-case scope of a role assignment body, without a trailing slash.
+fn role_scope(body: &Value) -> String {
+    body["properties"]["scope"]
+        .as_str()
+        .unwrap_or_default()
+        .trim_end_matches('/')
+        .to_ascii_lowercase()
 }
 
 enum Write {
@@ -87,6 +132,7 @@ impl State {
             db: None,
             resources: BTreeMap::new(),
             roles: BTreeMap::new(),
+            index: Indexes::default(),
             meta: BTreeMap::new(),
             pending: Vec::new(),
         }
@@ -120,9 +166,7 @@ impl State {
                         StoreError::Corrupt(format!("stored id {} does not parse", stored.id))
                     })?
                     .kind;
-                state
-                    .resources
-                    .insert(k.value().to_string(), (kind, stored));
+                state.insert_resource(k.value().to_string(), kind, stored);
             }
             for row in tx
                 .open_table(ROLES)
@@ -131,7 +175,7 @@ impl State {
                 .map_err(db_err)?
             {
                 let (k, v) = row.map_err(db_err)?;
-                state.roles.insert(
+                state.insert_role(
                     k.value().to_string(),
                     serde_json::from_slice(v.value()).map_err(corrupt)?,
                 );
@@ -208,7 +252,42 @@ impl State {
             key.clone(),
             Some(serde_json::to_vec(&stored).expect("JSON")),
         ));
-        self.resources.insert(key, (id.kind, stored));
+        self.insert_resource(key, id.kind, stored);
+    }
+
+    fn insert_resource(&mut self, key: String, kind: ResourceType, stored: Stored) {
+        self.remove_resource(&key);
+        for target in references(kind, &stored.body) {
+            self.index
+                .referrers
+                .entry(target)
+                .or_default()
+                .insert(key.clone());
+        }
+        self.index
+            .by_kind
+            .entry(kind)
+            .or_default()
+            .insert(key.clone());
+        self.resources.insert(key, (kind, stored));
+    }
+
+    fn remove_resource(&mut self, key: &str) -> bool {
+        let Some((kind, old)) = self.resources.remove(key) else {
+            return false;
+        };
+        for target in references(kind, &old.body) {
+            if let Some(set) = self.index.referrers.get_mut(&target) {
+                set.remove(key);
+                if set.is_empty() {
+                    self.index.referrers.remove(&target);
+                }
+            }
+        }
+        if let Some(set) = self.index.by_kind.get_mut(&kind) {
+            set.remove(key);
+        }
+        true
     }
 
     /// Deletes a resource and every child under it; returns whether it existed.
@@ -221,10 +300,10 @@ impl State {
             .map(|(k, _)| k.clone())
             .collect();
         for k in children {
-            self.resources.remove(&k);
+            self.remove_resource(&k);
             self.pending.push(Write::Resource(k, None));
         }
-        let existed = self.resources.remove(&key).is_some();
+        let existed = self.remove_resource(&key);
         self.pending.push(Write::Resource(key, None));
         existed
     }
@@ -243,8 +322,27 @@ impl State {
 
     /// Every resource of `kind`, in every resource group.
     pub fn all(&self, kind: ResourceType) -> impl Iterator<Item = &Stored> {
-        self.resources
-            .values()
+        self.index
+            .by_kind
+            .get(&kind)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.resources.get(k).map(|(_, s)| s))
+    }
+
+    /// The resources of `kind` that reference the host pool with this lower-case id
+    /// (packages by `hostPoolReferences`, application groups by `hostPoolArmPath`).
+    pub fn referrers<'a>(
+        &'a self,
+        kind: ResourceType,
+        pool_key: &str,
+    ) -> impl Iterator<Item = &'a Stored> + 'a {
+        self.index
+            .referrers
+            .get(pool_key)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.resources.get(k))
             .filter(move |(k, _)| *k == kind)
             .map(|(_, s)| s)
     }
@@ -261,19 +359,75 @@ impl State {
             key.clone(),
             Some(serde_json::to_vec(&body).expect("JSON")),
         ));
+        self.insert_role(key, body);
+    }
+
+    fn insert_role(&mut self, key: String, body: Value) {
+        self.remove_role(&key);
+        self.index
+            .roles_by_scope
+            .entry(role_scope(&body))
+            .or_default()
+            .insert(key.clone());
         self.roles.insert(key, body);
+    }
+
+    fn remove_role(&mut self, key: &str) -> bool {
+        let Some(old) = self.roles.remove(key) else {
+            return false;
+        };
+        let scope = role_scope(&old);
+        if let Some(set) = self.index.roles_by_scope.get_mut(&scope) {
+            set.remove(key);
+            if set.is_empty() {
+                self.index.roles_by_scope.remove(&scope);
+            }
+        }
+        true
     }
 
     /// Deletes a role assignment; returns whether it existed.
     pub fn delete_role(&mut self, id: &str) -> bool {
         let key = id.to_ascii_lowercase();
         self.pending.push(Write::Role(key.clone(), None));
-        self.roles.remove(&key).is_some()
+        self.remove_role(&key)
     }
 
-    /// Every role assignment.
-    pub fn roles(&self) -> impl Iterator<Item = &Value> {
-        self.roles.values()
+    /// The role assignments at `scope` exactly (any case, trailing slash or not), by id.
+    pub fn roles_at(&self, scope: &str) -> impl Iterator<Item = &Value> {
+        let scope = scope.trim_end_matches('/').to_ascii_lowercase();
+        self.index
+            .roles_by_scope
+            .get(&scope)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.roles.get(k))
+    }
+
+    /// The role assignments at `scope` or above it (its resource, resource group and
+    /// subscription, ...) and, with `below`, at every scope under it; in id order.
+    pub fn roles_around(&self, scope: &str, below: bool) -> Vec<&Value> {
+        let scope = scope.trim_end_matches('/').to_ascii_lowercase();
+        let mut keys: BTreeSet<&String> = BTreeSet::new();
+        let above = scope
+            .match_indices('/')
+            .map(|(i, _)| &scope[..i])
+            .filter(|s| !s.is_empty())
+            .chain(std::iter::once(scope.as_str()));
+        for s in above {
+            keys.extend(self.index.roles_by_scope.get(s).into_iter().flatten());
+        }
+        if below {
+            let under = format!("{scope}/");
+            keys.extend(
+                self.index
+                    .roles_by_scope
+                    .range(under.clone()..)
+                    .take_while(|(s, _)| s.starts_with(&under))
+                    .flat_map(|(_, set)| set),
+            );
+        }
+        keys.into_iter().filter_map(|k| self.roles.get(k)).collect()
     }
 
     /// A named value.

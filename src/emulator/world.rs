@@ -2,7 +2,7 @@
 //! application groups with their members, and the directory of users and groups. Loaded
 //! from YAML (`--world`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -26,6 +26,35 @@ pub struct World {
     /// Users and groups.
     #[serde(default)]
     pub directory: Directory,
+    /// The directory by name and object id, built on the first lookup (a world is read,
+    /// then never changed): a sign-in or role assignment scanned every user before, which
+    /// made a cold start of 50,000 users quadratic in the emulator.
+    #[serde(skip)]
+    lookup: DirectoryLookup,
+}
+
+/// Indexes of the users and groups by lower-case UPN or name and object id.
+#[derive(Debug, Default)]
+struct DirectoryLookup(std::sync::OnceLock<Lookups>);
+
+#[derive(Debug)]
+struct Lookups {
+    users: std::collections::HashMap<String, usize>,
+    groups: std::collections::HashMap<String, usize>,
+}
+
+/// A copy builds its own lookup: the copy may be changed before it is used.
+impl Clone for DirectoryLookup {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+/// Derived data: worlds are equal when their fields are.
+impl PartialEq for DirectoryLookup {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 fn default_subscription() -> String {
@@ -270,30 +299,47 @@ impl World {
         Ok(())
     }
 
+    fn lookups(&self) -> &Lookups {
+        self.lookup.0.get_or_init(|| {
+            let mut users = std::collections::HashMap::new();
+            for (i, u) in self.directory.users.iter().enumerate() {
+                // The first of equal names wins, as a scan in order found it.
+                users.entry(u.upn.to_ascii_lowercase()).or_insert(i);
+                users.entry(u.object_id.to_ascii_lowercase()).or_insert(i);
+            }
+            let mut groups = std::collections::HashMap::new();
+            for (i, g) in self.directory.groups.iter().enumerate() {
+                groups.entry(g.name.to_ascii_lowercase()).or_insert(i);
+                groups.entry(g.object_id.to_ascii_lowercase()).or_insert(i);
+            }
+            Lookups { users, groups }
+        })
+    }
+
+    fn find_user(&self, upn_or_id: &str) -> Option<&DirectoryUser> {
+        let i = self.lookups().users.get(&upn_or_id.to_ascii_lowercase())?;
+        self.directory.users.get(*i)
+    }
+
     /// Finds a user (by UPN or object id) or a group (by name or object id).
     pub fn principal(&self, name_or_id: &str) -> Option<Principal> {
         use crate::arm::models::PrincipalType;
-        if let Some(u) = self.directory.users.iter().find(|u| {
-            u.upn.eq_ignore_ascii_case(name_or_id) || u.object_id.eq_ignore_ascii_case(name_or_id)
-        }) {
+        if let Some(u) = self.find_user(name_or_id) {
             return Some(Principal {
                 object_id: u.object_id.clone(),
                 kind: PrincipalType::User,
                 name: u.upn.clone(),
             });
         }
-        self.directory
+        let i = self
+            .lookups()
             .groups
-            .iter()
-            .find(|g| {
-                g.name.eq_ignore_ascii_case(name_or_id)
-                    || g.object_id.eq_ignore_ascii_case(name_or_id)
-            })
-            .map(|g| Principal {
-                object_id: g.object_id.clone(),
-                kind: PrincipalType::Group,
-                name: g.name.clone(),
-            })
+            .get(&name_or_id.to_ascii_lowercase())?;
+        self.directory.groups.get(*i).map(|g| Principal {
+            object_id: g.object_id.clone(),
+            kind: PrincipalType::Group,
+            name: g.name.clone(),
+        })
     }
 
     /// A user with the object ids of its groups, for the entitlement rule.
@@ -301,26 +347,23 @@ impl World {
         &self,
         upn_or_id: &str,
     ) -> Option<(DirectoryUser, crate::domain::entitlements::User)> {
-        let u = self.directory.users.iter().find(|u| {
-            u.upn.eq_ignore_ascii_case(upn_or_id) || u.object_id.eq_ignore_ascii_case(upn_or_id)
-        })?;
-        let groups: BTreeMap<String, String> = self
-            .directory
-            .groups
-            .iter()
-            .map(|g| {
-                (
-                    g.name.to_ascii_lowercase(),
-                    g.object_id.to_ascii_lowercase(),
-                )
-            })
-            .collect();
+        let u = self.find_user(upn_or_id)?;
+        let lookups = self.lookups();
         let user = crate::domain::entitlements::User {
             object_id: u.object_id.to_ascii_lowercase(),
             groups: u
                 .groups
                 .iter()
-                .filter_map(|g| groups.get(&g.to_ascii_lowercase()).cloned())
+                .filter_map(|name| {
+                    let g = self
+                        .directory
+                        .groups
+                        .get(*lookups.groups.get(&name.to_ascii_lowercase())?)?;
+                    // By name only: a user's groups are named, never given by object id.
+                    g.name
+                        .eq_ignore_ascii_case(name)
+                        .then(|| g.object_id.to_ascii_lowercase())
+                })
                 .collect(),
         };
         Some((u.clone(), user))

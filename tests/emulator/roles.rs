@@ -124,3 +124,97 @@ async fn role_assignments_refuse_bad_names_principals_and_scopes() {
     let (status, _) = em.put(&format!("{scope}/providers/Microsoft.Authorization/roleAssignments/0b6f1c62-3c1e-4b4e-9a4e-0a77a7ac0007?api-version=2024-04-03"), body(FINANCE)).await;
     assert_eq!(status, 400, "role assignments take their own api-version");
 }
+
+/// The names of the role assignments a list at `scope` returns, sorted.
+async fn list(em: &TestEmulator, scope: &str, filter: &str) -> Vec<String> {
+    let (status, list) = em
+        .get(&format!(
+            "{scope}/providers/Microsoft.Authorization/roleAssignments?api-version=2022-04-01{filter}"
+        ))
+        .await;
+    assert_eq!(status, 200, "{list}");
+    let mut names: Vec<String> = list["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn role_lists_take_scopes_above_and_below_in_any_case() {
+    let em = TestEmulator::start().await;
+    for name in ["pkg-one", "pkg-two"] {
+        em.create_package(name, package_body(r"\\fs\apps\a.cim", "1.0.0.0", &["hp-a"]))
+            .await;
+    }
+    let rg = format!("/subscriptions/{SUB}/resourceGroups/{RG}");
+    // The world's own assignments (on its application groups) are below the group too.
+    let world_roles = list(&em, &rg, "").await;
+    let at_rg = "0b6f1c62-3c1e-4b4e-9a4e-0a77a7ac0010";
+    let at_one = "0b6f1c62-3c1e-4b4e-9a4e-0a77a7ac0011";
+    let at_two = "0b6f1c62-3c1e-4b4e-9a4e-0a77a7ac0012";
+    // Scopes are matched in any case: the package's path is written upper-case here.
+    assert_eq!(em.put(&role_path(&rg, at_rg), body(FINANCE)).await.0, 201);
+    assert_eq!(
+        em.put(
+            &role_path(&package_path("pkg-one").to_uppercase(), at_one),
+            body(FINANCE)
+        )
+        .await
+        .0,
+        201
+    );
+    assert_eq!(
+        em.put(&role_path(&package_path("pkg-two"), at_two), body(FINANCE))
+            .await
+            .0,
+        201
+    );
+    // The same principal and role at the same scope, written in another case, is the
+    // same assignment.
+    let (status, dup) = em
+        .put(
+            &role_path(
+                &package_path("pkg-one"),
+                "0b6f1c62-3c1e-4b4e-9a4e-0a77a7ac0013",
+            ),
+            body(FINANCE),
+        )
+        .await;
+    assert_eq!(
+        (status, dup["error"]["code"].as_str()),
+        (409, Some("RoleAssignmentExists"))
+    );
+
+    // At a package: its own and the inherited one; never its sibling's.
+    assert_eq!(
+        list(&em, &package_path("pkg-one"), "&$filter=atScope()").await,
+        [at_rg, at_one]
+    );
+    assert_eq!(
+        list(&em, &package_path("pkg-two"), "").await,
+        [at_rg, at_two]
+    );
+    // At the resource group: atScope() is its own; no filter adds those below it.
+    assert_eq!(list(&em, &rg, "&$filter=atScope()").await, [at_rg]);
+    let with = |extra: &[&str]| {
+        let mut all: Vec<String> = world_roles.clone();
+        all.extend(extra.iter().map(|s| s.to_string()));
+        all.sort();
+        all
+    };
+    assert_eq!(list(&em, &rg, "").await, with(&[at_rg, at_one, at_two]));
+
+    // A deleted assignment leaves every list.
+    assert_eq!(
+        em.delete(&role_path(&package_path("pkg-one"), at_one))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(list(&em, &rg, "").await, with(&[at_rg, at_two]));
+    assert_eq!(list(&em, &package_path("pkg-one"), "").await, [at_rg]);
+}

@@ -1,0 +1,226 @@
+//! Secondary indexes over the watch caches: the objects of a kind by a key computed from
+//! them (the assignments of a package, the packages of a full name). A pass that looked
+//! these up by scanning a whole cache made a cold start quadratic in the number of objects
+//! (profiled with `appattach bench`, see BENCHMARKS.md).
+//!
+//! An index is fed the same watch events as the reflector store it sits beside, just before
+//! the store, and answers with references that are resolved through the store: what a
+//! lookup returns is always the store's current object, re-checked by the caller.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+
+/// The objects of a kind by keys computed from each object.
+pub struct Index<K: kube::Resource<DynamicType = ()>> {
+    keys: fn(&K) -> Vec<String>,
+    state: Arc<RwLock<State<K>>>,
+}
+
+impl<K: kube::Resource<DynamicType = ()>> Clone for Index<K> {
+    fn clone(&self) -> Self {
+        Self {
+            keys: self.keys,
+            state: self.state.clone(),
+        }
+    }
+}
+
+struct State<K: kube::Resource<DynamicType = ()>> {
+    by_key: HashMap<String, HashSet<ObjectRef<K>>>,
+    keys_of: HashMap<ObjectRef<K>, Vec<String>>,
+    /// The keys of a relist in progress (between `Init` and `InitDone`), which replace
+    /// everything at its end, as the store's buffer does.
+    relist: Option<HashMap<ObjectRef<K>, Vec<String>>>,
+}
+
+impl<K: kube::Resource<DynamicType = ()>> State<K> {
+    fn remove(&mut self, r: &ObjectRef<K>) {
+        for key in self.keys_of.remove(r).unwrap_or_default() {
+            if let Some(set) = self.by_key.get_mut(&key) {
+                set.remove(r);
+                if set.is_empty() {
+                    self.by_key.remove(&key);
+                }
+            }
+        }
+    }
+
+    fn insert(&mut self, r: ObjectRef<K>, keys: Vec<String>) {
+        self.remove(&r);
+        for key in &keys {
+            self.by_key
+                .entry(key.clone())
+                .or_default()
+                .insert(r.clone());
+        }
+        self.keys_of.insert(r, keys);
+    }
+}
+
+impl<K> Index<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    /// An empty index keyed by `keys`.
+    pub fn new(keys: fn(&K) -> Vec<String>) -> Self {
+        Self {
+            keys,
+            state: Arc::new(RwLock::new(State {
+                by_key: HashMap::new(),
+                keys_of: HashMap::new(),
+                relist: None,
+            })),
+        }
+    }
+
+    /// Takes in one watch event.
+    pub fn apply(&self, event: &watcher::Event<K>) {
+        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        match event {
+            watcher::Event::Apply(o) => {
+                let keys = (self.keys)(o);
+                state.insert(ObjectRef::from_obj(o), keys);
+            }
+            watcher::Event::Delete(o) => state.remove(&ObjectRef::from_obj(o)),
+            watcher::Event::Init => state.relist = Some(HashMap::new()),
+            watcher::Event::InitApply(o) => {
+                let keys = (self.keys)(o);
+                state
+                    .relist
+                    .get_or_insert_with(HashMap::new)
+                    .insert(ObjectRef::from_obj(o), keys);
+            }
+            watcher::Event::InitDone => {
+                let relisted = state.relist.take().unwrap_or_default();
+                state.by_key.clear();
+                state.keys_of.clear();
+                for (r, keys) in relisted {
+                    state.insert(r, keys);
+                }
+            }
+        }
+    }
+
+    /// The objects of `store` under `key`, sorted by name (objects the store no longer
+    /// holds are left out).
+    pub fn get(&self, store: &Store<K>, key: &str) -> Vec<Arc<K>> {
+        let refs: Vec<ObjectRef<K>> = self
+            .state
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_key
+            .get(key)
+            .map(|set| set.iter().cloned().collect())
+            .unwrap_or_default();
+        let mut found: Vec<Arc<K>> = refs.iter().filter_map(|r| store.get(r)).collect();
+        found.sort_by(|a, b| a.meta().name.cmp(&b.meta().name));
+        found
+    }
+}
+
+/// A watch stream that feeds `index` with every event it passes on.
+pub fn feed<K, E>(
+    events: impl futures::Stream<Item = Result<watcher::Event<K>, E>>,
+    index: Index<K>,
+) -> impl futures::Stream<Item = Result<watcher::Event<K>, E>>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    use futures::TryStreamExt;
+    events.inspect_ok(move |event| index.apply(event))
+}
+
+/// The key of the objects in `namespace` that point at `name`.
+pub fn namespaced_key(namespace: Option<&str>, name: &str) -> String {
+    format!("{}/{name}", namespace.unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::HostPoolAssignment;
+    use kube::runtime::reflector;
+
+    fn hpa(name: &str, package: &str) -> HostPoolAssignment {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "appattach.io/v1alpha1",
+            "kind": "HostPoolAssignment",
+            "metadata": {"name": name, "namespace": "ns"},
+            "spec": {"packageRef": {"name": package}, "hostPools": [{"name": "hp"}]}
+        }))
+        .expect("a HostPoolAssignment")
+    }
+
+    fn by_package(a: &HostPoolAssignment) -> Vec<String> {
+        vec![namespaced_key(
+            a.metadata.namespace.as_deref(),
+            &a.spec.package_ref.name,
+        )]
+    }
+
+    /// Applies events to a store and an index, as the controller's streams do.
+    fn both(
+        events: Vec<watcher::Event<HostPoolAssignment>>,
+    ) -> (Store<HostPoolAssignment>, Index<HostPoolAssignment>) {
+        let (store, mut writer) = reflector::store::<HostPoolAssignment>();
+        let index = Index::new(by_package);
+        for e in &events {
+            index.apply(e);
+            writer.apply_watcher_event(e);
+        }
+        (store, index)
+    }
+
+    fn names(found: Vec<Arc<HostPoolAssignment>>) -> Vec<String> {
+        found
+            .iter()
+            .map(|a| a.metadata.name.clone().unwrap_or_default())
+            .collect()
+    }
+
+    #[test]
+    fn finds_what_points_at_a_key_and_follows_changes() {
+        use watcher::Event::*;
+        let (store, index) = both(vec![
+            Init,
+            InitApply(hpa("b", "app")),
+            InitApply(hpa("a", "app")),
+            InitApply(hpa("c", "other")),
+            InitDone,
+            Apply(hpa("d", "app")),
+            Delete(hpa("b", "app")),
+        ]);
+        assert_eq!(names(index.get(&store, "ns/app")), ["a", "d"]);
+        assert_eq!(names(index.get(&store, "ns/other")), ["c"]);
+        assert!(index.get(&store, "ns/none").is_empty());
+        assert!(index.get(&store, "elsewhere/app").is_empty());
+    }
+
+    #[test]
+    fn a_relist_replaces_everything_it_does_not_name() {
+        use watcher::Event::*;
+        let (store, index) = both(vec![
+            Init,
+            InitApply(hpa("a", "app")),
+            InitApply(hpa("b", "app")),
+            InitDone,
+            // The watch was lost while b went away and a moved (a re-creation).
+            Init,
+            InitApply(hpa("a", "other")),
+            InitDone,
+        ]);
+        assert!(index.get(&store, "ns/app").is_empty());
+        assert_eq!(names(index.get(&store, "ns/other")), ["a"]);
+    }
+
+    #[test]
+    fn an_object_whose_key_changes_leaves_its_old_key() {
+        use watcher::Event::*;
+        let (store, index) = both(vec![Apply(hpa("a", "app")), Apply(hpa("a", "next"))]);
+        assert!(index.get(&store, "ns/app").is_empty());
+        assert_eq!(names(index.get(&store, "ns/next")), ["a"]);
+    }
+}
