@@ -313,11 +313,27 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The controller process, killed when dropped (so an error leaves nothing behind).
+/// The controller process, stopped when dropped (so an error leaves nothing behind): SIGTERM
+/// first, as Kubernetes stops a pod (a profiler wrapping it then writes its data), SIGKILL
+/// when it has not exited within 15 s.
 struct ControllerProcess(std::process::Child);
 
 impl Drop for ControllerProcess {
     fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.0.id()) {
+            // Our own child, not reaped until `wait`: the pid cannot be someone else's.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.0.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -387,8 +403,20 @@ async fn one_run(args: &Args, binaries: &Binaries, size: Size) -> anyhow::Result
     // The production resync (30 minutes) for the cold start and the changes: a resync
     // shorter than the cold start would add passes to it and to the changes' queue.
     let spawn = |resync: Duration| -> anyhow::Result<ControllerProcess> {
+        // APPATTACH_BENCH_WRAP runs the controller under a profiler, for example
+        // `heaptrack -o /tmp/controller` (its RSS and CPU figures then measure the profiler).
+        let wrap = std::env::var("APPATTACH_BENCH_WRAP").unwrap_or_default();
+        let mut wrap = wrap.split_whitespace();
+        let mut command = match wrap.next() {
+            Some(program) => {
+                let mut c = std::process::Command::new(program);
+                c.args(wrap).arg(std::env::current_exe()?);
+                c
+            }
+            None => std::process::Command::new(std::env::current_exe()?),
+        };
         Ok(ControllerProcess(
-            std::process::Command::new(std::env::current_exe()?)
+            command
                 .args(["controller", "--arm-endpoint", &emulator.url()])
                 .args(["--subscription", &world.subscription])
                 .args(["--resource-group", &world.resource_group])
@@ -423,7 +451,9 @@ async fn one_run(args: &Args, binaries: &Binaries, size: Size) -> anyhow::Result
         if cold.elapsed() > Duration::from_secs(3600) {
             bail!("not every object was Ready within an hour ({ready}/{total})");
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Each scrape counts every cached object: often enough for a figure in seconds,
+        // rarely enough not to weigh on the controller being measured.
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let cold_start_seconds = cold.elapsed().as_secs_f64();
     let cold_cpu_seconds = cpu_seconds(controller.pid())?;
