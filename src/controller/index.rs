@@ -14,12 +14,12 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 
 /// The objects of a kind by keys computed from each object.
-pub struct Index<K: kube::Resource<DynamicType = ()>> {
+pub struct Index<K> {
     keys: fn(&K) -> Vec<String>,
     state: Arc<RwLock<State<K>>>,
 }
 
-impl<K: kube::Resource<DynamicType = ()>> Clone for Index<K> {
+impl<K> Clone for Index<K> {
     fn clone(&self) -> Self {
         Self {
             keys: self.keys,
@@ -28,16 +28,28 @@ impl<K: kube::Resource<DynamicType = ()>> Clone for Index<K> {
     }
 }
 
-struct State<K: kube::Resource<DynamicType = ()>> {
-    by_key: HashMap<String, HashSet<ObjectRef<K>>>,
-    keys_of: HashMap<ObjectRef<K>, Vec<String>>,
-    /// The keys of a relist in progress (between `Init` and `InitDone`), which replace
-    /// everything at its end, as the store's buffer does.
-    relist: Option<HashMap<ObjectRef<K>, Vec<String>>>,
+/// An object by namespace and name: lighter than an `ObjectRef`, which also carries the
+/// resource version and uid (and was cloned on every event).
+type Name = (String, String);
+
+fn name_of<K: kube::Resource>(o: &K) -> Name {
+    (
+        o.meta().namespace.clone().unwrap_or_default(),
+        o.meta().name.clone().unwrap_or_default(),
+    )
 }
 
-impl<K: kube::Resource<DynamicType = ()>> State<K> {
-    fn remove(&mut self, r: &ObjectRef<K>) {
+struct State<K> {
+    by_key: HashMap<String, HashSet<Name>>,
+    keys_of: HashMap<Name, Vec<String>>,
+    /// The keys of a relist in progress (between `Init` and `InitDone`), which replace
+    /// everything at its end, as the store's buffer does.
+    relist: Option<HashMap<Name, Vec<String>>>,
+    kind: std::marker::PhantomData<fn() -> K>,
+}
+
+impl<K> State<K> {
+    fn remove(&mut self, r: &Name) {
         for key in self.keys_of.remove(r).unwrap_or_default() {
             if let Some(set) = self.by_key.get_mut(&key) {
                 set.remove(r);
@@ -48,7 +60,7 @@ impl<K: kube::Resource<DynamicType = ()>> State<K> {
         }
     }
 
-    fn insert(&mut self, r: ObjectRef<K>, keys: Vec<String>) {
+    fn insert(&mut self, r: Name, keys: Vec<String>) {
         self.remove(&r);
         for key in &keys {
             self.by_key
@@ -72,6 +84,7 @@ where
                 by_key: HashMap::new(),
                 keys_of: HashMap::new(),
                 relist: None,
+                kind: std::marker::PhantomData,
             })),
         }
     }
@@ -82,16 +95,16 @@ where
         match event {
             watcher::Event::Apply(o) => {
                 let keys = (self.keys)(o);
-                state.insert(ObjectRef::from_obj(o), keys);
+                state.insert(name_of(o), keys);
             }
-            watcher::Event::Delete(o) => state.remove(&ObjectRef::from_obj(o)),
+            watcher::Event::Delete(o) => state.remove(&name_of(o)),
             watcher::Event::Init => state.relist = Some(HashMap::new()),
             watcher::Event::InitApply(o) => {
                 let keys = (self.keys)(o);
                 state
                     .relist
                     .get_or_insert_with(HashMap::new)
-                    .insert(ObjectRef::from_obj(o), keys);
+                    .insert(name_of(o), keys);
             }
             watcher::Event::InitDone => {
                 let relisted = state.relist.take().unwrap_or_default();
@@ -113,7 +126,11 @@ where
             .unwrap_or_else(|p| p.into_inner())
             .by_key
             .get(key)
-            .map(|set| set.iter().cloned().collect())
+            .map(|set| {
+                set.iter()
+                    .map(|(ns, name)| ObjectRef::new(name).within(ns))
+                    .collect()
+            })
             .unwrap_or_default();
         let mut found: Vec<Arc<K>> = refs.iter().filter_map(|r| store.get(r)).collect();
         found.sort_by(|a, b| a.meta().name.cmp(&b.meta().name));

@@ -101,6 +101,20 @@ async fn reconcile_package_pass<B: Backend>(
             Ok(action)
         }
         Err(finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e)) => Err(e),
+        // The finalizer patch tests the list it read from the cache; 422 means the cache
+        // is behind the object (most often our own finalizer write of a moment ago, with
+        // a second trigger of the same package queued behind it). Not a failure: try
+        // again once the cache has caught up. Twice at most: a third is reported.
+        Err(
+            finalizer::Error::AddFinalizer(kube::Error::Api(s))
+            | finalizer::Error::RemoveFinalizer(kube::Error::Api(s)),
+        ) if (s.code == 422 || s.code == 409) && ctx.record_failure(&key) <= 2 => {
+            tracing::debug!(
+                "the cached object is behind its finalizers ({}); trying again",
+                s.code
+            );
+            Ok(Action::requeue(CACHE_FILLING_RETRY))
+        }
         Err(e) => Err(Error::Finalizer(e.to_string())),
     }
 }
