@@ -66,13 +66,14 @@ fn world(s: &Scale) -> World {
             members: vec![format!("group-{}", p % s.groups)],
         })
         .collect();
-    World {
-        subscription: SUB.into(),
-        resource_group: RG.into(),
-        host_pools,
-        application_groups,
-        directory: Directory { users, groups },
-    }
+    // Field by field: a World keeps a private lookup of its directory, built on first use.
+    let mut world = World::default();
+    world.subscription = SUB.into();
+    world.resource_group = RG.into();
+    world.host_pools = host_pools;
+    world.application_groups = application_groups;
+    world.directory = Directory { users, groups };
+    world
 }
 
 fn rg() -> String {
