@@ -168,6 +168,29 @@ impl<B> Context<B> {
     }
 }
 
+/// A kind the controller watches and caches.
+trait Watched:
+    kube::Resource<DynamicType = ()>
+    + serde::de::DeserializeOwned
+    + Clone
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Watched for K where
+    K: kube::Resource<DynamicType = ()>
+        + serde::de::DeserializeOwned
+        + Clone
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// A watcher of `K` that skips (and logs) an object it cannot read, instead of failing
 /// the whole stream on it: one bad object never stops the controller.
 fn tolerant_watcher<K>(
@@ -176,12 +199,7 @@ fn tolerant_watcher<K>(
     wc: watcher::Config,
 ) -> impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static
 where
-    K: kube::Resource<DynamicType = ()>
-        + serde::de::DeserializeOwned
-        + Clone
-        + std::fmt::Debug
-        + Send
-        + 'static,
+    K: Watched,
 {
     let resource = ApiResource::erase::<K>(&());
     let api: Api<DynamicObject> = match namespace {
@@ -469,13 +487,7 @@ fn shared_watch<K, const N: usize>(
     [impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static; N],
 )
 where
-    K: kube::Resource<DynamicType = ()>
-        + serde::de::DeserializeOwned
-        + Clone
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
+    K: Watched,
 {
     let channels: [_; N] = std::array::from_fn(|_| tokio::sync::mpsc::channel(256));
     let senders: Vec<tokio::sync::mpsc::Sender<watcher::Event<K>>> =
