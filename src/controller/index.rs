@@ -1,5 +1,5 @@
 //! Secondary indexes over the watch caches: the objects of a kind by a key computed from
-//! them (the assignments of a package, the packages of a full name). A pass that looked
+//! each (the assignments of a package, the packages of a full name). A pass that looked
 //! these up by scanning a whole cache made a cold start quadratic in the number of objects
 //! (profiled with `appattach bench`, see BENCHMARKS.md).
 //!
@@ -13,16 +13,16 @@ use std::sync::{Arc, RwLock};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 
-/// The objects of a kind by keys computed from each object.
+/// The objects of a kind by a key computed from each object.
 pub struct Index<K> {
-    keys: fn(&K) -> Vec<String>,
+    key: fn(&K) -> String,
     state: Arc<RwLock<State<K>>>,
 }
 
 impl<K> Clone for Index<K> {
     fn clone(&self) -> Self {
         Self {
-            keys: self.keys,
+            key: self.key,
             state: self.state.clone(),
         }
     }
@@ -41,34 +41,32 @@ fn name_of<K: kube::Resource>(o: &K) -> Name {
 
 struct State<K> {
     by_key: HashMap<String, HashSet<Name>>,
-    keys_of: HashMap<Name, Vec<String>>,
+    key_of: HashMap<Name, String>,
     /// The keys of a relist in progress (between `Init` and `InitDone`), which replace
     /// everything at its end, as the store's buffer does.
-    relist: Option<HashMap<Name, Vec<String>>>,
+    relist: Option<HashMap<Name, String>>,
     kind: std::marker::PhantomData<fn() -> K>,
 }
 
 impl<K> State<K> {
     fn remove(&mut self, r: &Name) {
-        for key in self.keys_of.remove(r).unwrap_or_default() {
-            if let Some(set) = self.by_key.get_mut(&key) {
-                set.remove(r);
-                if set.is_empty() {
-                    self.by_key.remove(&key);
-                }
+        if let Some(key) = self.key_of.remove(r)
+            && let Some(set) = self.by_key.get_mut(&key)
+        {
+            set.remove(r);
+            if set.is_empty() {
+                self.by_key.remove(&key);
             }
         }
     }
 
-    fn insert(&mut self, r: Name, keys: Vec<String>) {
+    fn insert(&mut self, r: Name, key: String) {
         self.remove(&r);
-        for key in &keys {
-            self.by_key
-                .entry(key.clone())
-                .or_default()
-                .insert(r.clone());
-        }
-        self.keys_of.insert(r, keys);
+        self.by_key
+            .entry(key.clone())
+            .or_default()
+            .insert(r.clone());
+        self.key_of.insert(r, key);
     }
 }
 
@@ -76,13 +74,13 @@ impl<K> Index<K>
 where
     K: kube::Resource<DynamicType = ()> + Clone + 'static,
 {
-    /// An empty index keyed by `keys`.
-    pub fn new(keys: fn(&K) -> Vec<String>) -> Self {
+    /// An empty index keyed by `key`.
+    pub fn new(key: fn(&K) -> String) -> Self {
         Self {
-            keys,
+            key,
             state: Arc::new(RwLock::new(State {
                 by_key: HashMap::new(),
-                keys_of: HashMap::new(),
+                key_of: HashMap::new(),
                 relist: None,
                 kind: std::marker::PhantomData,
             })),
@@ -93,25 +91,22 @@ where
     pub fn apply(&self, event: &watcher::Event<K>) {
         let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
         match event {
-            watcher::Event::Apply(o) => {
-                let keys = (self.keys)(o);
-                state.insert(name_of(o), keys);
-            }
+            watcher::Event::Apply(o) => state.insert(name_of(o), (self.key)(o)),
             watcher::Event::Delete(o) => state.remove(&name_of(o)),
             watcher::Event::Init => state.relist = Some(HashMap::new()),
             watcher::Event::InitApply(o) => {
-                let keys = (self.keys)(o);
+                let key = (self.key)(o);
                 state
                     .relist
                     .get_or_insert_with(HashMap::new)
-                    .insert(name_of(o), keys);
+                    .insert(name_of(o), key);
             }
             watcher::Event::InitDone => {
                 let relisted = state.relist.take().unwrap_or_default();
                 state.by_key.clear();
-                state.keys_of.clear();
-                for (r, keys) in relisted {
-                    state.insert(r, keys);
+                state.key_of.clear();
+                for (r, key) in relisted {
+                    state.insert(r, key);
                 }
             }
         }
@@ -171,11 +166,8 @@ mod tests {
         .expect("a HostPoolAssignment")
     }
 
-    fn by_package(a: &HostPoolAssignment) -> Vec<String> {
-        vec![namespaced_key(
-            a.metadata.namespace.as_deref(),
-            &a.spec.package_ref.name,
-        )]
+    fn by_package(a: &HostPoolAssignment) -> String {
+        namespaced_key(a.metadata.namespace.as_deref(), &a.spec.package_ref.name)
     }
 
     /// Applies events to a store and an index, as the controller's streams do.

@@ -594,9 +594,8 @@ async fn orphans<A, B>(
         .watches_stream(
             package_events.touched_objects(),
             move |p: AppAttachPackage| {
-                let key = index::namespaced_key(p.metadata.namespace.as_deref(), &p.name_any());
                 by_package
-                    .get(&index, &key)
+                    .get(&index, &reconcile::package_key(&p))
                     .into_iter()
                     .map(|a| ObjectRef::from_obj(a.as_ref()))
             },

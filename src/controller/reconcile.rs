@@ -230,9 +230,8 @@ fn assignments_of_package<A: Assignment>(
     pkg: &AppAttachPackage,
 ) -> Vec<Arc<A>> {
     let name = pkg.name_any();
-    let key = index::namespaced_key(pkg.metadata.namespace.as_deref(), &name);
     by_package
-        .get(store, &key)
+        .get(store, &package_key(pkg))
         .into_iter()
         .filter(|a| {
             a.meta().namespace == pkg.metadata.namespace
@@ -1175,16 +1174,18 @@ pub trait Assignment:
 }
 
 /// The index key of an assignment: the package it points at.
-pub fn by_package<A: Assignment>(a: &A) -> Vec<String> {
-    vec![index::namespaced_key(
-        a.meta().namespace.as_deref(),
-        a.package_ref(),
-    )]
+pub fn by_package<A: Assignment>(a: &A) -> String {
+    index::namespaced_key(a.meta().namespace.as_deref(), a.package_ref())
+}
+
+/// The key under which `by_package` files the assignments that point at `pkg`.
+pub fn package_key(pkg: &AppAttachPackage) -> String {
+    index::namespaced_key(pkg.metadata.namespace.as_deref(), &pkg.name_any())
 }
 
 /// The index key of a package: its full name.
-pub fn by_full_name(p: &AppAttachPackage) -> Vec<String> {
-    vec![build::identity(&p.spec).1]
+pub fn by_full_name(p: &AppAttachPackage) -> String {
+    build::identity(&p.spec).1
 }
 
 impl Assignment for HostPoolAssignment {
