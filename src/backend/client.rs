@@ -11,7 +11,7 @@ use super::throttle::{self, ArmMetrics, Limits, Throttle};
 use super::{Backend, BackendError, Result};
 use crate::arm::error::CloudError;
 use crate::arm::models::{
-    AppAttachPackage, ApplicationGroup, HostPool, List, MsixPackage, RoleAssignment, SendMessage,
+    AppAttachPackage, Application, ApplicationGroup, HostPool, List, MsixPackage, RoleAssignment, SendMessage,
     SessionHost, UserSession,
 };
 use crate::arm::{self, ArmError, ResourceId, ResourceType};
@@ -100,11 +100,35 @@ impl ArmClient {
 
     /// The application groups of the resource group.
     pub async fn list_application_groups(&self) -> Result<Vec<ApplicationGroup>> {
-        let path = format!(
-            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.DesktopVirtualization/applicationGroups?api-version={DV}",
+        self.list_all(&self.rg_list_path("applicationGroups")).await
+    }
+
+    /// The app attach packages of the resource group.
+    pub async fn list_packages(&self) -> Result<Vec<AppAttachPackage>> {
+        self.list_all(&self.rg_list_path("appAttachPackages")).await
+    }
+
+    /// The host pools of the resource group.
+    pub async fn list_host_pools(&self) -> Result<Vec<HostPool>> {
+        self.list_all(&self.rg_list_path("hostPools")).await
+    }
+
+    /// The applications published in an application group (by its ARM id).
+    pub async fn list_applications(&self, group_id: &str) -> Result<Vec<Application>> {
+        self.list_all(&format!("{group_id}/applications?api-version={DV}"))
+            .await
+    }
+
+    fn rg_list_path(&self, collection: &str) -> String {
+        format!(
+            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.DesktopVirtualization/{collection}?api-version={DV}",
             self.subscription, self.resource_group
-        );
-        self.list_all(&path).await
+        )
+    }
+
+    /// The resource group the client works in.
+    pub fn resource_group(&self) -> &str {
+        &self.resource_group
     }
 
     /// The client's metrics, to register.

@@ -13,6 +13,7 @@ mod index;
 pub mod metrics;
 mod msix_rollout;
 mod reconcile;
+pub use reconcile::{Inputs, Observed, msix_body, observe_with, ownership};
 mod rolling;
 pub mod rollout;
 mod status;
@@ -86,7 +87,8 @@ pub enum Policy {
 }
 
 impl Policy {
-    fn of(obj: &impl ResourceExt) -> Result<Self, String> {
+    /// The policy an object's annotation asks for; an unknown value is an error naming it.
+    pub fn of(obj: &impl ResourceExt) -> Result<Self, String> {
         match obj.annotations().get(POLICY_ANNOTATION).map(String::as_str) {
             None | Some("manage") => Ok(Self::Manage),
             Some("skip") => Ok(Self::Skip),

@@ -161,14 +161,19 @@ pub fn error_policy<B: Backend>(
 }
 
 /// Everything learned about the package's host pools and principals.
-pub(super) struct Observed {
-    pub(super) pools: Vec<PoolFacts>,
-    pub(super) pool_ids: Vec<(String, String, i32)>, // (spec name, id, ring)
+pub struct Observed {
+    /// What the backend says of each assigned host pool that exists.
+    pub pools: Vec<PoolFacts>,
+    /// Each assigned host pool that exists: (name in the spec, ARM id, ring).
+    pub pool_ids: Vec<(String, String, i32)>,
     /// The session hosts of each pool of `pool_ids`, in the same order.
-    pub(super) hosts: Vec<Vec<SessionHost>>,
-    pub(super) principals: Vec<Principal>,
-    pub(super) session_hosts: usize,
-    pub(super) problems: Vec<Finding>,
+    pub hosts: Vec<Vec<SessionHost>>,
+    /// The assigned users and groups (app attach only).
+    pub principals: Vec<Principal>,
+    /// Session hosts of all the assigned pools.
+    pub session_hosts: usize,
+    /// What is wrong with the assignments (missing pools, object ids, duplicates).
+    pub problems: Vec<Finding>,
 }
 
 fn error(reason: &'static str, message: String) -> Finding {
@@ -246,9 +251,56 @@ async fn observe<B: Backend>(
     ctx: &Context<B>,
     package_id: &str,
 ) -> Result<Observed, Error> {
-    let hpas = assignments_of_package(&ctx.host_pool_assignments, &ctx.hpa_by_package, pkg);
-    let uas = assignments_of_package(&ctx.user_assignments, &ctx.ua_by_package, pkg);
+    let (_, full) = build::identity(&pkg.spec);
+    let inputs = Inputs {
+        host_pool_assignments: assignments_of_package(
+            &ctx.host_pool_assignments,
+            &ctx.hpa_by_package,
+            pkg,
+        ),
+        user_assignments: assignments_of_package(&ctx.user_assignments, &ctx.ua_by_package, pkg),
+        // Only the packages of the same full name, from the index: scanning every package
+        // on every pass made a cold start quadratic.
+        same_full_name: ctx
+            .packages_by_full_name
+            .get(&ctx.packages, &full)
+            .into_iter()
+            .map(|other| {
+                let hpas = assignments_of_package(
+                    &ctx.host_pool_assignments,
+                    &ctx.hpa_by_package,
+                    &other,
+                );
+                (other, hpas)
+            })
+            .collect(),
+    };
+    Ok(observe_with(Some(&ctx.backend), pkg, package_id, &inputs).await?)
+}
 
+/// What a pass over one package looks at besides the package itself: the controller takes
+/// it from its watch caches, `appattach plan` and `validate` from manifests.
+pub struct Inputs {
+    /// The live HostPoolAssignments that point at the package.
+    pub host_pool_assignments: Vec<Arc<HostPoolAssignment>>,
+    /// The live UserAssignments that point at the package.
+    pub user_assignments: Vec<Arc<UserAssignment>>,
+    /// Packages with the same package full name (the package itself may be among them),
+    /// each with the HostPoolAssignments that point at it.
+    pub same_full_name: Vec<(Arc<AppAttachPackage>, Vec<Arc<HostPoolAssignment>>)>,
+}
+
+/// Reads what the backend says of the package's host pools, and checks its principals and
+/// the rule of one active package per full name per host pool. Reads only; without a
+/// backend (`appattach validate` with no world), the host pools are not looked at.
+pub async fn observe_with<B: Backend>(
+    backend: Option<&B>,
+    pkg: &AppAttachPackage,
+    package_id: &str,
+    inputs: &Inputs,
+) -> Result<Observed, BackendError> {
+    let hpas = &inputs.host_pool_assignments;
+    let uas = &inputs.user_assignments;
     let mut obs = Observed {
         pools: vec![],
         pool_ids: vec![],
@@ -258,9 +310,10 @@ async fn observe<B: Backend>(
         problems: vec![],
     };
     let mut seen = BTreeSet::new();
-    for a in &hpas {
+    for a in hpas.iter().filter(|_| backend.is_some()) {
         for (i, hp) in a.spec.host_pools.iter().enumerate() {
-            let id = ctx.backend.host_pool_id(&hp.name);
+            let Some(backend) = backend else { break };
+            let id = backend.host_pool_id(&hp.name);
             if !seen.insert(id.to_ascii_lowercase()) {
                 continue;
             }
@@ -268,16 +321,16 @@ async fn observe<B: Backend>(
                 "HostPoolAssignment/{} spec.hostPools[{i}].name",
                 a.name_any()
             );
-            let Some(pool) = ctx.backend.get_host_pool(&id).await? else {
+            let Some(pool) = backend.get_host_pool(&id).await? else {
                 obs.problems.push(error(
                     "HostPoolNotFound",
                     format!("{field}: host pool {} was not found in the backend; fix the name or create the host pool", hp.name),
                 ));
                 continue;
             };
-            let hosts = ctx.backend.list_session_hosts(&id).await?;
+            let hosts = backend.list_session_hosts(&id).await?;
             let has_other_feature = match pkg.spec.mode {
-                PackageMode::AppAttach => !ctx.backend.list_msix_packages(&id).await?.is_empty(),
+                PackageMode::AppAttach => !backend.list_msix_packages(&id).await?.is_empty(),
                 PackageMode::MsixAppAttach => pool
                     .properties
                     .app_attach_package_references
@@ -307,7 +360,7 @@ async fn observe<B: Backend>(
     }
     if pkg.spec.mode == PackageMode::AppAttach {
         let mut seen = BTreeSet::new();
-        for a in &uas {
+        for a in uas {
             for (i, p) in a.spec.principals.iter().enumerate() {
                 match &p.object_id {
                     Some(id) if seen.insert(id.to_ascii_lowercase()) => obs.principals.push(Principal {
@@ -334,28 +387,26 @@ async fn observe<B: Backend>(
     // One active package per full name per host pool.
     if pkg.spec.state == PackageState::Active {
         let (_, full) = build::identity(&pkg.spec);
-        let mine: BTreeSet<String> = obs
-            .pool_ids
+        // The host pools as the assignments name them: a pass without a backend (validate)
+        // checks the rule too.
+        let mine: BTreeSet<String> = hpas
             .iter()
-            .map(|(n, _, _)| n.to_ascii_lowercase())
+            .flat_map(|a| &a.spec.host_pools)
+            .map(|h| h.name.to_ascii_lowercase())
             .collect();
-        // Only the packages of the same full name, from the index: scanning every package
-        // on every pass made a cold start quadratic.
-        for other in ctx.packages_by_full_name.get(&ctx.packages, &full) {
+        for (other, other_hpas) in &inputs.same_full_name {
             // The older object keeps the host pool; the newer one is refused.
             let older = (&other.metadata.creation_timestamp, other.name_any())
                 < (&pkg.metadata.creation_timestamp, pkg.name_any());
-            if other.uid() == pkg.uid()
+            let same_object = other.namespace() == pkg.namespace() && other.name_any() == pkg.name_any();
+            if same_object
                 || !older
                 || other.spec.state != PackageState::Active
                 || build::identity(&other.spec).1 != full
             {
                 continue;
             }
-            let shared =
-                assignments_of_package(&ctx.host_pool_assignments, &ctx.hpa_by_package, &other)
-                    .iter()
-                    .any(|a| {
+            let shared = other_hpas.iter().any(|a| {
                         a.spec
                             .host_pools
                             .iter()
@@ -374,6 +425,41 @@ async fn observe<B: Backend>(
         }
     }
     Ok(obs)
+}
+
+/// Whether the backend package this object maps to may be ours: one made outside the
+/// controller is taken over only when the object asks (annotation), and one that another
+/// object owns never is.
+pub fn ownership(
+    pkg: &AppAttachPackage,
+    backend_name: &str,
+    observed: Option<&crate::arm::models::AppAttachPackage>,
+) -> Vec<Finding> {
+    let key = format!("{}/{}", pkg.namespace().unwrap_or_default(), pkg.name_any());
+    let mut findings = Vec::new();
+    let owner = observed
+        .and_then(|o| o.tags.as_ref())
+        .and_then(|t| t.get(OWNER_TAG));
+    if observed.is_some()
+        && owner.is_none()
+        && pkg.annotations().get(ADOPT_ANNOTATION).map(String::as_str) != Some("true")
+    {
+        findings.push(error(
+            "AlreadyExists",
+            format!(
+                "the backend already has an app attach package named {backend_name}, made outside this controller; to manage it from here, set the annotation {ADOPT_ANNOTATION}: \"true\" (its host pools and assignments then follow this object's), or rename this AppAttachPackage"
+            ),
+        ));
+    }
+    if let Some(owner) = owner
+        && owner != &key
+    {
+        findings.push(error(
+            "BackendNameTaken",
+            format!("the backend name {backend_name} (from namespace and name) already belongs to {owner}; rename this AppAttachPackage"),
+        ));
+    }
+    findings
 }
 
 /// How soon a pass that found a cache still filling tries again.
@@ -450,29 +536,7 @@ async fn apply<B: Backend>(pkg: &AppAttachPackage, ctx: &Context<B>) -> Result<A
     } else {
         None
     };
-    // A package made elsewhere (the portal, a script) is taken over only when asked.
-    if let Some(o) = &observed_pkg
-        && o.tags.as_ref().and_then(|t| t.get(OWNER_TAG)).is_none()
-        && pkg.annotations().get(ADOPT_ANNOTATION).map(String::as_str) != Some("true")
-    {
-        findings.push(error(
-            "AlreadyExists",
-            format!(
-                "the backend already has an app attach package named {backend_name}, made outside this controller; to manage it from here, set the annotation {ADOPT_ANNOTATION}: \"true\" (its host pools and assignments then follow this object's), or rename this AppAttachPackage"
-            ),
-        ));
-    }
-    if let Some(owner) = observed_pkg
-        .as_ref()
-        .and_then(|o| o.tags.as_ref())
-        .and_then(|t| t.get(OWNER_TAG))
-        && owner != &key
-    {
-        findings.push(error(
-            "BackendNameTaken",
-            format!("the backend name {backend_name} (from namespace and name) already belongs to {owner}; rename this AppAttachPackage"),
-        ));
-    }
+    findings.extend(ownership(pkg, &backend_name, observed_pkg.as_ref()));
     findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
     let has_errors = findings.iter().any(|f| f.severity == Severity::Error);
 
@@ -543,7 +607,7 @@ async fn apply<B: Backend>(pkg: &AppAttachPackage, ctx: &Context<B>) -> Result<A
 }
 
 /// The MSIX package body of a desired package.
-pub(super) fn msix_body(desired: &build::Desired) -> MsixPackage {
+pub fn msix_body(desired: &build::Desired) -> MsixPackage {
     let image = desired.package.properties.image.clone().unwrap_or_default();
     MsixPackage {
         id: None,

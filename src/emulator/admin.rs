@@ -23,6 +23,7 @@ pub fn router(_emulator: Emulator) -> Router<Emulator> {
         .route("/_emulator/signin", post(sign_in))
         .route("/_emulator/signout", post(sign_out))
         .route("/_emulator/entitlements", get(entitlements_of))
+        .route("/_emulator/directory", get(directory))
         .route("/_emulator/sessions", get(sessions))
         .route("/_emulator/stage", post(stage))
         .route("/_emulator/staging", get(staging_view))
@@ -360,6 +361,29 @@ async fn entitlements_of(
     Json(EntitlementsView {
         user: dir_user.upn,
         host_pools,
+    })
+    .into_response()
+}
+
+/// Where the world's resources live, and its directory: what Microsoft Graph would tell
+/// of users and groups, which ARM does not (`appattach plan` expands groups with it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DirectoryView {
+    /// Subscription id of the world's resources.
+    pub subscription: String,
+    /// Their resource group.
+    pub resource_group: String,
+    /// Users and groups.
+    pub directory: crate::emulator::world::Directory,
+}
+
+async fn directory(State(em): State<Emulator>) -> Response {
+    let inner = em.lock();
+    Json(DirectoryView {
+        subscription: inner.world.subscription.clone(),
+        resource_group: inner.world.resource_group.clone(),
+        directory: inner.world.directory.clone(),
     })
     .into_response()
 }
