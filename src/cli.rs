@@ -1,10 +1,12 @@
 //! The `appattach` command. Each subcommand lives in its own module under `cli/`.
 
+mod azure_args;
 mod bench;
 mod controller;
 mod crd;
 mod emulator;
 mod entitlements;
+mod gitops;
 mod image;
 mod inspect;
 mod json_log;
@@ -70,38 +72,45 @@ enum Command {
     /// Print manifests that move what exists in Azure to this operator (MSIX app attach
     /// packages of a host pool).
     Migrate(migrate::Args),
+    /// What applying manifests would change in the backend and for which users, before
+    /// merge, like `terraform plan`. Reads only.
+    Plan(gitops::PlanArgs),
     /// Watch, pause, resume, undo and list the version rollouts of an AppAttachPackage,
     /// like `kubectl rollout`.
     Rollout(rollout::Args),
+    /// Check manifests as the cluster would (CRD schema, CEL rules, the controller's own
+    /// checks against a world), one line per problem. Reads only.
+    Validate(gitops::ValidateArgs),
 }
 
 impl Cli {
     /// Runs the chosen subcommand and maps its outcome to an exit code.
     pub fn run(self) -> ExitCode {
         init_tracing(self.log_format);
+        let done = |r: anyhow::Result<()>| r.map(|()| ExitCode::SUCCESS);
         let result = match self.command {
-            Command::Controller(args) => tokio_main(controller::run(*args)),
-            Command::Crd(args) => crd::run(args),
-            Command::Emulator(args) => tokio_main(emulator::run(args)),
-            Command::Entitlements(args) => tokio_main(entitlements::run(args)),
-            Command::Image(args) => image::run(args),
-            Command::Inspect(args) => inspect::run(args),
-            Command::Local(args) => tokio_main(local::run(args)),
-            Command::Bench(args) => tokio_main(bench::run(args)),
-            Command::Rollout(args) => tokio_main(rollout::run(args)),
-            Command::Migrate(args) => tokio_main(migrate::run(args)),
+            Command::Controller(args) => done(tokio_main(controller::run(*args))),
+            Command::Crd(args) => done(crd::run(args)),
+            Command::Emulator(args) => done(tokio_main(emulator::run(args))),
+            Command::Entitlements(args) => done(tokio_main(entitlements::run(args))),
+            Command::Image(args) => done(image::run(args)),
+            Command::Inspect(args) => done(inspect::run(args)),
+            Command::Local(args) => done(tokio_main(local::run(args))),
+            Command::Bench(args) => done(tokio_main(bench::run(args))),
+            Command::Rollout(args) => done(tokio_main(rollout::run(args))),
+            Command::Migrate(args) => done(tokio_main(migrate::run(args))),
+            // These say by their exit status whether the manifests are good.
+            Command::Validate(args) => tokio_main(gitops::validate(args)),
+            Command::Plan(args) => tokio_main(gitops::plan(args)),
         };
-        match result {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                ExitCode::FAILURE
-            }
-        }
+        result.unwrap_or_else(|e| {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        })
     }
 }
 
-fn tokio_main(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+fn tokio_main<T>(fut: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?

@@ -13,5 +13,6 @@ pub mod controller;
 pub mod controlplane;
 pub mod domain;
 pub mod emulator;
+pub mod gitops;
 pub mod inspect;
 pub mod resources;

@@ -11,8 +11,8 @@ use super::throttle::{self, ArmMetrics, Limits, Throttle};
 use super::{Backend, BackendError, Result};
 use crate::arm::error::CloudError;
 use crate::arm::models::{
-    AppAttachPackage, Application, ApplicationGroup, HostPool, List, MsixPackage, RoleAssignment, SendMessage,
-    SessionHost, UserSession,
+    AppAttachPackage, Application, ApplicationGroup, HostPool, List, MsixPackage, RoleAssignment,
+    SendMessage, SessionHost, UserSession,
 };
 use crate::arm::{self, ArmError, ResourceId, ResourceType};
 

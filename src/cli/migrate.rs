@@ -5,7 +5,7 @@
 use anyhow::Context;
 
 use crate::arm::models::{MsixPackage, PrincipalType};
-use crate::backend::{ArmClient, Auth, Backend};
+use crate::backend::Backend;
 use crate::domain::naming;
 use crate::resources::{
     AppAttachPackage, AppAttachPackageSpec, Application, HostPoolAssignment,
@@ -38,26 +38,13 @@ pub struct MsixArgs {
     /// ARM endpoint (an emulator's URL); with --cloud, the cloud's.
     #[arg(long, env = "APPATTACH_ARM_ENDPOINT")]
     arm_endpoint: Option<String>,
-    /// Azure cloud to sign in to (see `appattach controller --help`).
-    #[arg(long, env = "APPATTACH_CLOUD")]
-    cloud: Option<String>,
-    /// How to sign in to Azure.
-    #[arg(long, env = "APPATTACH_AZURE_CREDENTIAL", default_value = "auto")]
-    azure_credential: String,
-    /// Subscription id.
-    #[arg(long, env = "APPATTACH_SUBSCRIPTION")]
-    subscription: String,
-    /// Resource group of the host pool.
-    #[arg(long, env = "APPATTACH_RESOURCE_GROUP")]
-    resource_group: String,
-    /// A static bearer token.
-    #[arg(long, env = "APPATTACH_ARM_TOKEN", hide_env_values = true)]
-    arm_token: Option<String>,
+    #[command(flatten)]
+    azure: super::azure_args::AzureArgs,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let Command::Msix(a) = args.command;
-    let client = connect(&a).await?;
+    let client = a.azure.client(a.arm_endpoint.as_deref(), None)?;
     let pool_id = client.host_pool_id(&a.host_pool);
     let pool = client.get_host_pool(&pool_id).await?.with_context(|| {
         format!(
@@ -106,46 +93,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         principals.len()
     );
     Ok(())
-}
-
-async fn connect(a: &MsixArgs) -> anyhow::Result<ArmClient> {
-    let auth = match &a.arm_token {
-        Some(t) => Auth::Bearer(t.clone()),
-        None => Auth::None,
-    };
-    match (&a.cloud, &a.arm_endpoint) {
-        (Some(cloud), endpoint) => {
-            let cloud: crate::azure::Cloud = cloud.parse().map_err(anyhow::Error::msg)?;
-            let env = crate::azure::process_env();
-            let auth = match auth {
-                Auth::None => {
-                    let method = crate::azure::Method::from_env(&a.azure_credential, &env)
-                        .map_err(|e| anyhow::anyhow!("{e}"))?;
-                    Auth::Credential(crate::azure::Credential::new(
-                        method,
-                        crate::azure::Endpoints::of(cloud, &env),
-                    ))
-                }
-                given => given,
-            };
-            let endpoint = endpoint
-                .clone()
-                .unwrap_or_else(|| cloud.arm_endpoint().into());
-            Ok(ArmClient::new(
-                &endpoint,
-                &a.subscription,
-                &a.resource_group,
-                auth,
-            ))
-        }
-        (None, Some(endpoint)) => Ok(ArmClient::new(
-            endpoint,
-            &a.subscription,
-            &a.resource_group,
-            auth,
-        )),
-        (None, None) => anyhow::bail!("give --cloud (Azure) or --arm-endpoint (an emulator)"),
-    }
 }
 
 /// The manifests, as one YAML stream: per MSIX package an AppAttachPackage, and one

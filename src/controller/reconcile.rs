@@ -266,11 +266,8 @@ async fn observe<B: Backend>(
             .get(&ctx.packages, &full)
             .into_iter()
             .map(|other| {
-                let hpas = assignments_of_package(
-                    &ctx.host_pool_assignments,
-                    &ctx.hpa_by_package,
-                    &other,
-                );
+                let hpas =
+                    assignments_of_package(&ctx.host_pool_assignments, &ctx.hpa_by_package, &other);
                 (other, hpas)
             })
             .collect(),
@@ -398,7 +395,8 @@ pub async fn observe_with<B: Backend>(
             // The older object keeps the host pool; the newer one is refused.
             let older = (&other.metadata.creation_timestamp, other.name_any())
                 < (&pkg.metadata.creation_timestamp, pkg.name_any());
-            let same_object = other.namespace() == pkg.namespace() && other.name_any() == pkg.name_any();
+            let same_object =
+                other.namespace() == pkg.namespace() && other.name_any() == pkg.name_any();
             if same_object
                 || !older
                 || other.spec.state != PackageState::Active
@@ -407,11 +405,11 @@ pub async fn observe_with<B: Backend>(
                 continue;
             }
             let shared = other_hpas.iter().any(|a| {
-                        a.spec
-                            .host_pools
-                            .iter()
-                            .any(|h| mine.contains(&h.name.to_ascii_lowercase()))
-                    });
+                a.spec
+                    .host_pools
+                    .iter()
+                    .any(|h| mine.contains(&h.name.to_ascii_lowercase()))
+            });
             if shared {
                 obs.problems.push(error(
                     "DuplicatePackageOnHostPool",

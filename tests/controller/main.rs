@@ -18,6 +18,7 @@ mod errors;
 mod faults;
 mod lifecycle;
 mod msix;
+mod plan;
 mod readme;
 mod reconcile;
 mod rollout;
