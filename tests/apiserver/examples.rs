@@ -3,7 +3,7 @@
 use kube::api::DynamicObject;
 use serde_json::Value;
 
-use crate::support::{TestNamespace, assert_subset, repo_path};
+use crate::support::{TestNamespace, assert_offline_accepts, assert_subset, repo_path};
 
 /// Files in examples/ that are not AppAttach manifests.
 const NOT_MANIFESTS: &[&str] = &["kustomization.yaml", "namespace.yaml", "world.yaml"];
@@ -86,6 +86,21 @@ async fn every_example_applies_server_side_and_reads_back_unchanged() {
                 Some(1),
                 "{path}: re-applying {name} changed it"
             );
+        }
+    }
+}
+
+/// `appattach validate` passes every example, on create and as an update of itself, as the
+/// API server accepts them.
+#[tokio::test]
+async fn validate_says_what_the_api_server_says_about_every_example() {
+    let ns = TestNamespace::new("examples_offline").await;
+    for (path, docs) in example_manifests() {
+        assert!(!docs.is_empty(), "{path} holds no manifest");
+        for doc in &docs {
+            assert_offline_accepts(doc, None);
+            let live = ns.applied(doc).await;
+            assert_offline_accepts(doc, Some(&live));
         }
     }
 }

@@ -3,9 +3,11 @@
 use std::path::PathBuf;
 
 use appattach_operator::controlplane::{Binaries, ControlPlane};
+use appattach_operator::gitops::apiserver::{self, Refusal};
 use appattach_operator::resources::{AppAttachPackage, HostPoolAssignment, UserAssignment};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams, PostParams};
+use kube::core::Status;
 use kube::{Api, Client};
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
@@ -94,16 +96,102 @@ impl TestNamespace {
     }
 
     /// Applies an object that must be refused; returns the API server's message.
+    #[allow(dead_code)] // the API server tests now look at the whole Status
     pub async fn refused(&self, object: &Value) -> String {
+        self.refusal(object).await.message
+    }
+
+    /// Applies an object that must be refused; returns the API server's whole Status.
+    pub async fn refusal(&self, object: &Value) -> Status {
         match self.apply(object).await {
             Ok(_) => panic!(
                 "the API server accepted a manifest it should refuse:\n{}",
                 serde_json::to_string_pretty(object).unwrap()
             ),
-            Err(kube::Error::Api(status)) => status.message.clone(),
+            Err(kube::Error::Api(status)) => *status,
             Err(other) => panic!("expected a refusal from the API server, got {other}"),
         }
     }
+
+    /// Server-side applies one object that must be accepted; returns it as stored.
+    pub async fn applied(&self, object: &Value) -> Value {
+        let live = self
+            .apply(object)
+            .await
+            .unwrap_or_else(|e| panic!("a valid manifest was refused: {e}"));
+        serde_json::to_value(live).expect("a stored object is JSON")
+    }
+}
+
+/// Asserts that the offline check (`appattach validate`) refuses `object` exactly as the API
+/// server did in `status`: the same causes, and the same message once ours are put in the
+/// server's order (which follows Go's random map order where several fields are wrong).
+/// `old` is the object as stored before, for an update.
+pub fn assert_offline_agrees(object: &Value, old: Option<&Value>, status: &Status) {
+    let ours = apiserver::check(object, old);
+    let listed =
+        |refusals: &[Refusal]| -> String { refusals.iter().map(|r| format!("\n  {r}")).collect() };
+    let causes = status
+        .details
+        .as_ref()
+        .map(|d| d.causes.as_slice())
+        .unwrap_or_default();
+    if causes.is_empty() {
+        // Server-side apply's own refusals carry no causes, only the message, which lists
+        // its errors one per line.
+        let lines = |message: &str| {
+            let mut lines: Vec<String> = message.lines().map(str::to_string).collect();
+            lines.sort();
+            lines
+        };
+        let mine = apiserver::message(object, &ours);
+        assert_eq!(
+            lines(&mine),
+            lines(&status.message),
+            "the offline check disagrees with the API server\n ours: {mine}\n API server: {}",
+            status.message
+        );
+        return;
+    }
+    let mut remaining = ours.clone();
+    let mut in_server_order = Vec::new();
+    for cause in causes {
+        let Some(i) = remaining
+            .iter()
+            .position(|r| r.field == cause.field && r.detail == cause.message)
+        else {
+            panic!(
+                "the offline check misses the API server's cause\n  {}: {}\nours:{}\nAPI server: {}",
+                cause.field,
+                cause.message,
+                listed(&ours),
+                status.message
+            );
+        };
+        in_server_order.push(remaining.remove(i));
+    }
+    assert!(
+        remaining.is_empty(),
+        "the offline check refuses more than the API server:{}\nAPI server: {}",
+        listed(&remaining),
+        status.message
+    );
+    assert_eq!(
+        apiserver::message(object, &in_server_order),
+        status.message,
+        "the offline check words the refusal differently"
+    );
+}
+
+/// Asserts that the offline check accepts `object`, as the API server did.
+pub fn assert_offline_accepts(object: &Value, old: Option<&Value>) {
+    let ours = apiserver::check(object, old);
+    assert!(
+        ours.is_empty(),
+        "the API server accepted a manifest the offline check refuses:\n{}\n{}",
+        apiserver::message(object, &ours),
+        serde_json::to_string_pretty(object).unwrap()
+    );
 }
 
 /// Asserts a refusal message names every one of these fragments (a field path, a hint),

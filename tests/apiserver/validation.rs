@@ -1,34 +1,41 @@
 //! Bad manifests are refused at apply, by the schema or a CEL rule, with a message that
 //! names the field and says what is allowed. Each rule also has a case it must accept, so
 //! a rule that refused everything would fail here too.
+//!
+//! Every case also checks that the offline check of `appattach validate` agrees with the
+//! API server: the same causes, worded the same, and nothing on what it accepts.
 
 use serde_json::json;
 
 use crate::support::{
-    TestNamespace, assert_names, host_pool_assignment, package, remove, set, user_assignment,
+    TestNamespace, assert_names, assert_offline_accepts, assert_offline_agrees,
+    host_pool_assignment, package, remove, set, user_assignment,
 };
 
-/// A test that applies `$object` and expects a refusal naming every fragment.
+/// A test that applies `$object` and expects a refusal naming every fragment, and the
+/// offline check to refuse it just so.
 macro_rules! refused {
     ($name:ident, $object:expr, [$($fragment:expr),+ $(,)?]) => {
         #[tokio::test]
         async fn $name() {
             let ns = TestNamespace::new(stringify!($name)).await;
-            let message = ns.refused(&$object).await;
-            assert_names(&message, &[$($fragment),+]);
+            let object = $object;
+            let status = ns.refusal(&object).await;
+            assert_names(&status.message, &[$($fragment),+]);
+            assert_offline_agrees(&object, None, &status);
         }
     };
 }
 
-/// A test that applies `$object` and expects it accepted.
+/// A test that applies `$object` and expects it accepted, by the offline check too.
 macro_rules! accepted {
     ($name:ident, $object:expr) => {
         #[tokio::test]
         async fn $name() {
             let ns = TestNamespace::new(stringify!($name)).await;
-            if let Err(e) = ns.apply(&$object).await {
-                panic!("a valid manifest was refused: {e}");
-            }
+            let object = $object;
+            ns.applied(&object).await;
+            assert_offline_accepts(&object, None);
         }
     };
 }
@@ -331,4 +338,252 @@ refused!(
         json!("finance-group")
     ),
     ["spec.principals[0].objectId"]
+);
+
+// What server-side apply refuses before validation: undeclared fields, values of the
+// wrong kind, list items without their key.
+refused!(
+    validate_says_what_the_api_server_says_about_an_undeclared_field,
+    set(package("p"), "/spec/colour", json!("blue")),
+    [".spec.colour", "field not declared in schema"]
+);
+refused!(
+    validate_says_what_the_api_server_says_about_undeclared_fields_in_two_places,
+    set(
+        set(package("p"), "/spec/image/size", json!(3)),
+        "/metadata/colour",
+        json!("blue")
+    ),
+    [".spec.image.size", ".metadata.colour"]
+);
+refused!(
+    validate_says_what_the_api_server_says_about_an_undeclared_status_field,
+    set(package("p"), "/status", json!({"colour": "blue"})),
+    [".status.colour", "field not declared in schema"]
+);
+refused!(
+    validate_says_what_the_api_server_says_about_a_ring_given_as_a_string,
+    set(
+        host_pool_assignment("a", "p"),
+        "/spec/hostPools/0/ring",
+        json!("1")
+    ),
+    [
+        ".spec.hostPools[name=\"hp-pilot\"].ring",
+        "expected numeric"
+    ]
+);
+refused!(
+    validate_says_what_the_api_server_says_about_a_location_given_as_a_number,
+    set(package("p"), "/spec/location", json!(5)),
+    [".spec.location", "expected string"]
+);
+refused!(
+    validate_says_what_the_api_server_says_about_suspend_given_as_a_string,
+    set(package("p"), "/spec/suspend", json!("yes")),
+    [".spec.suspend", "expected boolean"]
+);
+refused!(
+    validate_says_what_the_api_server_says_about_an_image_given_as_a_string,
+    set(package("p"), "/spec/image", json!(r"\\fs\apps\app.cim")),
+    [".spec.image", "expected map"]
+);
+refused!(
+    validate_says_what_the_api_server_says_about_host_pools_given_as_a_map,
+    set(
+        host_pool_assignment("a", "p"),
+        "/spec/hostPools",
+        json!({"name": "hp-pilot"})
+    ),
+    [".spec.hostPools", "expected list"]
+);
+refused!(
+    validate_says_what_the_api_server_says_about_a_host_pool_without_a_name,
+    set(
+        host_pool_assignment("a", "p"),
+        "/spec/hostPools",
+        json!([{"ring": 1}])
+    ),
+    [".spec.hostPools", "omits all key fields"]
+);
+refused!(
+    validate_says_what_the_api_server_says_about_a_principal_without_kind_or_name,
+    set(
+        user_assignment("u", "p"),
+        "/spec/principals",
+        json!([{"objectId": "6f1c2d3e-4a5b-4c6d-8e7f-90a1b2c3d4e5"}])
+    ),
+    [".spec.principals", "omits all key fields"]
+);
+refused!(
+    validate_says_what_the_api_server_says_about_an_application_listed_twice,
+    set(
+        package("p"),
+        "/spec/package/applications",
+        json!([{"id": "App"}, {"id": "App", "displayName": "Again"}])
+    ),
+    [".spec.package.applications", "duplicate entries"]
+);
+
+// What the validation refuses, and how the errors combine.
+refused!(
+    validate_says_what_the_api_server_says_about_an_upper_case_name,
+    set(package("p"), "/metadata/name", json!("Contoso")),
+    ["metadata.name", "RFC 1123"]
+);
+refused!(
+    validate_says_what_the_api_server_says_about_bad_labels,
+    set(
+        package("p"),
+        "/metadata/labels",
+        json!({
+            "a/b/c": "x", "tier": "front end", "example.com/": "v",
+            "Example.com/app": "v", "long": "v".repeat(64)
+        })
+    ),
+    [
+        "metadata.labels",
+        "a valid label key",
+        "prefix part",
+        "name part"
+    ]
+);
+refused!(
+    validate_says_what_the_api_server_says_about_a_bad_annotation_key,
+    set(
+        package("p"),
+        "/metadata/annotations",
+        json!({"Example.COM/Note_": "x", "fine.example.com/Key": "y"})
+    ),
+    ["metadata.annotations", "Example.COM/Note_"]
+);
+refused!(
+    validate_says_what_the_api_server_says_about_annotations_over_256_kib,
+    set(
+        package("p"),
+        "/metadata/annotations",
+        json!({"note": "x".repeat(256 << 10)})
+    ),
+    ["metadata.annotations", "Too long"]
+);
+refused!(
+    validate_says_what_the_api_server_says_about_a_location_too_long,
+    set(package("p"), "/spec/location", json!("x".repeat(65))),
+    ["spec.location", "Too long"]
+);
+refused!(
+    validate_says_what_the_api_server_says_about_an_empty_location,
+    set(package("p"), "/spec/location", json!("")),
+    ["spec.location", "at least 1 chars long"]
+);
+refused!(
+    validate_says_what_the_api_server_says_about_a_null_location,
+    set(package("p"), "/spec/location", json!(null)),
+    ["spec.location", "must be of type string"]
+);
+accepted!(
+    validate_says_what_the_api_server_says_about_a_null_that_has_a_default,
+    set(package("p"), "/spec/mode", json!(null))
+);
+refused!(
+    validate_says_what_the_api_server_says_about_a_null_spec,
+    set(package("p"), "/spec", json!(null)),
+    ["spec", "must be of type object"]
+);
+refused!(
+    validate_says_what_the_api_server_says_about_a_null_host_pool,
+    set(
+        host_pool_assignment("a", "p"),
+        "/spec/hostPools",
+        json!([null])
+    ),
+    [".spec.hostPools", "null element"]
+);
+refused!(
+    validate_says_what_the_api_server_says_about_a_label_given_as_a_number,
+    set(package("p"), "/metadata/labels", json!({"tier": 1})),
+    [".metadata.labels.tier", "expected string"]
+);
+refused!(
+    validate_says_what_the_api_server_says_about_a_fractional_ring,
+    set(
+        host_pool_assignment("a", "p"),
+        "/spec/hostPools/0/ring",
+        json!(1.5)
+    ),
+    ["spec.hostPools[0].ring", "must be of type"]
+);
+refused!(
+    validate_says_what_the_api_server_says_about_a_ring_out_of_int32_range,
+    set(
+        host_pool_assignment("a", "p"),
+        "/spec/hostPools/0/ring",
+        json!(3_000_000_000_i64)
+    ),
+    ["spec.hostPools[0].ring", "less than or equal to 100"]
+);
+accepted!(
+    validate_says_what_the_api_server_says_about_a_whole_ring_written_as_a_float,
+    set(
+        host_pool_assignment("a", "p"),
+        "/spec/hostPools/0/ring",
+        json!(1.0)
+    )
+);
+refused!(
+    validate_says_what_the_api_server_says_about_too_many_host_pools,
+    set(
+        host_pool_assignment("a", "p"),
+        "/spec/hostPools",
+        json!(
+            (0..501)
+                .map(|i| json!({"name": format!("hp-{i}")}))
+                .collect::<Vec<_>>()
+        )
+    ),
+    ["spec.hostPools", "Too many"]
+);
+refused!(
+    validate_says_what_the_api_server_says_about_a_null_dependency,
+    set(package("p"), "/spec/package/dependencies", json!([null])),
+    ["spec.package.dependencies[0]", "must be of type object"]
+);
+refused!(
+    validate_says_what_the_api_server_says_about_a_dependency_with_a_bad_version,
+    set(
+        package("p"),
+        "/spec/package/dependencies",
+        json!([{"name": "Microsoft.VCLibs", "publisher": "CN=Microsoft", "minVersion": "14.0.30704"}])
+    ),
+    ["spec.package.dependencies[0].minVersion", "should match"]
+);
+refused!(
+    validate_says_what_the_api_server_says_about_several_errors_at_once,
+    set(
+        set(
+            remove(package("p"), "/spec/location"),
+            "/spec/mode",
+            json!("AppV")
+        ),
+        "/spec/package/version",
+        json!("1")
+    ),
+    ["spec.location", "spec.mode", "spec.package.version"]
+);
+refused!(
+    validate_says_what_the_api_server_says_about_a_schema_error_beside_a_rule_error,
+    set(
+        set(package("p"), "/spec/location", json!("")),
+        "/spec/image/format",
+        json!("VHD")
+    ),
+    ["spec.location", "spec.image.format"]
+);
+accepted!(
+    validate_says_what_the_api_server_says_about_a_status_in_the_manifest,
+    set(
+        package("p"),
+        "/status",
+        json!({"currentVersion": "1.0.0.0"})
+    )
 );
