@@ -566,6 +566,17 @@ pub struct RoleAssignment {
     pub properties: RoleAssignmentProperties,
 }
 
+impl RoleAssignment {
+    /// Whether it assigns the "Desktop Virtualization User" role, the one this operator
+    /// writes and reads (membership of application groups, access to packages).
+    pub fn is_desktop_virtualization_user(&self) -> bool {
+        self.properties
+            .role_definition_id
+            .to_ascii_lowercase()
+            .ends_with(super::DESKTOP_VIRTUALIZATION_USER_ROLE)
+    }
+}
+
 /// `RoleAssignmentProperties`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

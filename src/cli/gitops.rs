@@ -10,10 +10,9 @@ use super::azure_args::AzureArgs;
 use crate::backend::{ArmClient, Auth};
 use crate::controller::validate::Severity;
 use crate::emulator::admin::DirectoryView;
-use crate::emulator::world::Directory;
 use crate::emulator::{self, Emulator, Served, World};
 use crate::gitops::manifest::{self, Document};
-use crate::gitops::plan::{self, Plan, Status};
+use crate::gitops::plan::{self, Access, Plan, Status};
 use crate::gitops::validate::{self, Report};
 
 /// The manifests, and what to check them against.
@@ -65,7 +64,8 @@ pub struct PlanArgs {
 /// What the manifests are checked against.
 struct Target {
     client: ArmClient,
-    directory: Option<Directory>,
+    /// Who is who, when known: groups are expanded to their members.
+    directory: Option<World>,
     label: String,
     /// The in-process emulator of a world file, kept until the end.
     _served: Option<Served>,
@@ -84,7 +84,7 @@ async fn connect(sources: &Sources, default_emulator: bool) -> anyhow::Result<Op
             None => (*one, String::new()),
         },
         [k, v] => (*k, v.to_string()),
-        _ => unreachable!("clap takes one or two values"),
+        _ => ("", String::new()), // clap takes one or two: refused below all the same
     };
     let token = sources
         .azure
@@ -122,7 +122,7 @@ async fn connect(sources: &Sources, default_emulator: bool) -> anyhow::Result<Op
                 .unwrap_or(view.resource_group);
             Ok(Some(Target {
                 client: ArmClient::new(url, &subscription, &rg, token),
-                directory: Some(view.directory),
+                directory: Some(World::of_directory(view.directory)),
                 label: format!("emulator {url}"),
                 _served: None,
             }))
@@ -130,7 +130,7 @@ async fn connect(sources: &Sources, default_emulator: bool) -> anyhow::Result<Op
         ("world", file) if !file.is_empty() => {
             let world = World::load(&PathBuf::from(file))
                 .with_context(|| format!("--against world {file}"))?;
-            let directory = world.directory.clone();
+            let directory = world.clone();
             let (subscription, rg) = (world.subscription.clone(), world.resource_group.clone());
             let served = Emulator::start(emulator::Config {
                 world: Some(world),
@@ -191,13 +191,9 @@ async fn check(
     .await
     .context("reading the backend")?;
     for p in &report.problems {
-        println_problem(p);
+        println!("{p}");
     }
     Ok(report)
-}
-
-fn println_problem(p: &validate::Problem) {
-    println!("{p}");
 }
 
 fn summary(report: &Report) -> String {
@@ -292,7 +288,7 @@ fn status_word(s: Status) -> &'static str {
 /// Counts for the closing line.
 fn tally(plan: &Plan) -> String {
     let count = |s: Status| plan.packages.iter().filter(|p| p.status == s).count();
-    let change = |c: &str| plan.entitlements.iter().filter(|e| e.change == c).count();
+    let change = |c: Access| plan.entitlements.iter().filter(|e| e.change == c).count();
     format!(
         "{} to create, {} to update, {} rollout(s), {} to remove, {} not reconciled; {} {} gain, {} lose, {} change version",
         count(Status::Create),
@@ -301,44 +297,22 @@ fn tally(plan: &Plan) -> String {
         plan.removals.len(),
         count(Status::NotReconciled),
         plan.entitlements_of,
-        change("gains"),
-        change("loses"),
-        change("changes"),
+        change(Access::Gains),
+        change(Access::Loses),
+        change(Access::Changes),
     )
 }
 
 fn entitlement_line(e: &plan::EntitlementChange) -> String {
-    match e.change.as_str() {
-        "gains" => format!(
-            "{} gains {} {} on {}",
-            e.who,
-            e.package,
-            e.to_version.as_deref().unwrap_or_default(),
-            e.host_pool
-        ),
-        "loses" => format!(
-            "{} loses {} {} on {}",
-            e.who,
-            e.package,
-            e.from_version.as_deref().unwrap_or_default(),
-            e.host_pool
-        ),
-        _ => format!(
-            "{} gets {} {} instead of {} on {}",
-            e.who,
-            e.package,
-            e.to_version.as_deref().unwrap_or_default(),
-            e.from_version.as_deref().unwrap_or_default(),
-            e.host_pool
-        ),
-    }
-}
-
-fn entitlement_sign(change: &str) -> &'static str {
-    match change {
-        "gains" => "+",
-        "loses" => "-",
-        _ => "~",
+    let (from, to) = (
+        e.from_version.as_deref().unwrap_or_default(),
+        e.to_version.as_deref().unwrap_or_default(),
+    );
+    let (who, app, pool) = (&e.who, &e.package, &e.host_pool);
+    match e.change {
+        Access::Gains => format!("{who} gains {app} {to} on {pool}"),
+        Access::Loses => format!("{who} loses {app} {from} on {pool}"),
+        Access::Changes => format!("{who} gets {app} {to} instead of {from} on {pool}"),
     }
 }
 
@@ -392,11 +366,7 @@ pub fn text(plan: &Plan) -> String {
     if !plan.entitlements.is_empty() {
         out.push_str(&format!("\nWho gets what ({}):\n", plan.entitlements_of));
         for e in &plan.entitlements {
-            out.push_str(&format!(
-                "  {} {}\n",
-                entitlement_sign(&e.change),
-                entitlement_line(e)
-            ));
+            out.push_str(&format!("  {} {}\n", e.change.sign(), entitlement_line(e)));
         }
     }
     out.push_str(&format!("\nPlan: {}.\n", tally(plan)));
@@ -480,8 +450,8 @@ pub fn markdown(plan: &Plan) -> String {
             };
             out.push_str(&format!(
                 "| {} {} | {} | {} | {} | {} |\n",
-                entitlement_sign(&e.change),
-                e.change,
+                e.change.sign(),
+                e.change.word(),
                 cell(&e.who),
                 cell(&e.host_pool),
                 cell(&e.package),

@@ -65,10 +65,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let Some(scope) = group.id else { continue };
         for r in client.list_role_assignments(&scope).await? {
             let p = &r.properties;
-            if p.role_definition_id
-                .to_ascii_lowercase()
-                .ends_with(crate::arm::DESKTOP_VIRTUALIZATION_USER_ROLE)
-            {
+            if r.is_desktop_virtualization_user() {
                 principals.push((
                     p.principal_id.to_ascii_lowercase(),
                     p.principal_type.unwrap_or(PrincipalType::User),

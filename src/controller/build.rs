@@ -200,12 +200,7 @@ pub fn role_changes(
 ) -> (Vec<String>, Vec<String>) {
     let ours: Vec<&RoleAssignment> = observed
         .iter()
-        .filter(|r| {
-            r.properties
-                .role_definition_id
-                .to_ascii_lowercase()
-                .ends_with(arm::DESKTOP_VIRTUALIZATION_USER_ROLE)
-        })
+        .filter(|r| r.is_desktop_virtualization_user())
         .collect();
     let held: BTreeSet<String> = ours
         .iter()

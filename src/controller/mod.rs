@@ -13,7 +13,7 @@ mod index;
 pub mod metrics;
 mod msix_rollout;
 mod reconcile;
-pub use reconcile::{Inputs, Observed, msix_body, observe_with, ownership};
+pub use reconcile::{Assignment, Inputs, Observed, msix_body, observe_with, ownership};
 mod rolling;
 pub mod rollout;
 mod status;

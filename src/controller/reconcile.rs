@@ -307,52 +307,53 @@ pub async fn observe_with<B: Backend>(
         problems: vec![],
     };
     let mut seen = BTreeSet::new();
-    for a in hpas.iter().filter(|_| backend.is_some()) {
-        for (i, hp) in a.spec.host_pools.iter().enumerate() {
-            let Some(backend) = backend else { break };
-            let id = backend.host_pool_id(&hp.name);
-            if !seen.insert(id.to_ascii_lowercase()) {
-                continue;
-            }
-            let field = format!(
-                "HostPoolAssignment/{} spec.hostPools[{i}].name",
-                a.name_any()
-            );
-            let Some(pool) = backend.get_host_pool(&id).await? else {
-                obs.problems.push(error(
+    if let Some(backend) = backend {
+        for a in hpas {
+            for (i, hp) in a.spec.host_pools.iter().enumerate() {
+                let id = backend.host_pool_id(&hp.name);
+                if !seen.insert(id.to_ascii_lowercase()) {
+                    continue;
+                }
+                let field = format!(
+                    "HostPoolAssignment/{} spec.hostPools[{i}].name",
+                    a.name_any()
+                );
+                let Some(pool) = backend.get_host_pool(&id).await? else {
+                    obs.problems.push(error(
                     "HostPoolNotFound",
                     format!("{field}: host pool {} was not found in the backend; fix the name or create the host pool", hp.name),
                 ));
-                continue;
-            };
-            let hosts = backend.list_session_hosts(&id).await?;
-            let has_other_feature = match pkg.spec.mode {
-                PackageMode::AppAttach => !backend.list_msix_packages(&id).await?.is_empty(),
-                PackageMode::MsixAppAttach => pool
-                    .properties
-                    .app_attach_package_references
-                    .iter()
-                    .flatten()
-                    .any(|r| !r.eq_ignore_ascii_case(package_id)),
-            };
-            obs.session_hosts += hosts.len();
-            obs.pools.push(PoolFacts {
-                name: hp.name.clone(),
-                field,
-                location: pool.location.clone().unwrap_or_default(),
-                identity_provider: pool
-                    .tags
-                    .as_ref()
-                    .and_then(|t| t.get("appattach.io/identity-provider").cloned()),
-                host_os_versions: hosts
-                    .iter()
-                    .filter_map(|h| h.properties.os_version.clone())
-                    .collect(),
-                has_other_feature,
-            });
-            obs.pool_ids
-                .push((hp.name.clone(), pool.id.clone().unwrap_or(id), hp.ring));
-            obs.hosts.push(hosts);
+                    continue;
+                };
+                let hosts = backend.list_session_hosts(&id).await?;
+                let has_other_feature = match pkg.spec.mode {
+                    PackageMode::AppAttach => !backend.list_msix_packages(&id).await?.is_empty(),
+                    PackageMode::MsixAppAttach => pool
+                        .properties
+                        .app_attach_package_references
+                        .iter()
+                        .flatten()
+                        .any(|r| !r.eq_ignore_ascii_case(package_id)),
+                };
+                obs.session_hosts += hosts.len();
+                obs.pools.push(PoolFacts {
+                    name: hp.name.clone(),
+                    field,
+                    location: pool.location.clone().unwrap_or_default(),
+                    identity_provider: pool
+                        .tags
+                        .as_ref()
+                        .and_then(|t| t.get("appattach.io/identity-provider").cloned()),
+                    host_os_versions: hosts
+                        .iter()
+                        .filter_map(|h| h.properties.os_version.clone())
+                        .collect(),
+                    has_other_feature,
+                });
+                obs.pool_ids
+                    .push((hp.name.clone(), pool.id.clone().unwrap_or(id), hp.ring));
+                obs.hosts.push(hosts);
+            }
         }
     }
     if pkg.spec.mode == PackageMode::AppAttach {

@@ -342,6 +342,23 @@ impl World {
         })
     }
 
+    /// A world of this directory alone (no resources): who is who, for tools that read
+    /// the resources elsewhere (`appattach plan` reads them over ARM).
+    pub fn of_directory(directory: Directory) -> Self {
+        Self {
+            directory,
+            ..Self::default()
+        }
+    }
+
+    /// Every user of the directory, with the object ids of its groups, by UPN.
+    pub fn users(&self) -> impl Iterator<Item = (String, crate::domain::entitlements::User)> + '_ {
+        self.directory
+            .users
+            .iter()
+            .filter_map(|u| self.user(&u.upn).map(|(d, user)| (d.upn, user)))
+    }
+
     /// A user with the object ids of its groups, for the entitlement rule.
     pub fn user(
         &self,

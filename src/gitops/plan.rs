@@ -12,15 +12,17 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::validate::{Objects, PackageCheck};
-use crate::arm::models::{AppAttachPackage as ArmPackage, RoleAssignment};
+use crate::arm::models::{
+    AppAttachPackage as ArmPackage, ApplicationGroupType, HostPool, MsixPackage, RoleAssignment,
+};
 use crate::backend::{ArmClient, Backend, BackendError};
 use crate::controller::build::{self, OWNER_TAG};
 use crate::controller::validate::Severity;
 use crate::controller::{Policy, msix_body};
 use crate::domain::entitlements::{self, AppGroup, AppGroupKind, Feature};
 use crate::domain::naming;
-use crate::emulator::world::Directory;
-use crate::resources::{AppAttachPackage, PackageMode, PackageState};
+use crate::emulator::World;
+use crate::resources::{AppAttachPackage, AppAttachPackageSpec, PackageMode, PackageState};
 
 /// What applying the manifests would do.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -156,6 +158,38 @@ pub struct Removal {
     pub role_assignments: usize,
 }
 
+/// How someone's access to an app changes.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    /// Gets the app, which they did not.
+    Gains,
+    /// No longer gets it.
+    Loses,
+    /// Gets another version of it.
+    Changes,
+}
+
+impl Access {
+    /// The word, as in the JSON: `gains`, `loses`, `changes`.
+    pub fn word(self) -> &'static str {
+        match self {
+            Self::Gains => "gains",
+            Self::Loses => "loses",
+            Self::Changes => "changes",
+        }
+    }
+
+    /// `+`, `-` or `~`, as a diff marks them.
+    pub fn sign(self) -> &'static str {
+        match self {
+            Self::Gains => "+",
+            Self::Loses => "-",
+            Self::Changes => "~",
+        }
+    }
+}
+
 /// One person's (or principal's) change on one host pool.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(rename_all = "camelCase")]
@@ -166,8 +200,8 @@ pub struct EntitlementChange {
     pub host_pool: String,
     /// The app (package display name or family name).
     pub package: String,
-    /// `gains`, `loses` or `changes`.
-    pub change: String,
+    /// `gains`, `loses` or `changes` (another version).
+    pub change: Access,
     /// The version before.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub from_version: Option<String>,
@@ -176,12 +210,66 @@ pub struct EntitlementChange {
     pub to_version: Option<String>,
 }
 
-/// What the backend holds, read once.
-struct Backend0 {
+/// What the backend holds, read once: every later step works from it.
+struct Held {
+    /// The app attach packages of the resource group.
     packages: Vec<ArmPackage>,
     /// Role assignments of the Desktop Virtualization User role at each package, by
     /// lower-case package id.
     roles: BTreeMap<String, Vec<RoleAssignment>>,
+    /// The host pools of the resource group.
+    pools: Vec<HostPool>,
+    /// The MSIX packages of each host pool, by lower-case host pool id.
+    msix: BTreeMap<String, Vec<MsixPackage>>,
+}
+
+impl Held {
+    async fn read(client: &ArmClient) -> Result<Self, BackendError> {
+        let packages = client.list_packages().await?;
+        let mut roles = BTreeMap::new();
+        for id in packages.iter().filter_map(|p| p.id.as_ref()) {
+            let at = client.list_role_assignments(id).await?;
+            roles.insert(
+                id.to_ascii_lowercase(),
+                at.into_iter()
+                    .filter(RoleAssignment::is_desktop_virtualization_user)
+                    .collect(),
+            );
+        }
+        let pools = client.list_host_pools().await?;
+        let mut msix = BTreeMap::new();
+        for id in pools.iter().filter_map(|p| p.id.as_ref()) {
+            msix.insert(
+                id.to_ascii_lowercase(),
+                client.list_msix_packages(id).await?,
+            );
+        }
+        Ok(Self {
+            packages,
+            roles,
+            pools,
+            msix,
+        })
+    }
+
+    /// The MSIX packages of a host pool; one outside the resource group (named by its
+    /// ARM id in an assignment) is read on its own.
+    async fn msix_of(
+        &self,
+        client: &ArmClient,
+        pool_id: &str,
+    ) -> Result<Vec<MsixPackage>, BackendError> {
+        match self.msix.get(&pool_id.to_ascii_lowercase()) {
+            Some(held) => Ok(held.clone()),
+            None => client.list_msix_packages(pool_id).await,
+        }
+    }
+
+    fn role_count(&self, package_id: &str) -> usize {
+        self.roles
+            .get(&package_id.to_ascii_lowercase())
+            .map_or(0, Vec::len)
+    }
 }
 
 fn owner(p: &ArmPackage) -> Option<&String> {
@@ -200,13 +288,6 @@ fn leaf(id: &str) -> &str {
     id.rsplit('/').next().unwrap_or(id)
 }
 
-fn is_dvu(r: &RoleAssignment) -> bool {
-    r.properties
-        .role_definition_id
-        .to_ascii_lowercase()
-        .ends_with(crate::arm::DESKTOP_VIRTUALIZATION_USER_ROLE)
-}
-
 /// Computes the plan of validated manifests against a backend. `directory`, when known,
 /// expands groups to their members for the entitlement changes.
 pub async fn plan(
@@ -214,21 +295,9 @@ pub async fn plan(
     against: &str,
     objects: &Objects,
     checks: &[PackageCheck],
-    directory: Option<&Directory>,
+    directory: Option<&World>,
 ) -> Result<Plan, BackendError> {
-    let mut held = Backend0 {
-        packages: client.list_packages().await?,
-        roles: BTreeMap::new(),
-    };
-    for p in &held.packages {
-        if let Some(id) = &p.id {
-            let roles = client.list_role_assignments(id).await?;
-            held.roles.insert(
-                id.to_ascii_lowercase(),
-                roles.into_iter().filter(is_dvu).collect(),
-            );
-        }
-    }
+    let held = Held::read(client).await?;
     let names = principal_names(objects);
     let mut packages = Vec::new();
     // The packages sign-in would see after the changes, replacing those of each object.
@@ -246,20 +315,20 @@ pub async fn plan(
     let namespaces: BTreeSet<String> = objects
         .packages
         .iter()
-        .chain(std::iter::empty())
-        .map(|p| p.object.namespace().unwrap_or_default())
+        .map(|p| p.object.namespace())
         .chain(
             objects
                 .host_pool_assignments
                 .iter()
-                .map(|a| a.object.namespace().unwrap_or_default()),
+                .map(|a| a.object.namespace()),
         )
         .chain(
             objects
                 .user_assignments
                 .iter()
-                .map(|a| a.object.namespace().unwrap_or_default()),
+                .map(|a| a.object.namespace()),
         )
+        .map(Option::unwrap_or_default)
         .collect();
     let mut removals = Vec::new();
     for p in &held.packages {
@@ -271,7 +340,7 @@ pub async fn plan(
                 object: o.clone(),
                 backend_name: leaf(&id).to_string(),
                 version: version(p),
-                role_assignments: held.roles.get(&id.to_ascii_lowercase()).map_or(0, Vec::len),
+                role_assignments: held.role_count(&id),
             });
             replaced.insert(id.to_ascii_lowercase());
         }
@@ -308,26 +377,89 @@ fn principal_names(objects: &Objects) -> BTreeMap<String, String> {
 
 /// What sign-in sees of one object after the change: the backend package ids it replaces
 /// and the packages that take their place.
+#[derive(Default)]
 struct After {
     replaces: Vec<String>,
     packages: Vec<entitlements::Package>,
 }
 
+/// One package of the manifests, as the controller would see it in a pass.
+struct Subject<'a> {
+    pkg: &'a AppAttachPackage,
+    spec: &'a AppAttachPackageSpec,
+    /// `namespace/name`, the owner tag.
+    object: String,
+    obs: &'a crate::controller::Observed,
+    names: &'a BTreeMap<String, String>,
+    /// The ARM ids of the assigned host pools.
+    pool_ids: Vec<String>,
+    rings: Vec<Ring>,
+    family: String,
+    full: String,
+    /// How the manifests call the app.
+    display: String,
+    active: bool,
+}
+
+impl Subject<'_> {
+    /// How the manifests name a principal, else its object id.
+    fn who(&self, object_id: &str) -> String {
+        self.names
+            .get(&object_id.to_ascii_lowercase())
+            .cloned()
+            .unwrap_or_else(|| object_id.to_string())
+    }
+
+    /// A host pool's name as the assignment gives it, from its ARM id.
+    fn pool_name(&self, id: &str) -> String {
+        self.obs
+            .pool_ids
+            .iter()
+            .find(|(_, i, _)| i.eq_ignore_ascii_case(id))
+            .map_or_else(|| leaf(id).to_string(), |(n, _, _)| n.clone())
+    }
+
+    /// The package as sign-in would see it after the change, on these host pools.
+    fn after(
+        &self,
+        id: String,
+        feature: Feature,
+        host_pools: Vec<String>,
+    ) -> entitlements::Package {
+        entitlements::Package {
+            id,
+            feature,
+            family_name: self.family.clone(),
+            version: self.spec.package.version.clone(),
+            image_path: self.spec.image.path.clone(),
+            active: self.active,
+            host_pools,
+            principals: match feature {
+                Feature::AppAttach => self
+                    .obs
+                    .principals
+                    .iter()
+                    .map(|p| p.object_id.clone())
+                    .collect(),
+                Feature::MsixAppAttach => BTreeSet::new(),
+            },
+        }
+    }
+}
+
 async fn plan_package(
     client: &ArmClient,
-    held: &Backend0,
+    held: &Held,
     check: &PackageCheck,
     names: &BTreeMap<String, String>,
 ) -> Result<(PackagePlan, Option<After>), BackendError> {
-    let pkg = &check.package.object;
+    let pkg = check.package.object.as_ref();
     let spec = &pkg.spec;
-    let ns = pkg.namespace().unwrap_or_default();
     let object = key(pkg);
-    let home = naming::backend_name(&ns, &pkg.name_any());
     let mut out = PackagePlan {
         object: object.clone(),
         source: format!("{}:{}", check.package.doc.file, check.package.doc.line),
-        backend_name: home.clone(),
+        backend_name: naming::backend_name(&pkg.namespace().unwrap_or_default(), &pkg.name_any()),
         mode: spec.mode,
         status: Status::NoChange,
         reason: None,
@@ -346,290 +478,36 @@ async fn plan_package(
     let Some(obs) = &check.observed else {
         return Ok((out, None));
     };
-    let who = |oid: &str| names.get(oid).cloned().unwrap_or_else(|| oid.to_string());
-    let pool_name = |id: &str| {
-        obs.pool_ids
-            .iter()
-            .find(|(_, i, _)| i.eq_ignore_ascii_case(id))
-            .map_or_else(|| leaf(id).to_string(), |(n, _, _)| n.clone())
-    };
-    let pool_ids: Vec<String> = obs.pool_ids.iter().map(|(_, id, _)| id.clone()).collect();
-    let rings = rings_of(obs);
     let (family, full) = build::identity(spec);
-    let display = spec
-        .package
-        .display_name
-        .clone()
-        .unwrap_or_else(|| spec.package.name.clone());
-    let active = spec.state == PackageState::Active;
-    let mut after = After {
-        replaces: vec![],
-        packages: vec![],
-    };
-    match spec.mode {
-        PackageMode::AppAttach => {
-            let owned: Vec<&ArmPackage> = held
-                .packages
-                .iter()
-                .filter(|p| owner(p) == Some(&object))
-                .collect();
-            // Adopted in place: a package made elsewhere, under the name this maps to.
-            let adopted: Vec<&ArmPackage> = held
-                .packages
-                .iter()
-                .filter(|p| owner(p).is_none() && p.id.as_deref().is_some_and(|i| leaf(i) == home))
-                .collect();
-            let current: Vec<&ArmPackage> = if owned.is_empty() { adopted } else { owned };
-            after.replaces = current
-                .iter()
-                .filter_map(|p| p.id.as_ref().map(|i| i.to_ascii_lowercase()))
-                .collect();
-            let at_version = current
-                .iter()
-                .find(|p| version(p) == spec.package.version)
-                .copied();
-            let target = match (at_version, current.first()) {
-                (Some(p), _) => p.id.as_deref().map(leaf).unwrap_or(&home).to_string(),
-                (None, Some(_)) => {
-                    naming::versioned_backend_name(&ns, &pkg.name_any(), &spec.package.version)
-                }
-                (None, None) => home.clone(),
-            };
-            out.backend_name = target.clone();
-            let target_id = client.package_id(&target);
-            let desired = build::build(
-                spec,
-                &object,
-                client.subscription(),
-                &target_id,
-                &pool_ids,
-                &obs.principals,
-            );
-            let resource = format!("appAttachPackages/{target}");
-            let observed_roles = held
-                .roles
-                .get(&target_id.to_ascii_lowercase())
-                .cloned()
-                .unwrap_or_default();
-            match at_version {
-                None => {
-                    out.status = Status::Create;
-                    out.changes.push(Change::new(
-                        "create",
-                        resource.clone(),
-                        format!(
-                            "{display} {} from {}, {}, {} host pool(s): {}",
-                            spec.package.version,
-                            spec.image.path,
-                            if active { "active" } else { "inactive" },
-                            pool_ids.len(),
-                            pool_ids
-                                .iter()
-                                .map(|i| pool_name(i))
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ),
-                    ));
-                }
-                Some(p) if build::package_differs(&desired.package, p) => {
-                    out.status = Status::Update;
-                    out.changes.push(Change::new(
-                        "update",
-                        resource.clone(),
-                        differences(&desired.package, p, &pool_name).join("; "),
-                    ));
-                }
-                Some(_) => {}
-            }
-            let (create, delete) = build::role_changes(&desired.roles, &observed_roles);
-            for name in create {
-                let r = &desired.roles[&name];
-                out.changes.push(Change::new(
-                    "create",
-                    format!("roleAssignments/{name}"),
-                    format!(
-                        "Desktop Virtualization User for {} at {resource}",
-                        who(&r.properties.principal_id)
-                    ),
-                ));
-            }
-            for id in delete {
-                let principal = observed_roles
-                    .iter()
-                    .find(|r| r.id.as_deref() == Some(&id))
-                    .map(|r| who(&r.properties.principal_id.to_ascii_lowercase()))
-                    .unwrap_or_default();
-                out.changes.push(Change::new(
-                    "delete",
-                    format!("roleAssignments/{}", leaf(&id)),
-                    format!("Desktop Virtualization User for {principal} at {resource}"),
-                ));
-            }
-            if out.status == Status::NoChange && !out.changes.is_empty() {
-                out.status = Status::Update; // role assignments only
-            }
-            // A version change: the new version beside the old, ring by ring.
-            let others: Vec<&&ArmPackage> = current
-                .iter()
-                .filter(|p| p.id.as_deref().map(leaf) != Some(target.as_str()))
-                .collect();
-            if let Some(from) = others.first() {
-                out.status = Status::Rollout;
-                for ring in &rings {
-                    out.changes.push(Change::new(
-                        "update",
-                        format!("appAttachPackages/{target}"),
-                        format!(
-                            "ring {}: host pool(s) {} switch to {} once the ring before has staged it and soaked",
-                            ring.ring,
-                            ring.host_pools.join(", "),
-                            spec.package.version
-                        ),
-                    ));
-                }
-                for old in &others {
-                    let id = old.id.clone().unwrap_or_default();
-                    let roles = held.roles.get(&id.to_ascii_lowercase()).map_or(0, Vec::len);
-                    out.changes.push(Change::new(
-                        "delete",
-                        format!("appAttachPackages/{}", leaf(&id)),
-                        format!(
-                            "{} {} and its {roles} role assignment(s), once every host pool runs {}; its image stays listed while sessions use it",
-                            display,
-                            version(old),
-                            spec.package.version
-                        ),
-                    ));
-                }
-                out.rollout = Some(RolloutPlan {
-                    from: version(from),
-                    to: spec.package.version.clone(),
-                    rings,
-                    gate: gate(spec),
-                });
-            }
-            after.packages.push(entitlements::Package {
-                id: target_id,
-                feature: Feature::AppAttach,
-                family_name: family.clone(),
-                version: spec.package.version.clone(),
-                image_path: spec.image.path.clone(),
-                active,
-                host_pools: pool_ids.clone(),
-                principals: obs.principals.iter().map(|p| p.object_id.clone()).collect(),
-            });
-        }
-        PackageMode::MsixAppAttach => {
-            let desired = build::build(spec, &object, client.subscription(), "", &[], &[]);
-            let body = msix_body(&desired);
-            for (name, id, _) in &obs.pool_ids {
-                let on_pool = client.list_msix_packages(id).await?;
-                let same_family: Vec<_> = on_pool
-                    .iter()
-                    .filter(|m| {
-                        m.properties
-                            .package_family_name
-                            .as_deref()
-                            .is_some_and(|f| f.eq_ignore_ascii_case(&family))
-                    })
-                    .collect();
-                let resource = format!("hostPools/{name}/msixPackages/{full}");
-                let exact = same_family
-                    .iter()
-                    .find(|m| m.id.as_deref().map(leaf) == Some(full.as_str()));
-                match exact {
-                    Some(m) => {
-                        let mut held_props = m.properties.clone();
-                        held_props.last_updated = None;
-                        if held_props != body.properties {
-                            out.status = Status::Update;
-                            out.changes.push(Change::new(
-                                "update",
-                                resource,
-                                json_differences(
-                                    &serde_json::to_value(&body.properties).unwrap_or_default(),
-                                    &serde_json::to_value(&held_props).unwrap_or_default(),
-                                    "",
-                                )
-                                .join("; "),
-                            ));
-                        }
-                    }
-                    None => {
-                        out.changes.push(Change::new(
-                            "create",
-                            resource,
-                            format!(
-                                "{display} {} from {}",
-                                spec.package.version, spec.image.path
-                            ),
-                        ));
-                        if out.status == Status::NoChange {
-                            out.status = Status::Create;
-                        }
-                    }
-                }
-                for old in same_family
-                    .iter()
-                    .filter(|m| m.id.as_deref().map(leaf) != Some(full.as_str()))
-                {
-                    let old_version = old.properties.version.clone().unwrap_or_default();
-                    out.changes.push(Change::new(
-                        "delete",
-                        format!(
-                            "hostPools/{name}/msixPackages/{}",
-                            old.id.as_deref().map(leaf).unwrap_or_default()
-                        ),
-                        format!(
-                            "{display} {old_version}, replaced by {} while its session hosts are drained ({} at a time, inside the maintenance window)",
-                            spec.package.version, spec.rollout.max_unavailable_hosts
-                        ),
-                    ));
-                    out.status = Status::Rollout;
-                    if out.rollout.is_none() {
-                        out.rollout = Some(RolloutPlan {
-                            from: old_version,
-                            to: spec.package.version.clone(),
-                            rings: rings.clone(),
-                            gate: match &spec.rollout.maintenance_window {
-                                Some(w) => format!(
-                                    "MSIX app attach cannot update in place: session hosts are drained, {} at a time, {} {} for {} ({})",
-                                    spec.rollout.max_unavailable_hosts,
-                                    serde_json::to_value(w.day_of_week)
-                                        .ok()
-                                        .and_then(|v| v.as_str().map(String::from))
-                                        .unwrap_or_default(),
-                                    w.start_time,
-                                    w.duration,
-                                    w.time_zone
-                                ),
-                                None => format!(
-                                    "MSIX app attach cannot update in place: session hosts are drained, {} at a time, whenever their sessions end",
-                                    spec.rollout.max_unavailable_hosts
-                                ),
-                            },
-                        });
-                    }
-                }
-                after.replaces.extend(
-                    same_family
-                        .iter()
-                        .filter_map(|m| m.id.as_ref().map(|i| i.to_ascii_lowercase())),
-                );
-                after.packages.push(entitlements::Package {
-                    id: format!("{id}/msixPackages/{full}"),
-                    feature: Feature::MsixAppAttach,
-                    family_name: family.clone(),
-                    version: spec.package.version.clone(),
-                    image_path: spec.image.path.clone(),
-                    active,
-                    host_pools: vec![id.clone()],
-                    principals: BTreeSet::new(),
-                });
-            }
-        }
+    let mut rings: BTreeMap<i32, Vec<String>> = BTreeMap::new();
+    for (name, _, ring) in &obs.pool_ids {
+        rings.entry(*ring).or_default().push(name.clone());
     }
-    let policy = Policy::of(pkg.as_ref()).unwrap_or(Policy::Manage);
+    let subject = Subject {
+        pkg,
+        spec,
+        object,
+        obs,
+        names,
+        pool_ids: obs.pool_ids.iter().map(|(_, id, _)| id.clone()).collect(),
+        rings: rings
+            .into_iter()
+            .map(|(ring, host_pools)| Ring { ring, host_pools })
+            .collect(),
+        family,
+        full,
+        display: spec
+            .package
+            .display_name
+            .clone()
+            .unwrap_or_else(|| spec.package.name.clone()),
+        active: spec.state == PackageState::Active,
+    };
+    let after = match spec.mode {
+        PackageMode::AppAttach => app_attach(client, held, &subject, &mut out),
+        PackageMode::MsixAppAttach => msix(client, held, &subject, &mut out).await?,
+    };
+    let policy = Policy::of(pkg).unwrap_or(Policy::Manage);
     if (spec.suspend || policy == Policy::Skip) && !out.changes.is_empty() {
         out.status = Status::NotWritten;
         out.reason = Some(if spec.suspend {
@@ -642,18 +520,277 @@ async fn plan_package(
     Ok((out, Some(after)))
 }
 
-fn rings_of(obs: &crate::controller::Observed) -> Vec<Ring> {
-    let mut by_ring: BTreeMap<i32, Vec<String>> = BTreeMap::new();
-    for (name, _, ring) in &obs.pool_ids {
-        by_ring.entry(*ring).or_default().push(name.clone());
+/// App attach: the package of the spec's version, its host-pool references and role
+/// assignments; a version change as the new package beside the old, ring by ring.
+fn app_attach(client: &ArmClient, held: &Held, s: &Subject<'_>, out: &mut PackagePlan) -> After {
+    let spec = s.spec;
+    let version_wanted = &spec.package.version;
+    let owned: Vec<&ArmPackage> = held
+        .packages
+        .iter()
+        .filter(|p| owner(p) == Some(&s.object))
+        .collect();
+    // Without one of its own, a package made elsewhere under the name this maps to is
+    // adopted in place (validation refused it unless the object asks).
+    let current: Vec<&ArmPackage> = if owned.is_empty() {
+        held.packages
+            .iter()
+            .filter(|p| {
+                owner(p).is_none() && p.id.as_deref().map(leaf) == Some(out.backend_name.as_str())
+            })
+            .collect()
+    } else {
+        owned
+    };
+    let at_version = current
+        .iter()
+        .find(|p| version(p) == *version_wanted)
+        .copied();
+    let target = match (at_version, current.is_empty()) {
+        (Some(p), _) => {
+            p.id.as_deref()
+                .map_or_else(|| out.backend_name.clone(), |i| leaf(i).to_string())
+        }
+        (None, false) => naming::versioned_backend_name(
+            &s.pkg.namespace().unwrap_or_default(),
+            &s.pkg.name_any(),
+            version_wanted,
+        ),
+        (None, true) => out.backend_name.clone(),
+    };
+    out.backend_name = target.clone();
+    let target_id = client.package_id(&target);
+    let desired = build::build(
+        spec,
+        &s.object,
+        client.subscription(),
+        &target_id,
+        &s.pool_ids,
+        &s.obs.principals,
+    );
+    let resource = format!("appAttachPackages/{target}");
+    match at_version {
+        None => {
+            out.status = Status::Create;
+            let pools: Vec<String> = s.pool_ids.iter().map(|i| s.pool_name(i)).collect();
+            out.changes.push(Change::new(
+                "create",
+                resource.clone(),
+                format!(
+                    "{} {version_wanted} from {}, {}, {} host pool(s): {}",
+                    s.display,
+                    spec.image.path,
+                    if s.active { "active" } else { "inactive" },
+                    pools.len(),
+                    pools.join(", ")
+                ),
+            ));
+        }
+        Some(p) if build::package_differs(&desired.package, p) => {
+            out.status = Status::Update;
+            out.changes.push(Change::new(
+                "update",
+                resource.clone(),
+                differences(&desired.package, p, &|id| s.pool_name(id)).join("; "),
+            ));
+        }
+        Some(_) => {}
     }
-    by_ring
-        .into_iter()
-        .map(|(ring, host_pools)| Ring { ring, host_pools })
-        .collect()
+    let observed_roles = held
+        .roles
+        .get(&target_id.to_ascii_lowercase())
+        .cloned()
+        .unwrap_or_default();
+    let (create, delete) = build::role_changes(&desired.roles, &observed_roles);
+    for name in create {
+        let principal = s.who(&desired.roles[&name].properties.principal_id);
+        out.changes.push(Change::new(
+            "create",
+            format!("roleAssignments/{name}"),
+            format!("Desktop Virtualization User for {principal} at {resource}"),
+        ));
+    }
+    for id in delete {
+        let principal = observed_roles
+            .iter()
+            .find(|r| r.id.as_deref() == Some(&id))
+            .map(|r| s.who(&r.properties.principal_id))
+            .unwrap_or_default();
+        out.changes.push(Change::new(
+            "delete",
+            format!("roleAssignments/{}", leaf(&id)),
+            format!("Desktop Virtualization User for {principal} at {resource}"),
+        ));
+    }
+    if out.status == Status::NoChange && !out.changes.is_empty() {
+        out.status = Status::Update; // role assignments only
+    }
+    // A version change: the new version beside the old, ring by ring.
+    let others: Vec<&ArmPackage> = current
+        .iter()
+        .filter(|p| p.id.as_deref().map(leaf) != Some(target.as_str()))
+        .copied()
+        .collect();
+    if let Some(from) = others.first() {
+        out.status = Status::Rollout;
+        for ring in &s.rings {
+            out.changes.push(Change::new(
+                "update",
+                resource.clone(),
+                format!(
+                    "ring {}: host pool(s) {} switch to {version_wanted} once the ring before has staged it and soaked",
+                    ring.ring,
+                    ring.host_pools.join(", "),
+                ),
+            ));
+        }
+        for old in &others {
+            let id = old.id.clone().unwrap_or_default();
+            out.changes.push(Change::new(
+                "delete",
+                format!("appAttachPackages/{}", leaf(&id)),
+                format!(
+                    "{} {} and its {} role assignment(s), once every host pool runs {version_wanted}; its image stays listed while sessions use it",
+                    s.display,
+                    version(old),
+                    held.role_count(&id),
+                ),
+            ));
+        }
+        out.rollout = Some(RolloutPlan {
+            from: version(from),
+            to: version_wanted.clone(),
+            rings: s.rings.clone(),
+            gate: gate(spec),
+        });
+    }
+    After {
+        replaces: current
+            .iter()
+            .filter_map(|p| p.id.as_ref().map(|i| i.to_ascii_lowercase()))
+            .collect(),
+        packages: vec![s.after(target_id, Feature::AppAttach, s.pool_ids.clone())],
+    }
 }
 
-fn gate(spec: &crate::resources::AppAttachPackageSpec) -> String {
+/// MSIX app attach: the package under each assigned host pool; another version of it
+/// there is replaced while the pool's session hosts are drained.
+async fn msix(
+    client: &ArmClient,
+    held: &Held,
+    s: &Subject<'_>,
+    out: &mut PackagePlan,
+) -> Result<After, BackendError> {
+    let spec = s.spec;
+    let body = msix_body(&build::build(
+        spec,
+        &s.object,
+        client.subscription(),
+        "",
+        &[],
+        &[],
+    ));
+    let batch = spec.rollout.max_unavailable_hosts;
+    let mut after = After::default();
+    for (name, id, _) in &s.obs.pool_ids {
+        let on_pool = held.msix_of(client, id).await?;
+        let same_family: Vec<&MsixPackage> = on_pool
+            .iter()
+            .filter(|m| {
+                m.properties
+                    .package_family_name
+                    .as_deref()
+                    .is_some_and(|f| f.eq_ignore_ascii_case(&s.family))
+            })
+            .collect();
+        let resource = format!("hostPools/{name}/msixPackages/{}", s.full);
+        match same_family
+            .iter()
+            .find(|m| m.id.as_deref().map(leaf) == Some(s.full.as_str()))
+        {
+            Some(m) => {
+                let mut held_props = m.properties.clone();
+                held_props.last_updated = None;
+                if held_props != body.properties {
+                    out.status = Status::Update;
+                    out.changes.push(Change::new(
+                        "update",
+                        resource,
+                        json_differences(
+                            &serde_json::to_value(&body.properties).unwrap_or_default(),
+                            &serde_json::to_value(&held_props).unwrap_or_default(),
+                            "",
+                        )
+                        .join("; "),
+                    ));
+                }
+            }
+            None => {
+                out.changes.push(Change::new(
+                    "create",
+                    resource,
+                    format!(
+                        "{} {} from {}",
+                        s.display, spec.package.version, spec.image.path
+                    ),
+                ));
+                if out.status == Status::NoChange {
+                    out.status = Status::Create;
+                }
+            }
+        }
+        for old in same_family
+            .iter()
+            .filter(|m| m.id.as_deref().map(leaf) != Some(s.full.as_str()))
+        {
+            let old_version = old.properties.version.clone().unwrap_or_default();
+            out.changes.push(Change::new(
+                "delete",
+                format!(
+                    "hostPools/{name}/msixPackages/{}",
+                    old.id.as_deref().map(leaf).unwrap_or_default()
+                ),
+                format!(
+                    "{} {old_version}, replaced by {} while its session hosts are drained, {batch} at a time",
+                    s.display, spec.package.version
+                ),
+            ));
+            out.status = Status::Rollout;
+            out.rollout.get_or_insert_with(|| RolloutPlan {
+                from: old_version,
+                to: spec.package.version.clone(),
+                rings: s.rings.clone(),
+                gate: msix_gate(spec),
+            });
+        }
+        after.replaces.extend(
+            same_family
+                .iter()
+                .filter_map(|m| m.id.as_ref().map(|i| i.to_ascii_lowercase())),
+        );
+        after.packages.push(s.after(
+            format!("{id}/msixPackages/{}", s.full),
+            Feature::MsixAppAttach,
+            vec![id.clone()],
+        ));
+    }
+    Ok(after)
+}
+
+fn msix_gate(spec: &AppAttachPackageSpec) -> String {
+    let batch = spec.rollout.max_unavailable_hosts;
+    match &spec.rollout.maintenance_window {
+        Some(w) => format!(
+            "MSIX app attach cannot update in place: session hosts are drained, {batch} at a time, {:?} {} for {} ({})",
+            w.day_of_week, w.start_time, w.duration, w.time_zone
+        ),
+        None => format!(
+            "MSIX app attach cannot update in place: session hosts are drained, {batch} at a time, whenever their sessions end"
+        ),
+    }
+}
+
+fn gate(spec: &AppAttachPackageSpec) -> String {
     let r = &spec.rollout;
     format!(
         "each ring: every session host stages the new image (at most {} failure(s)), then {} soak; on failure: {:?}{}",
@@ -687,37 +824,18 @@ fn differences(
         lower(&d.host_pool_references),
         lower(&h.host_pool_references),
     );
-    let add: Vec<&String> = dp
-        .iter()
-        .filter(|(k, _)| !hp.contains_key(*k))
-        .map(|(_, v)| v)
+    let only = |a: &BTreeMap<String, String>, b: &BTreeMap<String, String>| -> Vec<String> {
+        a.iter()
+            .filter(|(k, _)| !b.contains_key(*k))
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    let parts: Vec<String> = [("add", only(&dp, &hp)), ("remove", only(&hp, &dp))]
+        .into_iter()
+        .filter(|(_, pools)| !pools.is_empty())
+        .map(|(verb, pools)| format!("{verb} {}", pools.join(", ")))
         .collect();
-    let remove: Vec<&String> = hp
-        .iter()
-        .filter(|(k, _)| !dp.contains_key(*k))
-        .map(|(_, v)| v)
-        .collect();
-    if !add.is_empty() || !remove.is_empty() {
-        let mut parts = Vec::new();
-        if !add.is_empty() {
-            parts.push(format!(
-                "add {}",
-                add.iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-        }
-        if !remove.is_empty() {
-            parts.push(format!(
-                "remove {}",
-                remove
-                    .iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-        }
+    if !parts.is_empty() {
         out.push(format!("hostPoolReferences: {}", parts.join(", ")));
     }
     if !desired
@@ -732,20 +850,12 @@ fn differences(
             desired.location.as_deref().unwrap_or("-")
         ));
     }
-    if desired.tags.as_ref().and_then(|t| t.get(OWNER_TAG))
-        != held.tags.as_ref().and_then(|t| t.get(OWNER_TAG))
-    {
+    let tag = |p: &ArmPackage| owner(p).map_or("-", String::as_str).to_string();
+    if tag(desired) != tag(held) {
         out.push(format!(
             "tags.{OWNER_TAG}: {} -> {}",
-            held.tags
-                .as_ref()
-                .and_then(|t| t.get(OWNER_TAG))
-                .map_or("-", String::as_str),
-            desired
-                .tags
-                .as_ref()
-                .and_then(|t| t.get(OWNER_TAG))
-                .map_or("-", String::as_str)
+            tag(held),
+            tag(desired)
         ));
     }
     if d.fail_health_check_on_staging_failure != h.fail_health_check_on_staging_failure {
@@ -789,18 +899,17 @@ fn json_differences(desired: &Value, held: &Value, prefix: &str) -> Vec<String> 
 /// Who gains and who loses what, per host pool: sign-in's rule before and after.
 async fn entitlement_changes(
     client: &ArmClient,
-    held: &Backend0,
+    held: &Held,
     replaced: &BTreeSet<String>,
     added: &[entitlements::Package],
     objects: &Objects,
-    directory: Option<&Directory>,
+    directory: Option<&World>,
     names: &BTreeMap<String, String>,
 ) -> Result<(Vec<EntitlementChange>, String), BackendError> {
-    // Host pools and their application groups.
-    let pools = client.list_host_pools().await?;
+    // Host pools and their application groups: members are the role's principals there.
     let groups = client.list_application_groups().await?;
     let mut views = Vec::new();
-    for pool in &pools {
+    for pool in &held.pools {
         let Some(pool_id) = &pool.id else { continue };
         let mut app_groups = Vec::new();
         for g in groups.iter().filter(|g| {
@@ -813,11 +922,10 @@ async fn entitlement_changes(
                 .list_role_assignments(gid)
                 .await?
                 .into_iter()
-                .filter(is_dvu)
+                .filter(RoleAssignment::is_desktop_virtualization_user)
                 .map(|r| r.properties.principal_id.to_ascii_lowercase())
                 .collect();
-            let remote = g.properties.application_group_type
-                == crate::arm::models::ApplicationGroupType::RemoteApp;
+            let remote = g.properties.application_group_type == ApplicationGroupType::RemoteApp;
             let published_families = if remote {
                 client
                     .list_applications(gid)
@@ -875,17 +983,18 @@ async fn entitlement_changes(
                 .collect(),
         });
     }
-    for (_, view) in &views {
-        for m in client.list_msix_packages(&view.id).await? {
-            let Some(id) = m.id else { continue };
+    for (pool, packages) in &held.msix {
+        for m in packages {
+            let Some(id) = &m.id else { continue };
+            let p = &m.properties;
             before.push(entitlements::Package {
-                id,
+                id: id.clone(),
                 feature: Feature::MsixAppAttach,
-                family_name: m.properties.package_family_name.unwrap_or_default(),
-                version: m.properties.version.unwrap_or_default(),
-                image_path: m.properties.image_path.unwrap_or_default(),
-                active: m.properties.is_active == Some(true),
-                host_pools: vec![view.id.clone()],
+                family_name: p.package_family_name.clone().unwrap_or_default(),
+                version: p.version.clone().unwrap_or_default(),
+                image_path: p.image_path.clone().unwrap_or_default(),
+                active: p.is_active == Some(true),
+                host_pools: vec![pool.clone()],
                 principals: BTreeSet::new(),
             });
         }
@@ -898,49 +1007,20 @@ async fn entitlement_changes(
         .collect();
     // Who: the directory's users, or each principal on its own.
     let (people, of): (Vec<(String, entitlements::User)>, &str) = match directory {
-        Some(d) => {
-            let group_ids: BTreeMap<String, String> = d
-                .groups
-                .iter()
-                .map(|g| {
-                    (
-                        g.name.to_ascii_lowercase(),
-                        g.object_id.to_ascii_lowercase(),
-                    )
-                })
-                .collect();
-            let users = d
-                .users
-                .iter()
-                .map(|u| {
-                    (
-                        u.upn.clone(),
-                        entitlements::User {
-                            object_id: u.object_id.to_ascii_lowercase(),
-                            groups: u
-                                .groups
-                                .iter()
-                                .filter_map(|g| group_ids.get(&g.to_ascii_lowercase()).cloned())
-                                .collect(),
-                        },
-                    )
-                })
-                .collect();
-            (users, "users")
-        }
+        Some(world) => (world.users().collect(), "users"),
         None => {
-            let ids: BTreeSet<String> = before
+            let ids: BTreeSet<&String> = before
                 .iter()
                 .chain(&after)
-                .flat_map(|p| p.principals.iter().cloned())
+                .flat_map(|p| &p.principals)
                 .collect();
             let principals = ids
                 .into_iter()
                 .map(|id| {
                     (
-                        names.get(&id).cloned().unwrap_or_else(|| id.clone()),
+                        names.get(id).cloned().unwrap_or_else(|| id.clone()),
                         entitlements::User {
-                            object_id: id,
+                            object_id: id.clone(),
                             groups: BTreeSet::new(),
                         },
                     )
@@ -950,23 +1030,21 @@ async fn entitlement_changes(
         }
     };
     // How to call an app: as the manifests do, else by its family name.
-    let mut apps: BTreeMap<String, String> = BTreeMap::new();
-    for p in &objects.packages {
-        let (family, _) = build::identity(&p.object.spec);
-        let s = &p.object.spec.package;
-        apps.insert(
-            family.to_ascii_lowercase(),
-            s.display_name.clone().unwrap_or_else(|| s.name.clone()),
-        );
-    }
-    let app = |family: &str| {
-        apps.get(&family.to_ascii_lowercase())
-            .cloned()
-            .unwrap_or_else(|| family.to_string())
-    };
+    let apps: BTreeMap<String, String> = objects
+        .packages
+        .iter()
+        .map(|p| {
+            let s = &p.object.spec.package;
+            (
+                build::identity(&p.object.spec).0.to_ascii_lowercase(),
+                s.display_name.clone().unwrap_or_else(|| s.name.clone()),
+            )
+        })
+        .collect();
     let mut changes = Vec::new();
     for (who, user) in &people {
         for (pool, view) in &views {
+            // Family (lower case) -> (family as written, version).
             let versions = |pkgs: &[entitlements::Package]| -> BTreeMap<String, (String, String)> {
                 entitlements::entitled(user, view, pkgs)
                     .into_iter()
@@ -979,38 +1057,23 @@ async fn entitlement_changes(
                     .collect()
             };
             let (b, a) = (versions(&before), versions(&after));
-            for (family, (name, v)) in &a {
-                match b.get(family) {
-                    None => changes.push(EntitlementChange {
-                        who: who.clone(),
-                        host_pool: pool.clone(),
-                        package: app(name),
-                        change: "gains".into(),
-                        from_version: None,
-                        to_version: Some(v.clone()),
-                    }),
-                    Some((_, old)) if old != v => changes.push(EntitlementChange {
-                        who: who.clone(),
-                        host_pool: pool.clone(),
-                        package: app(name),
-                        change: "changes".into(),
-                        from_version: Some(old.clone()),
-                        to_version: Some(v.clone()),
-                    }),
-                    Some(_) => {}
-                }
-            }
-            for (family, (name, v)) in &b {
-                if !a.contains_key(family) {
-                    changes.push(EntitlementChange {
-                        who: who.clone(),
-                        host_pool: pool.clone(),
-                        package: app(name),
-                        change: "loses".into(),
-                        from_version: Some(v.clone()),
-                        to_version: None,
-                    });
-                }
+            let families: BTreeSet<&String> = b.keys().chain(a.keys()).collect();
+            for family in families {
+                let (from, to) = (b.get(family), a.get(family));
+                let (change, written) = match (from, to) {
+                    (None, Some((w, _))) => (Access::Gains, w),
+                    (Some((w, _)), None) => (Access::Loses, w),
+                    (Some((_, x)), Some((w, y))) if x != y => (Access::Changes, w),
+                    _ => continue,
+                };
+                changes.push(EntitlementChange {
+                    who: who.clone(),
+                    host_pool: pool.clone(),
+                    package: apps.get(family).cloned().unwrap_or_else(|| written.clone()),
+                    change,
+                    from_version: from.map(|(_, v)| v.clone()),
+                    to_version: to.map(|(_, v)| v.clone()),
+                });
             }
         }
     }

@@ -14,7 +14,7 @@ use super::apiserver;
 use super::manifest::{Document, ReadError};
 use crate::backend::Backend;
 use crate::controller::validate::{Finding, Severity};
-use crate::controller::{Inputs, Observed, observe_with, ownership};
+use crate::controller::{Assignment, Inputs, Observed, observe_with, ownership};
 use crate::domain::naming;
 use crate::resources::{
     AppAttachPackage, GROUP, HostPoolAssignment, PackageMode, UserAssignment, VERSION,
@@ -88,35 +88,32 @@ pub struct Objects {
 impl Objects {
     /// What a pass over `pkg` would look at, from the manifests.
     pub fn inputs(&self, pkg: &AppAttachPackage) -> Inputs {
-        let ns = pkg.namespace();
-        let name = pkg.name_any();
-        let hpas = |p: &AppAttachPackage| -> Vec<Arc<HostPoolAssignment>> {
-            self.host_pool_assignments
-                .iter()
-                .filter(|a| {
-                    a.object.namespace() == p.namespace()
-                        && a.object.spec.package_ref.name == p.name_any()
-                })
-                .map(|a| a.object.clone())
-                .collect()
-        };
         let (_, full) = crate::controller::build::identity(&pkg.spec);
         Inputs {
-            host_pool_assignments: hpas(pkg),
-            user_assignments: self
-                .user_assignments
-                .iter()
-                .filter(|a| a.object.namespace() == ns && a.object.spec.package_ref.name == name)
-                .map(|a| a.object.clone())
-                .collect(),
+            host_pool_assignments: pointing_at(&self.host_pool_assignments, pkg),
+            user_assignments: pointing_at(&self.user_assignments, pkg),
             same_full_name: self
                 .packages
                 .iter()
                 .filter(|p| crate::controller::build::identity(&p.object.spec).1 == full)
-                .map(|p| (p.object.clone(), hpas(&p.object)))
+                .map(|p| {
+                    let hpas = pointing_at(&self.host_pool_assignments, &p.object);
+                    (p.object.clone(), hpas)
+                })
                 .collect(),
         }
     }
+}
+
+/// The assignments of `list` that point at `pkg`.
+fn pointing_at<A: Assignment>(list: &[Located<A>], pkg: &AppAttachPackage) -> Vec<Arc<A>> {
+    list.iter()
+        .filter(|a| {
+            a.object.meta().namespace == pkg.metadata.namespace
+                && a.object.package_ref() == pkg.name_any()
+        })
+        .map(|a| a.object.clone())
+        .collect()
 }
 
 /// What the controller would find for one package.
