@@ -38,6 +38,49 @@ pub fn role_assignment_name(scope: &str, principal_id: &str, role: &str) -> Stri
 const ROLE_ASSIGNMENT_NAMESPACE: uuid::Uuid =
     uuid::Uuid::from_u128(0x6d1f_7a52_3c1e_4b4e_9a4e_0a77_a7ac_0001);
 
+/// Where the controller's resources live, and how their ARM ids are spelled: host pools
+/// by name in the resource group (or by full id anywhere), app attach packages by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scope {
+    /// Subscription id.
+    pub subscription: String,
+    /// Resource group name.
+    pub resource_group: String,
+}
+
+impl Scope {
+    /// The ARM id of a host pool given by name (in the resource group) or by full id.
+    pub fn host_pool_id(&self, name_or_id: &str) -> String {
+        if name_or_id.starts_with('/') {
+            name_or_id.to_string()
+        } else {
+            ResourceId::new(
+                &self.subscription,
+                &self.resource_group,
+                ResourceType::HostPool,
+                &[name_or_id],
+            )
+            .to_string()
+        }
+    }
+
+    /// The ARM id of an app attach package of the resource group.
+    pub fn package_id(&self, name: &str) -> String {
+        ResourceId::new(
+            &self.subscription,
+            &self.resource_group,
+            ResourceType::AppAttachPackage,
+            &[name],
+        )
+        .to_string()
+    }
+
+    /// The full id of a role assignment at `scope`.
+    pub fn role_assignment_id(scope: &str, name: &str) -> String {
+        format!("{scope}/providers/Microsoft.Authorization/roleAssignments/{name}")
+    }
+}
+
 /// Whether `s` is a GUID in its usual 8-4-4-4-12 form.
 pub fn is_guid(s: &str) -> bool {
     s.len() == 36 && uuid::Uuid::try_parse(s).is_ok()

@@ -14,7 +14,8 @@ use crate::arm::models::{
     AppAttachPackage, Application, ApplicationGroup, HostPool, List, MsixPackage, RoleAssignment,
     SendMessage, SessionHost, UserSession,
 };
-use crate::arm::{self, ArmError, ResourceId, ResourceType};
+use crate::arm::{self, ArmError, Scope};
+use crate::domain::directory::Directory;
 
 /// How requests authenticate.
 #[derive(Clone)]
@@ -63,8 +64,7 @@ fn http_client(instance: Option<&str>) -> reqwest::Client {
 pub struct ArmClient {
     http: reqwest::Client,
     endpoint: String,
-    subscription: String,
-    resource_group: String,
+    scope: Scope,
     auth: Auth,
     throttle: Option<std::sync::Arc<Throttle>>,
     metrics: ArmMetrics,
@@ -76,8 +76,10 @@ impl ArmClient {
         Self {
             http: http_client(None),
             endpoint: endpoint.trim_end_matches('/').to_string(),
-            subscription: subscription.to_string(),
-            resource_group: resource_group.to_string(),
+            scope: Scope {
+                subscription: subscription.to_string(),
+                resource_group: resource_group.to_string(),
+            },
             auth,
             throttle: None,
             metrics: ArmMetrics::default(),
@@ -122,22 +124,18 @@ impl ArmClient {
     fn rg_list_path(&self, collection: &str) -> String {
         format!(
             "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.DesktopVirtualization/{collection}?api-version={DV}",
-            self.subscription, self.resource_group
+            self.scope.subscription, self.scope.resource_group
         )
     }
 
     /// The resource group the client works in.
     pub fn resource_group(&self) -> &str {
-        &self.resource_group
+        &self.scope.resource_group
     }
 
     /// The client's metrics, to register.
     pub fn metrics(&self) -> &ArmMetrics {
         &self.metrics
-    }
-
-    fn rg_path(&self, kind: ResourceType, name: &str) -> String {
-        ResourceId::new(&self.subscription, &self.resource_group, kind, &[name]).to_string()
     }
 
     /// Sends a request, retrying transient failures (5xx, transport errors, and 429 after
@@ -336,16 +334,19 @@ const DV: &str = arm::DESKTOP_VIRTUALIZATION_API_VERSION;
 const RA: &str = arm::ROLE_ASSIGNMENTS_API_VERSION;
 
 impl Backend for ArmClient {
-    fn host_pool_id(&self, name_or_id: &str) -> String {
-        if name_or_id.starts_with('/') {
-            name_or_id.to_string()
-        } else {
-            self.rg_path(ResourceType::HostPool, name_or_id)
-        }
+    fn scope(&self) -> &Scope {
+        &self.scope
     }
 
-    fn package_id(&self, name: &str) -> String {
-        self.rg_path(ResourceType::AppAttachPackage, name)
+    /// The emulator serves its directory beside ARM's paths; Azure (always HTTPS) has
+    /// none the controller reads, and is not asked.
+    async fn directory(&self) -> Result<Option<Directory>> {
+        if !self.endpoint.starts_with("http://") {
+            return Ok(None);
+        }
+        let view: Option<crate::emulator::admin::DirectoryView> =
+            self.get_opt("/_emulator/directory", DV).await?;
+        Ok(view.map(|v| directory_of(&v.directory)))
     }
 
     async fn get_package(&self, name: &str) -> Result<Option<AppAttachPackage>> {
@@ -477,10 +478,23 @@ impl Backend for ArmClient {
         .await
         .map(|_| ())
     }
+}
 
-    fn subscription(&self) -> &str {
-        &self.subscription
-    }
+/// The emulator's directory, whose users name their groups by name.
+fn directory_of(d: &crate::emulator::world::Directory) -> Directory {
+    let id_of: std::collections::BTreeMap<&str, &str> = d
+        .groups
+        .iter()
+        .map(|g| (g.name.as_str(), g.object_id.as_str()))
+        .collect();
+    Directory::new(d.users.iter().map(|u| {
+        let groups = u
+            .groups
+            .iter()
+            .filter_map(|g| id_of.get(g.as_str()).copied())
+            .collect();
+        (u.object_id.as_str(), groups)
+    }))
 }
 
 /// The body of the PATCH that drains a session host (or lets it take sessions again).

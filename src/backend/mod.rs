@@ -9,10 +9,11 @@ pub use client::{ArmClient, Auth, drain_body};
 use std::future::Future;
 use std::time::Duration;
 
-use crate::arm::ArmError;
 use crate::arm::models::{
     AppAttachPackage, HostPool, MsixPackage, RoleAssignment, SendMessage, SessionHost, UserSession,
 };
+use crate::arm::{ArmError, Scope};
+use crate::domain::directory::Directory;
 
 /// Why a backend call failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -67,10 +68,20 @@ pub type Result<T> = std::result::Result<T, BackendError>;
 /// The operations the controller uses. Names are resource names in the configured
 /// resource group; host pools may also be given as full ARM ids.
 pub trait Backend: Send + Sync + 'static {
+    /// Where the resources live: the subscription and resource group, which spell ids.
+    fn scope(&self) -> &Scope;
     /// The ARM id of a host pool given by name or id.
-    fn host_pool_id(&self, name_or_id: &str) -> String;
+    fn host_pool_id(&self, name_or_id: &str) -> String {
+        self.scope().host_pool_id(name_or_id)
+    }
     /// The ARM id of an app attach package.
-    fn package_id(&self, name: &str) -> String;
+    fn package_id(&self, name: &str) -> String {
+        self.scope().package_id(name)
+    }
+    /// The directory's users and their groups, where the backend has it (the emulator);
+    /// `None` where it does not (Azure keeps it in Microsoft Graph, which the controller
+    /// does not read).
+    fn directory(&self) -> impl Future<Output = Result<Option<Directory>>> + Send;
     /// GET an app attach package.
     fn get_package(
         &self,
@@ -149,5 +160,7 @@ pub trait Backend: Send + Sync + 'static {
         allow: bool,
     ) -> impl Future<Output = Result<()>> + Send;
     /// The subscription, for role definition ids.
-    fn subscription(&self) -> &str;
+    fn subscription(&self) -> &str {
+        &self.scope().subscription
+    }
 }

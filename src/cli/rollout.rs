@@ -8,8 +8,9 @@ use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
 use super::table;
-use crate::controller::rollout::{is_active, phase};
+use crate::controller::planner::is_active;
 use crate::resources::{AppAttachPackage, AppAttachPackageStatus, RolloutRecord};
+use crate::resources::{RolloutPhase, RolloutResult};
 
 /// Arguments of `appattach rollout`.
 #[derive(clap::Args, Debug)]
@@ -177,15 +178,19 @@ pub fn verdict(pkg: &AppAttachPackage) -> Verdict {
     let Some(st) = &pkg.status else {
         return Verdict::InProgress;
     };
-    let observed = st.observed_generation == pkg.metadata.generation;
+    // Until the controller has looked at the spec as it is now, the status speaks of an
+    // older one: a failure it reports may be the one the new spec retries.
+    if st.observed_generation != pkg.metadata.generation {
+        return Verdict::InProgress;
+    }
     match &st.rollout {
-        Some(r) if r.phase == phase::FAILED || r.phase == phase::HELD => {
-            Verdict::Failed(r.message.clone().unwrap_or_else(|| r.phase.clone()))
-        }
+        Some(r) if matches!(r.phase, RolloutPhase::Failed | RolloutPhase::Held) => Verdict::Failed(
+            r.message
+                .clone()
+                .unwrap_or_else(|| r.phase.as_str().to_string()),
+        ),
         Some(r) if is_active(r) => Verdict::InProgress,
-        _ if observed && st.current_version.as_deref() == Some(&pkg.spec.package.version) => {
-            Verdict::Complete
-        }
+        _ if st.current_version.as_deref() == Some(&pkg.spec.package.version) => Verdict::Complete,
         _ => Verdict::InProgress,
     }
 }
@@ -213,7 +218,7 @@ pub fn undo_target(
     if let Some(r) = st
         .rollout
         .as_ref()
-        .filter(|r| is_active(r) || r.phase == phase::FAILED)
+        .filter(|r| is_active(r) || r.phase == RolloutPhase::Failed)
         && let Some(prev) = r.previous.first()
         && &prev.version != spec_version
     {
@@ -223,7 +228,7 @@ pub fn undo_target(
     let last = st
         .history
         .iter()
-        .find(|h| h.result == "Complete" && &h.version == spec_version)
+        .find(|h| h.result == RolloutResult::Complete && &h.version == spec_version)
         .context("no earlier version to go back to: the history has no completed rollout to this version")?;
     match (&last.from_version, &last.from_image_path) {
         (Some(v), Some(i)) => Ok((v.clone(), i.clone())),
@@ -236,14 +241,21 @@ pub fn render_status(pkg: &AppAttachPackage) -> String {
     let name = kube::ResourceExt::name_any(pkg);
     let st: AppAttachPackageStatus = pkg.status.clone().unwrap_or_default();
     let mut out = String::new();
+    if st.observed_generation != pkg.metadata.generation {
+        out.push_str(&format!(
+            "appattachpackage/{name}: waiting for the controller to observe generation {}; the status below is of generation {}\n",
+            pkg.metadata.generation.unwrap_or_default(),
+            st.observed_generation.map_or("-".to_string(), |g| g.to_string())
+        ));
+    }
     match &st.rollout {
         Some(r) => out.push_str(&format!(
             "appattachpackage/{name}: revision {} {} -> {}: {} ({}{}): {}\n",
             r.revision,
             r.previous.first().map_or("-", |p| p.version.as_str()),
             r.target.version,
-            r.phase,
-            r.step,
+            r.phase.as_str(),
+            r.step.as_str(),
             r.ring.map(|x| format!(", ring {x}")).unwrap_or_default(),
             r.message.clone().unwrap_or_default()
         )),
@@ -269,7 +281,7 @@ pub fn render_status(pkg: &AppAttachPackage) -> String {
             p.ring.to_string(),
             p.name.clone(),
             p.version.clone().unwrap_or_else(|| "-".into()),
-            p.phase.clone().unwrap_or_else(|| "-".into()),
+            p.phase.map_or("-", |p| p.as_str()).to_string(),
             n(p.staged_hosts),
             n(p.failed_hosts),
             n(p.previous_version_sessions),
@@ -312,7 +324,7 @@ pub fn render_history(name: &str, history: &[RolloutRecord]) -> String {
             h.revision.to_string(),
             h.version.clone(),
             h.from_version.clone().unwrap_or_else(|| "-".into()),
-            h.result.clone(),
+            h.result.as_str().to_string(),
             h.started_at.clone().unwrap_or_else(|| "-".into()),
             h.finished_at.clone().unwrap_or_else(|| "-".into()),
             h.image_path.clone(),
@@ -394,9 +406,30 @@ mod tests {
     }
 
     #[test]
+    fn a_failure_of_an_older_generation_is_not_the_verdict_on_a_new_spec() {
+        // The spec changed (generation 3) to retry the version that failed; the controller
+        // has not looked at it yet: the failure on record is generation 2's.
+        let mut stale = pkg(
+            json!({"observedGeneration": 2, "currentVersion": "1.0.0.0",
+                   "rollout": {"revision": 1, "phase": "Failed", "step": "Done", "message": "ring 0: r0-0 failed",
+                               "target": {"version": "2.0.0.0", "imagePath": "x", "backendName": "b"}}}),
+            "2.0.0.0",
+        );
+        stale.metadata.generation = Some(3);
+        assert_eq!(verdict(&stale), Verdict::InProgress);
+        assert!(
+            render_status(&stale).starts_with(
+                "appattachpackage/app: waiting for the controller to observe generation 3; the status below is of generation 2"
+            ),
+            "{}",
+            render_status(&stale)
+        );
+    }
+
+    #[test]
     fn the_status_table_lines_up() {
         let p = pkg(
-            json!({"currentVersion": "2.0.0.0", "hostPools": [
+            json!({"observedGeneration": 2, "currentVersion": "2.0.0.0", "hostPools": [
                 {"name": "hp-r0", "ring": 0, "version": "2.0.0.0", "phase": "Done", "stagedHosts": 2, "failedHosts": 0},
                 {"name": "hp-long-name", "ring": 1, "version": "1.0.0.0", "phase": "Pending"}]}),
             "2.0.0.0",

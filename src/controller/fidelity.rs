@@ -6,7 +6,7 @@
 use serde_json::{Value, json};
 
 use super::build::{self, Principal};
-use super::reconcile::msix_body;
+use super::decide::msix_body;
 use crate::arm::models::{PrincipalType, SendMessage};
 use crate::resources::AppAttachPackageSpec;
 

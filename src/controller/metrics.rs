@@ -9,7 +9,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::resources::RolloutStatus;
+use crate::resources::{RolloutPhase, RolloutStatus};
 
 /// Labels of a per-package rollout step.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -230,10 +230,11 @@ impl Metrics {
     }
     /// Records where a package's rollout stands.
     pub fn rollout(&self, namespace: &str, name: &str, r: &RolloutStatus) {
-        let step = match r.phase.as_str() {
-            "Paused" | "Held" | "Failed" | "Reverted" | "Complete" => r.phase.clone(),
-            _ => r.step.clone(),
-        };
+        let step = match r.phase {
+            RolloutPhase::Progressing | RolloutPhase::RollingBack => r.step.as_str(),
+            other => other.as_str(),
+        }
+        .to_string();
         let key = (namespace.to_string(), name.to_string());
         let mut last = self.last_step.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(old) = last.insert(key, step.clone())
@@ -322,7 +323,7 @@ mod tests {
             text.contains(r#"appattach_rollout_ring{namespace="ns",name="app"} 1"#),
             "{text}"
         );
-        r.step = "Soaking".into();
+        r.step = crate::resources::RolloutStep::Soaking;
         m.rollout("ns", "app", &r);
         let text = m.render();
         assert!(!text.contains("Staging"), "{text}");

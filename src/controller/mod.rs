@@ -1,21 +1,24 @@
 //! The controller: reconciles each AppAttachPackage, with the assignments that point at
 //! it, into the management backend, and reports what it did in status and events.
 //!
-//! The package is the unit of reconcile. Each pass reads the backend, validates and
-//! builds the whole desired state with pure functions ([`validate`], [`build`]), writes
-//! only the difference, and patches status only when it changed: a steady state writes
-//! nothing, neither to the backend nor to the API server.
+//! The package is the unit of reconcile. Each pass **observes** once ([`observe`]: the
+//! objects, the backend's side, the rollout record, the time), **decides** in one pure
+//! function ([`decide`]: the intent to record, the ordered writes, the whole status, the
+//! events, when to come back; the rollout [`planner`] is part of it), and **executes**
+//! thinly (intent first, writes in order, each status once). Only the difference is
+//! written: a steady state writes nothing, neither to the backend nor to the API server.
 
 pub mod build;
+pub mod decide;
+mod execute;
 #[cfg(test)]
 mod fidelity;
 mod index;
 pub mod metrics;
-mod msix_rollout;
+pub mod observe;
+pub mod planner;
 mod reconcile;
-pub use reconcile::{Assignment, Inputs, Observed, msix_body, observe_with, ownership};
-mod rolling;
-pub mod rollout;
+pub use reconcile::Assignment;
 mod status;
 pub mod validate;
 

@@ -58,6 +58,7 @@ pub fn conditions(
     previous: &[Condition],
     wanted: &[Cond],
     generation: Option<i64>,
+    now: jiff::Timestamp,
 ) -> Vec<Condition> {
     wanted
         .iter()
@@ -65,11 +66,7 @@ pub fn conditions(
             let old = previous.iter().find(|c| c.type_ == w.type_);
             let since = match old {
                 Some(o) if o.status == w.status => o.last_transition_time.clone(),
-                _ => Time(
-                    jiff::Timestamp::now()
-                        .round(jiff::Unit::Second)
-                        .unwrap_or_else(|_| jiff::Timestamp::now()),
-                ),
+                _ => Time(now.round(jiff::Unit::Second).unwrap_or(now)),
             };
             Condition {
                 type_: w.type_.to_string(),

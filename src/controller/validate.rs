@@ -79,7 +79,7 @@ pub fn validate(
 ) -> Vec<Finding> {
     let mut out = Vec::new();
     if let Some(w) = &spec.rollout.maintenance_window {
-        if let Err(message) = super::rollout::window(w, now) {
+        if let Err(message) = super::planner::window(w, now) {
             out.push(Finding::error("InvalidMaintenanceWindow", message));
         } else if spec.mode == PackageMode::AppAttach {
             out.push(Finding::warning(

@@ -13,12 +13,11 @@ use serde_json::Value;
 use super::apiserver;
 use super::manifest::{Document, ReadError};
 use crate::backend::Backend;
+use crate::controller::Assignment;
+use crate::controller::observe::{self, Inputs, Observation};
 use crate::controller::validate::{Finding, Severity};
-use crate::controller::{Assignment, Inputs, Observed, observe_with, ownership};
 use crate::domain::naming;
-use crate::resources::{
-    AppAttachPackage, GROUP, HostPoolAssignment, PackageMode, UserAssignment, VERSION,
-};
+use crate::resources::{AppAttachPackage, GROUP, HostPoolAssignment, UserAssignment, VERSION};
 
 /// The kinds of appattach.io.
 const KINDS: [&str; 3] = ["AppAttachPackage", "HostPoolAssignment", "UserAssignment"];
@@ -120,8 +119,8 @@ fn pointing_at<A: Assignment>(list: &[Located<A>], pkg: &AppAttachPackage) -> Ve
 pub struct PackageCheck {
     /// The package.
     pub package: Located<AppAttachPackage>,
-    /// What the backend said of its host pools and principals (against a world).
-    pub observed: Option<Observed>,
+    /// What a pass over it would observe (against a backend).
+    pub observed: Option<Observation>,
     /// The controller's findings, errors first.
     pub findings: Vec<Finding>,
 }
@@ -387,20 +386,14 @@ pub async fn reconcilable<B: Backend>(
     let mut checks = Vec::new();
     for p in &objects.packages {
         let pkg = &p.object;
-        let ns = pkg.namespace().unwrap_or_default();
-        let home = naming::backend_name(&ns, &pkg.name_any());
         let inputs = objects.inputs(pkg);
-        let package_id = backend.map(|b| b.package_id(&home)).unwrap_or_default();
-        let observed = observe_with(backend, pkg, &package_id, &inputs).await?;
-        let mut findings = crate::controller::validate::validate(&pkg.spec, &observed.pools, now);
-        findings.extend(observed.problems.iter().cloned());
-        if let Some(b) = backend
-            && pkg.spec.mode == PackageMode::AppAttach
-        {
-            let current = b.get_package(&home).await?;
-            findings.extend(ownership(pkg, &home, current.as_ref()));
-        }
-        findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
+        // A suspended package is read too: `plan` shows what it holds back.
+        let mut readable = (**pkg).clone();
+        readable.spec.suspend = false;
+        let mut observed = observe::observe(backend, Arc::new(readable), inputs, now).await?;
+        observed.package = pkg.clone();
+        // The controller's own check sequence, on what it would observe.
+        let findings = crate::controller::decide::check(&observed);
         for f in &findings {
             problems.push(locate(objects, p, f));
         }

@@ -19,8 +19,8 @@ pub use package::{
     AppAttachPackage, AppAttachPackageSpec, AppAttachPackageStatus, Application, Architecture,
     CertificateSpec, HealthCheckOnStagingFailure, HostPoolRollout, ImageFormat, ImageSpec,
     MaintenanceWindow, PackageDependency, PackageMode, PackageSpec, PackageState, PackageType,
-    Registration, RetainedImage, RolloutFailurePolicy, RolloutRecord, RolloutSpec, RolloutStatus,
-    VersionRef, Weekday,
+    PoolPhase, Registration, RetainedImage, RolloutFailurePolicy, RolloutPhase, RolloutRecord,
+    RolloutResult, RolloutSpec, RolloutStatus, RolloutStep, VersionRef, Weekday,
 };
 pub use user_assignment::{
     PrincipalKind, PrincipalRef, ResolvedPrincipal, UserAssignment, UserAssignmentSpec,

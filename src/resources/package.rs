@@ -547,13 +547,15 @@ pub struct HostPoolRollout {
     pub name: String,
     /// Ring of the host pool.
     pub ring: i32,
-    /// Version the host pool runs.
+    /// Version the host pool runs: the version of the backend package that references it,
+    /// as the backend says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
-    /// Rollout phase on this host pool: `Ready`, `Pending`, `Staging`, `Soaking`, `Done`,
+    /// Where this host pool stands: `Ready`, `Pending` (the backend does not give it the
+    /// version the spec asks for yet), `Switching`, `Staging`, `Soaking`, `Done`,
     /// `RolledBack`, `Drifted`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<String>,
+    pub phase: Option<PoolPhase>,
     /// When the host pool last switched version (RFC 3339): sessions that started before
     /// it run the version it had before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -598,10 +600,10 @@ pub struct RolloutStatus {
     pub previous: Vec<VersionRef>,
     /// `Progressing`, `Paused`, `Held` (a failed gate waits for a person), `RollingBack`,
     /// `Complete`, `Failed`, `Reverted`.
-    pub phase: String,
+    pub phase: RolloutPhase,
     /// The step in progress: `Pending`, `Switching`, `Staging`, `Soaking`, `Finishing`,
     /// `RollingBack`, `Done`.
-    pub step: String,
+    pub step: RolloutStep,
     /// The ring the step works on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ring: Option<i32>,
@@ -617,12 +619,23 @@ pub struct RolloutStatus {
     /// The generation whose version failed: it is not tried again until the spec changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed_generation: Option<i64>,
-    /// Sessions sent a message about the change (`spec.rollout.notifyUsers`).
+    /// Sessions sent a message about the change (`spec.rollout.notifyUsers`). Counted
+    /// when the messages are recorded, before they are sent: a message is sent at most
+    /// once, and one whose sending failed is still counted.
     #[serde(default)]
     pub notified_sessions: i32,
-    /// Sessions logged off after `spec.rollout.sessionGracePeriod`.
+    /// Sessions logged off after `spec.rollout.sessionGracePeriod`, counted as
+    /// `notifiedSessions` is: recorded before they are logged off, at most once.
     #[serde(default)]
     pub logged_off_sessions: i32,
+    /// Host pools (lower case) whose sessions this rollout has messaged: recorded before
+    /// the messages go out, so a restarted controller never sends them twice.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notified_pools: Vec<String>,
+    /// Host pools (lower case) whose old sessions this rollout has logged off, recorded
+    /// before the log-offs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logged_off_pools: Vec<String>,
     /// MSIX app attach: session hosts this rollout drained, to be undrained.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub drained_hosts: Vec<String>,
@@ -654,7 +667,7 @@ pub struct RolloutRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_image_path: Option<String>,
     /// `Complete`, `Failed`, `Reverted`, `Superseded`.
-    pub result: String,
+    pub result: RolloutResult,
     /// When it started (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<String>,
@@ -674,9 +687,156 @@ pub struct RetainedImage {
     pub path: String,
     /// Package version in the image.
     pub version: String,
-    /// Live sessions that signed in with this image.
+    /// Live sessions that may use this image: sessions on the host pools that ran it,
+    /// started before they switched, of users the package is assigned to. An upper bound:
+    /// ARM does not say which package a session runs, and without a directory every
+    /// member of an assigned group counts.
     pub sessions: i32,
     /// When the image stopped serving new sign-ins (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<String>,
+}
+
+/// Where a rollout stands (`status.rollout.phase`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum RolloutPhase {
+    /// Moving ring by ring.
+    Progressing,
+    /// `spec.rollout.paused` holds it between steps.
+    Paused,
+    /// A gate failed with `onFailure: Pause`: waiting for a person (or for the hosts to
+    /// stage after all).
+    Held,
+    /// Moving every host pool back to the previous version.
+    RollingBack,
+    /// Every host pool runs the target version.
+    Complete,
+    /// The target failed its gate and was rolled back.
+    Failed,
+    /// The spec went back to the previous version mid-rollout; rolled back.
+    Reverted,
+}
+
+impl RolloutPhase {
+    /// Whether a rollout in this phase still has work to do.
+    pub fn is_active(self) -> bool {
+        matches!(
+            self,
+            Self::Progressing | Self::Paused | Self::Held | Self::RollingBack
+        )
+    }
+
+    /// The name, as the CRD spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Progressing => "Progressing",
+            Self::Paused => "Paused",
+            Self::Held => "Held",
+            Self::RollingBack => "RollingBack",
+            Self::Complete => "Complete",
+            Self::Failed => "Failed",
+            Self::Reverted => "Reverted",
+        }
+    }
+}
+
+/// The step a rollout is in (`status.rollout.step`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum RolloutStep {
+    /// Recorded; no host pool switched yet.
+    Pending,
+    /// A ring's host pools are moving to the target (backend writes in flight; in MSIX
+    /// app attach mode, batches of session hosts are drained and the package replaced).
+    Switching,
+    /// Waiting for the ring's session hosts to stage the target.
+    Staging,
+    /// The ring staged; waiting for `spec.rollout.soak` to pass.
+    Soaking,
+    /// Removing the previous versions from the backend.
+    Finishing,
+    /// Moving every host pool back (backend writes in flight).
+    RollingBack,
+    /// Nothing more to do.
+    Done,
+}
+
+impl RolloutStep {
+    /// The name, as the CRD spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "Pending",
+            Self::Switching => "Switching",
+            Self::Staging => "Staging",
+            Self::Soaking => "Soaking",
+            Self::Finishing => "Finishing",
+            Self::RollingBack => "RollingBack",
+            Self::Done => "Done",
+        }
+    }
+}
+
+/// How a rollout ended (`status.history[].result`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum RolloutResult {
+    /// Every host pool ran the version.
+    Complete,
+    /// Its gate failed; rolled back.
+    Failed,
+    /// The spec went back mid-rollout; rolled back.
+    Reverted,
+    /// A newer version replaced it mid-rollout.
+    Superseded,
+}
+
+impl RolloutResult {
+    /// The name, as the CRD spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Complete => "Complete",
+            Self::Failed => "Failed",
+            Self::Reverted => "Reverted",
+            Self::Superseded => "Superseded",
+        }
+    }
+}
+
+/// Where a host pool stands: `Ready` (it runs the spec's version), `Pending` (not yet: its
+/// ring has not switched, or the backend does not give it the package; see the package's
+/// conditions), `Switching`, `Staging`, `Soaking`, `Done` (it runs the target; later rings
+/// still move), `RolledBack`, `Drifted` (policy skip: the backend differs).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum PoolPhase {
+    /// It runs the version the spec asks for.
+    Ready,
+    /// It does not run the spec's version yet: its ring has not switched, or the backend
+    /// does not reference the package from it (see the package's conditions).
+    Pending,
+    /// Its ring is switching to the target.
+    Switching,
+    /// It switched; its session hosts are staging the target.
+    Staging,
+    /// It staged; its ring soaks.
+    Soaking,
+    /// It runs the target; later rings are still moving.
+    Done,
+    /// It went back to the previous version when the rollout was rolled back.
+    RolledBack,
+    /// Reconcile policy `skip`: the backend differs from the spec here.
+    Drifted,
+}
+
+impl PoolPhase {
+    /// The name, as the CRD spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ready => "Ready",
+            Self::Pending => "Pending",
+            Self::Switching => "Switching",
+            Self::Staging => "Staging",
+            Self::Soaking => "Soaking",
+            Self::Done => "Done",
+            Self::RolledBack => "RolledBack",
+            Self::Drifted => "Drifted",
+        }
+    }
 }

@@ -1,0 +1,484 @@
+//! One test per defect the redesign fixed, each as the user met it.
+
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::super::{Requeue, Write};
+use super::drive;
+use super::fixtures::*;
+use crate::backend::BackendError;
+use crate::controller::observe::MissingPool;
+use crate::resources::{CertificateSpec, PoolPhase, RolloutPhase, RolloutResult, RolloutStep};
+
+/// The host pools each PUT of the backend package of `version` gives it, in order.
+fn switches(ws: &[&Write], version: &str) -> Vec<Vec<String>> {
+    let name = format!("ns-app-v{}", version.replace('.', "-"));
+    ws.iter()
+        .filter_map(|w| refs_of(w))
+        .filter(|(n, _)| *n == name)
+        .map(|(_, mut pools)| {
+            pools.sort();
+            pools
+        })
+        .collect()
+}
+
+fn ring_by_ring() -> Vec<Vec<String>> {
+    vec![
+        vec!["hp-r0".to_string()],
+        vec!["hp-r0".into(), "hp-r1".into()],
+        vec!["hp-r0".into(), "hp-r1".into(), "hp-r2".into()],
+    ]
+}
+
+fn everywhere(sim: &crate::controller::decide::simulate::Sim, version: &str) -> bool {
+    versions(sim)
+        .iter()
+        .all(|(_, v)| v.as_deref() == Some(version))
+}
+
+#[test]
+fn a_version_change_with_an_expired_certificate_reports_what_runs_and_rolls_out_once_fixed() {
+    let mut sim = steady(package("1.0.0.0", json!({"soak": "1s"})), &RINGS);
+    respec(&mut sim, |p| {
+        to_version(p, "2.0.0.0");
+        p.spec.certificate = Some(CertificateSpec {
+            subject: "CN=Contoso".into(),
+            expiry: "2020-01-01T00:00:00Z".into(),
+            timestamped: false,
+        });
+    });
+    let d = sim.pass();
+    assert!(d.writes.is_empty() && d.intent.is_none(), "{:?}", d.writes);
+    assert_eq!(condition(&sim, "Ready").unwrap().1, "CertificateExpired");
+    // Status is what the backend holds, not what the spec hopes.
+    assert_eq!(d.status.current_version.as_deref(), Some("1.0.0.0"));
+    for (pool, version) in rows(&sim) {
+        assert_eq!(version.as_deref(), Some("1.0.0.0"), "{pool}");
+    }
+    assert!(
+        d.status
+            .host_pools
+            .iter()
+            .all(|r| r.phase == Some(PoolPhase::Pending))
+    );
+    // Fixed: a rollout, ring by ring, not one PUT with every pool.
+    respec(&mut sim, |p| {
+        p.spec.certificate.as_mut().unwrap().timestamped = true
+    });
+    let ds = sim.run(200);
+    assert_eq!(switches(&writes(&ds), "2.0.0.0"), ring_by_ring());
+    let st = sim.obs.package.status.clone().unwrap();
+    assert_eq!(st.history[0].revision, 1);
+    assert_eq!(st.history[0].result, RolloutResult::Complete);
+    assert_eq!(st.current_version.as_deref(), Some("2.0.0.0"));
+    assert!(everywhere(&sim, "2.0.0.0"));
+}
+
+#[test]
+fn a_version_change_while_a_pool_is_missing_reports_what_runs_and_rolls_out_once_removed() {
+    let mut sim = steady(package("1.0.0.0", json!({"soak": "1s"})), &RINGS);
+    // A pool that does not exist joins the assignment, and the version changes.
+    let mut with_missing = RINGS.to_vec();
+    with_missing.push(("hp-gone", 1));
+    sim.obs.inputs.host_pool_assignments = vec![Arc::new(hpa(&with_missing))];
+    sim.obs.backend.as_mut().unwrap().missing.push(MissingPool {
+        name: "hp-gone".into(),
+        field: "HostPoolAssignment/app-pools spec.hostPools[3].name".into(),
+    });
+    respec(&mut sim, |p| to_version(p, "2.0.0.0"));
+    let d = sim.pass();
+    assert!(d.writes.is_empty(), "{:?}", d.writes);
+    assert_eq!(condition(&sim, "Ready").unwrap().1, "HostPoolNotFound");
+    assert_eq!(d.status.current_version.as_deref(), Some("1.0.0.0"));
+    assert!(
+        rows(&sim)
+            .iter()
+            .all(|(_, v)| v.as_deref() == Some("1.0.0.0"))
+    );
+    // The pool leaves the assignment: the version still moves ring by ring.
+    sim.obs.inputs.host_pool_assignments = vec![Arc::new(hpa(&RINGS))];
+    sim.obs.backend.as_mut().unwrap().missing.clear();
+    let ds = sim.run(200);
+    assert_eq!(switches(&writes(&ds), "2.0.0.0"), ring_by_ring());
+    assert!(everywhere(&sim, "2.0.0.0"));
+}
+
+#[test]
+fn a_version_changed_while_suspended_rolls_out_when_resumed() {
+    let mut sim = steady(package("1.0.0.0", json!({"soak": "1s"})), &RINGS);
+    respec(&mut sim, |p| {
+        to_version(p, "2.0.0.0");
+        p.spec.suspend = true;
+    });
+    let d = sim.pass();
+    assert!(d.writes.is_empty());
+    assert_eq!(condition(&sim, "Synced").unwrap().1, "Suspended");
+    assert_eq!(d.status.current_version.as_deref(), Some("1.0.0.0"));
+    respec(&mut sim, |p| p.spec.suspend = false);
+    let ds = sim.run(200);
+    assert_eq!(switches(&writes(&ds), "2.0.0.0"), ring_by_ring());
+}
+
+#[test]
+fn a_status_lost_mid_rollout_resumes_ring_by_ring_from_the_backend() {
+    let mut sim = steady(package("1.0.0.0", json!({"soak": "1s"})), &RINGS);
+    respec(&mut sim, |p| to_version(p, "2.0.0.0"));
+    // Until ring 0 runs 2.0.0.0 and soaks.
+    for _ in 0..50 {
+        sim.pass();
+        let r = sim
+            .obs
+            .package
+            .status
+            .as_ref()
+            .and_then(|s| s.rollout.clone());
+        if r.is_some_and(|r| r.step == RolloutStep::Soaking) {
+            break;
+        }
+    }
+    // The status is lost (a restore without status, say).
+    let mut pkg = (*sim.obs.package).clone();
+    pkg.status = None;
+    sim.obs.package = Arc::new(pkg);
+    let d = sim.pass();
+    assert!(
+        d.writes.iter().all(|w| refs_of(w).is_none()),
+        "no pool moves before a rollout is recorded: {:?}",
+        d.writes
+    );
+    assert_eq!(d.status.current_version.as_deref(), Some("1.0.0.0"));
+    assert_eq!(
+        d.status.rollout.as_ref().unwrap().phase,
+        RolloutPhase::Progressing
+    );
+    let ds = sim.run(200);
+    let moves = switches(&writes(&ds), "2.0.0.0");
+    assert_eq!(
+        moves.first().map(Vec::len),
+        Some(2),
+        "ring 1 joins ring 0: {moves:?}"
+    );
+    assert!(everywhere(&sim, "2.0.0.0"));
+}
+
+#[test]
+fn a_refused_write_reports_what_the_backend_holds_after_the_writes_that_were_done() {
+    let mut sim = steady(package("1.0.0.0", json!({"soak": "1s"})), &RINGS);
+    respec(&mut sim, |p| to_version(p, "2.0.0.0"));
+    let d = loop {
+        let d = sim.decide();
+        if d.intent
+            .as_ref()
+            .and_then(|i| i.rollout.as_ref())
+            .is_some_and(|r| r.step == RolloutStep::Switching)
+        {
+            break d;
+        }
+        sim.pass();
+    };
+    // The new version's package is made, then the backend refuses the next write.
+    assert!(matches!(d.writes[0], Write::PutPackage { .. }));
+    let refusal = BackendError::Arm(crate::arm::ArmError::invalid("properties.x is not valid"));
+    let settled = super::super::settle(&sim.obs, &d, 1, &refusal, false);
+    let r0 = settled
+        .status
+        .host_pools
+        .iter()
+        .find(|r| r.name == "hp-r0")
+        .unwrap();
+    assert_eq!(
+        r0.version.as_deref(),
+        Some("2.0.0.0"),
+        "hp-r0 runs what the backend gives it"
+    );
+    let r1 = settled
+        .status
+        .host_pools
+        .iter()
+        .find(|r| r.name == "hp-r1")
+        .unwrap();
+    assert_eq!(r1.version.as_deref(), Some("1.0.0.0"));
+    assert_eq!(settled.status.current_version.as_deref(), Some("1.0.0.0"));
+    let ready = settled
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "InvalidParameter")
+    );
+    assert_eq!(
+        settled.status.rollout.as_ref().unwrap().step,
+        RolloutStep::Switching
+    );
+    assert_eq!(settled.requeue, Requeue::Resync);
+}
+
+#[test]
+fn users_are_told_once_even_when_the_controller_dies_between_the_messages() {
+    let rollout = json!({"soak": "1s", "notifyUsers": true});
+    let mut sim = steady(package("1.0.0.0", rollout), &RINGS);
+    let before = t0();
+    {
+        let v = sim.obs.backend.as_mut().unwrap();
+        for (i, p) in v.pools.iter_mut().enumerate() {
+            let s1 = session(p, ALICE, 2 * i, before);
+            let s2 = session(p, BOB, 2 * i + 1, before);
+            p.sessions = vec![s1, s2];
+        }
+    }
+    respec(&mut sim, |p| to_version(p, "2.0.0.0"));
+    // Killed after the first message of every pass that sends one.
+    let (_, applied) = drive(&mut sim, 300, |_, d| {
+        d.writes
+            .iter()
+            .position(|w| matches!(w, Write::SendMessage { .. }))
+            .map(|i| i + 1)
+    });
+    let mut sent: Vec<&str> = applied
+        .iter()
+        .filter_map(|w| match w {
+            Write::SendMessage { session_id, .. } => Some(session_id.as_str()),
+            _ => None,
+        })
+        .collect();
+    let n = sent.len();
+    sent.sort();
+    sent.dedup();
+    assert_eq!(sent.len(), n, "a session was told twice: {sent:?}");
+    // Alice (Finance) on each pool; Bob has no assignment and gets no message. A
+    // message recorded but not sent (the kill) is lost: at most once.
+    assert!(
+        sent.iter()
+            .all(|s| s.ends_with("/0") || s.ends_with("/2") || s.ends_with("/4")),
+        "{sent:?}"
+    );
+    let r = sim.obs.package.status.clone().unwrap().rollout.unwrap();
+    assert_eq!(r.phase, RolloutPhase::Complete);
+    assert_eq!(r.notified_sessions, 3, "recorded before sending");
+    assert_eq!(r.notified_pools, ["hp-r0", "hp-r1", "hp-r2"]);
+}
+
+#[test]
+fn a_rollback_puts_the_old_version_back_before_the_new_one_leaves() {
+    let mut sim = steady(package("1.0.0.0", json!({"soak": "1s"})), &RINGS);
+    sim.stages = Arc::new(|host: &str, image: &str| {
+        !(host.starts_with("hp-r0") && image.contains("2.0.0.0"))
+    });
+    respec(&mut sim, |p| to_version(p, "2.0.0.0"));
+    let ds = sim.run(200);
+    let back = ds
+        .iter()
+        .find(|d| {
+            d.intent
+                .as_ref()
+                .and_then(|i| i.rollout.as_ref())
+                .is_some_and(|r| r.phase == RolloutPhase::RollingBack)
+        })
+        .expect("a rollback");
+    let old_gets_r0 = back
+        .writes
+        .iter()
+        .position(|w| {
+            refs_of(w).is_some_and(|(n, p)| n == "ns-app" && p.contains(&"hp-r0".to_string()))
+        })
+        .expect("the old version gets hp-r0 back");
+    let new_leaves = back
+        .writes
+        .iter()
+        .position(|w| matches!(w, Write::DeletePackage { name } if name == "ns-app-v2-0-0-0"))
+        .expect("the new version goes");
+    assert!(old_gets_r0 < new_leaves, "{:?}", back.writes);
+    let st = sim.obs.package.status.clone().unwrap();
+    assert_eq!(st.rollout.unwrap().phase, RolloutPhase::Failed);
+    assert!(everywhere(&sim, "1.0.0.0"));
+    assert_eq!(
+        switches(&writes(&ds), "2.0.0.0"),
+        vec![vec!["hp-r0".to_string()]],
+        "ring 1 never switched"
+    );
+}
+
+/// A maintenance window open from the start of the tests for three days.
+fn open_window() -> serde_json::Value {
+    let day = format!(
+        "{:?}",
+        t0().to_zoned(jiff::tz::TimeZone::UTC).date().weekday()
+    );
+    json!({"dayOfWeek": day, "startTime": "00:00", "duration": "72h", "timeZone": "UTC"})
+}
+
+#[test]
+fn an_msix_rollout_killed_after_a_replacement_completes_writing_nothing_twice() {
+    let rollout =
+        json!({"soak": "1s", "maxUnavailableHosts": 1, "maintenanceWindow": open_window()});
+    let mut sim = steady(msix_package("1.0.0.0", rollout), &RINGS);
+    respec(&mut sim, |p| to_version(p, "2.0.0.0"));
+    // Killed right after every package PUT.
+    let (_, applied) = drive(&mut sim, 400, |_, d| {
+        d.writes
+            .iter()
+            .position(|w| matches!(w, Write::PutMsix { .. }))
+            .map(|i| i + 1)
+    });
+    let st = sim.obs.package.status.clone().unwrap();
+    assert_eq!(
+        st.rollout.as_ref().unwrap().phase,
+        RolloutPhase::Complete,
+        "{:?}",
+        st.rollout
+    );
+    let mut puts: Vec<(String, String)> = applied
+        .iter()
+        .filter_map(|w| match w {
+            Write::PutMsix {
+                pool_id, full_name, ..
+            } => Some((pool_id.clone(), full_name.clone())),
+            _ => None,
+        })
+        .collect();
+    let n = puts.len();
+    puts.sort();
+    puts.dedup();
+    assert_eq!(puts.len(), n, "a PUT was repeated: {puts:?}");
+    let mut drains: Vec<(String, bool)> = applied
+        .iter()
+        .filter_map(|w| match w {
+            Write::AllowNewSessions { host_id, allow } => Some((host_id.clone(), *allow)),
+            _ => None,
+        })
+        .collect();
+    let n = drains.len();
+    drains.sort();
+    drains.dedup();
+    assert_eq!(drains.len(), n, "a drain or undrain was repeated");
+    let v = sim.view();
+    assert!(
+        v.pools
+            .iter()
+            .flat_map(|p| &p.hosts)
+            .all(|h| h.properties.allow_new_session == Some(true))
+    );
+    for p in &v.pools {
+        let held: Vec<_> = p
+            .msix
+            .iter()
+            .filter_map(|m| m.properties.version.clone())
+            .collect();
+        assert_eq!(held, ["2.0.0.0"], "{}", p.name);
+    }
+}
+
+#[test]
+fn an_msix_pool_found_replaced_takes_its_switch_time_from_the_backend() {
+    let rollout =
+        json!({"soak": "1s", "maxUnavailableHosts": 5, "maintenanceWindow": open_window()});
+    let mut sim = steady(msix_package("1.0.0.0", rollout), &[("hp-r0", 0)]);
+    respec(&mut sim, |p| to_version(p, "2.0.0.0"));
+    // The pass that replaces the package does its writes, but neither its intent nor its
+    // status is kept (a kill, and a status restored from before it).
+    for _ in 0..20 {
+        let d = sim.decide();
+        if d.writes.iter().any(|w| matches!(w, Write::PutMsix { .. })) {
+            let before = sim.obs.package.status.clone();
+            sim.apply(&d, d.writes.len(), false);
+            let mut pkg = (*sim.obs.package).clone();
+            pkg.status = before;
+            sim.obs.package = Arc::new(pkg);
+            sim.advance(d.requeue);
+            break;
+        }
+        sim.pass();
+    }
+    // The hosts staged once, when the package was put there, and never report again.
+    let ds = sim.run(40);
+    let st = sim.obs.package.status.clone().unwrap();
+    assert_eq!(
+        st.rollout.as_ref().unwrap().phase,
+        RolloutPhase::Complete,
+        "{:?}",
+        st.rollout
+    );
+    assert!(
+        !writes(&ds)
+            .iter()
+            .any(|w| matches!(w, Write::PutMsix { .. })),
+        "the PUT is not repeated"
+    );
+    let row = &st.host_pools[0];
+    assert!(row.switched_at.is_some(), "{row:?}");
+}
+
+#[test]
+fn deleting_an_msix_package_mid_rollout_removes_every_version_the_pools_hold() {
+    let rollout =
+        json!({"soak": "1h", "maxUnavailableHosts": 5, "maintenanceWindow": open_window()});
+    let mut sim = steady(msix_package("1.0.0.0", rollout), &RINGS);
+    respec(&mut sim, |p| to_version(p, "2.0.0.0"));
+    for _ in 0..30 {
+        sim.pass();
+        if sim
+            .obs
+            .package
+            .status
+            .as_ref()
+            .and_then(|s| s.rollout.as_ref())
+            .is_some_and(|r| r.step == RolloutStep::Soaking)
+        {
+            break;
+        }
+    }
+    let held: Vec<(String, String)> = sim
+        .view()
+        .pools
+        .iter()
+        .flat_map(|p| {
+            p.msix
+                .iter()
+                .map(|m| (p.name.clone(), m.properties.version.clone().unwrap()))
+        })
+        .collect();
+    assert!(
+        held.contains(&("hp-r0".into(), "2.0.0.0".into()))
+            && held.contains(&("hp-r1".into(), "1.0.0.0".into())),
+        "{held:?}"
+    );
+    let mut pkg = (*sim.obs.package).clone();
+    pkg.metadata.deletion_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t0()));
+    sim.obs.package = Arc::new(pkg);
+    let d = super::super::cleanup(&sim.obs, &settings());
+    sim.apply(&d, d.writes.len(), true);
+    assert!(
+        sim.view().pools.iter().all(|p| p.msix.is_empty()),
+        "{:?}",
+        d.writes
+    );
+}
+
+#[test]
+fn retained_images_count_only_sessions_of_users_who_get_the_package() {
+    let mut sim = steady(package("1.0.0.0", json!({"soak": "1s"})), &RINGS);
+    {
+        let v = sim.obs.backend.as_mut().unwrap();
+        let p = &mut v.pools[0];
+        p.sessions = vec![session(p, ALICE, 0, t0()), session(p, BOB, 1, t0())];
+    }
+    sim.obs.now = t0() + jiff::SignedDuration::from_secs(60);
+    respec(&mut sim, |p| to_version(p, "2.0.0.0"));
+    sim.run(200);
+    let st = sim.obs.package.status.clone().unwrap();
+    assert_eq!(st.rollout.unwrap().phase, RolloutPhase::Complete);
+    assert_eq!(st.retained_images.len(), 1, "{:?}", st.retained_images);
+    assert_eq!(
+        st.retained_images[0].sessions, 1,
+        "Bob has no assignment: {:?}",
+        st.retained_images
+    );
+    let r0 = st.host_pools.iter().find(|r| r.name == "hp-r0").unwrap();
+    assert_eq!(r0.previous_version_sessions, Some(1));
+}
