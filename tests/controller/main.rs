@@ -22,5 +22,6 @@ mod plan;
 mod readme;
 mod reconcile;
 mod rollout;
+mod rollout_support;
 mod throttling;
 mod validation;
