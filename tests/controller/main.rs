@@ -18,6 +18,7 @@ mod errors;
 mod faults;
 mod lifecycle;
 mod msix;
+mod one_pass;
 mod plan;
 mod readme;
 mod reconcile;
