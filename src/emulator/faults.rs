@@ -340,10 +340,11 @@ pub struct AppliedWrite {
 
 /// The ARM writes that took effect, oldest first, with their bodies: what a test replays
 /// to know what the backend held after each write. Kept apart from the request counts,
-/// whose reset does not clear it.
+/// whose reset does not clear it. Bodies are kept as compact JSON text (a parsed value
+/// takes several times the memory), and parsed again when the log is read.
 #[derive(Default)]
 pub struct WriteLog {
-    writes: std::collections::VecDeque<AppliedWrite>,
+    writes: std::collections::VecDeque<(AppliedWrite, Option<Box<str>>)>,
     next: u64,
 }
 
@@ -357,26 +358,36 @@ impl WriteLog {
             self.writes.pop_front();
         }
         self.next += 1;
-        let body = if body.iter().all(u8::is_ascii_whitespace) {
-            serde_json::Value::Null
+        let text = if body.iter().all(u8::is_ascii_whitespace) {
+            None
         } else {
-            serde_json::from_slice(body).unwrap_or_else(|_| {
+            let value = serde_json::from_slice(body).unwrap_or_else(|_| {
                 serde_json::Value::String(String::from_utf8_lossy(body).into_owned())
-            })
+            });
+            Some(value.to_string().into_boxed_str())
         };
-        self.writes.push_back(AppliedWrite {
+        let write = AppliedWrite {
             seq: self.next,
             at: super::now(),
             method: method.to_string(),
             path: path.to_ascii_lowercase(),
             status,
-            body,
-        });
+            body: serde_json::Value::Null,
+        };
+        self.writes.push_back((write, text));
     }
 
     /// The writes kept, oldest first.
     pub fn writes(&self) -> Vec<AppliedWrite> {
-        self.writes.iter().cloned().collect()
+        self.writes
+            .iter()
+            .map(|(w, text)| AppliedWrite {
+                body: text.as_deref().map_or(serde_json::Value::Null, |t| {
+                    serde_json::from_str(t).expect("kept as JSON")
+                }),
+                ..w.clone()
+            })
+            .collect()
     }
 
     /// Forgets the writes logged so far (the sequence goes on).
