@@ -1,5 +1,5 @@
 //! The emulator's own controls, outside ARM's paths, under `/_emulator/`: sign-in and
-//! sign-out, entitlements, staging on demand, faults and request counts.
+//! sign-out, entitlements, staging on demand, faults, request counts and the write log.
 
 use std::collections::BTreeMap;
 
@@ -37,6 +37,7 @@ pub fn router(_emulator: Emulator) -> Router<Emulator> {
         )
         .route("/_emulator/requests", get(requests).delete(reset_requests))
         .route("/_emulator/requests/log", get(request_log))
+        .route("/_emulator/writes", get(write_log).delete(clear_write_log))
 }
 
 fn fail(e: ArmError) -> Response {
@@ -491,6 +492,16 @@ async fn requests(State(em): State<Emulator>) -> Response {
 
 async fn request_log(State(em): State<Emulator>) -> Response {
     Json(json!({ "value": em.lock().counts.logged() })).into_response()
+}
+
+/// The ARM writes applied, oldest first, with their bodies.
+async fn write_log(State(em): State<Emulator>) -> Response {
+    Json(json!({ "value": em.lock().writes.writes() })).into_response()
+}
+
+async fn clear_write_log(State(em): State<Emulator>) -> Response {
+    em.lock().writes.clear();
+    StatusCode::OK.into_response()
 }
 
 async fn reset_requests(State(em): State<Emulator>) -> Response {

@@ -78,6 +78,7 @@ async fn serve(
         inner.counts.record(method.as_str(), &path);
         inner.faults.check(method.as_str(), &path)
     };
+    let delay_after = fault.as_ref().map_or(0, |f| f.delay_after_ms);
     if let Some(fault) = fault {
         if fault.delay_ms > 0 {
             tokio::time::sleep(std::time::Duration::from_millis(fault.delay_ms)).await;
@@ -108,30 +109,41 @@ async fn serve(
         base: format!("http://{host}"),
     };
 
-    let mut inner = emulator.lock();
-    if let Err(e) = check_auth(&inner, &headers) {
-        return error_response(&e);
-    }
-    match dispatch(&mut inner, &request) {
-        Ok(reply) => match inner.store.commit() {
-            Ok(()) if method != Method::GET => {
-                inner.counts.record_applied(method.as_str(), &path);
-                match reply {
-                    Reply::Json(status, body) => (status, axum::Json(body)).into_response(),
-                    Reply::Empty(status) => status.into_response(),
-                }
-            }
-            Ok(()) => match reply {
-                Reply::Json(status, body) => (status, axum::Json(body)).into_response(),
-                Reply::Empty(status) => status.into_response(),
-            },
-            Err(e) => error_response(&ArmError::new(500, "InternalServerError", e.to_string())),
-        },
-        Err(e) => {
-            inner.store.discard();
-            error_response(&e)
+    let response = {
+        let mut inner = emulator.lock();
+        if let Err(e) = check_auth(&inner, &headers) {
+            return error_response(&e);
         }
+        match dispatch(&mut inner, &request) {
+            Ok(reply) => match inner.store.commit() {
+                Ok(()) => {
+                    let response = match reply {
+                        Reply::Json(status, body) => (status, axum::Json(body)).into_response(),
+                        Reply::Empty(status) => status.into_response(),
+                    };
+                    if method != Method::GET {
+                        inner.counts.record_applied(method.as_str(), &path);
+                        inner.writes.record(
+                            method.as_str(),
+                            &path,
+                            response.status().as_u16(),
+                            &body,
+                        );
+                    }
+                    response
+                }
+                Err(e) => error_response(&ArmError::new(500, "InternalServerError", e.to_string())),
+            },
+            Err(e) => {
+                inner.store.discard();
+                error_response(&e)
+            }
+        }
+    };
+    if delay_after > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay_after)).await;
     }
+    response
 }
 
 fn error_response(e: &ArmError) -> Response {

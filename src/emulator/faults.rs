@@ -32,6 +32,10 @@ pub struct FaultRule {
     /// Delay before answering, in milliseconds.
     #[serde(default)]
     pub delay_ms: u64,
+    /// Delay after serving the request (a write has taken effect), before answering, in
+    /// milliseconds: a caller stopped meanwhile never learns that its write was applied.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub delay_after_ms: u64,
     /// Fire on the next `count` matching requests, then retire.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
@@ -54,6 +58,12 @@ pub struct Fault {
     pub retry_after_seconds: Option<u64>,
     /// Delay in milliseconds.
     pub delay_ms: u64,
+    /// Delay after serving, in milliseconds.
+    pub delay_after_ms: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 struct Armed {
@@ -81,8 +91,14 @@ impl Faults {
         {
             return Err(format!("fraction must be between 0 and 1, got {f}"));
         }
-        if rule.status.is_none() && rule.delay_ms == 0 {
-            return Err("a fault rule needs a status, a delayMs, or both".into());
+        if rule.status.is_none() && rule.delay_ms == 0 && rule.delay_after_ms == 0 {
+            return Err("a fault rule needs a status, a delayMs or a delayAfterMs (or a status and a delayMs)".into());
+        }
+        if rule.status.is_some() && rule.delay_after_ms > 0 {
+            return Err(
+                "delayAfterMs delays the answer of a request that was served; with a status the request is not served"
+                    .into(),
+            );
         }
         let rng = rule.seed ^ 0x9E37_79B9_7F4A_7C15;
         self.rules.push(Armed { rule, rng });
@@ -138,6 +154,7 @@ impl Faults {
                     }),
                     retry_after_seconds: r.retry_after_seconds,
                     delay_ms: r.delay_ms,
+                    delay_after_ms: r.delay_after_ms,
                 });
                 break;
             }
@@ -302,6 +319,83 @@ impl Counts {
     }
 }
 
+/// One write the emulator applied, in the order it applied them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppliedWrite {
+    /// Its place in the order of writes (from 1, never reused while the emulator runs).
+    pub seq: u64,
+    /// When it took effect (RFC 3339, milliseconds).
+    pub at: String,
+    /// HTTP method: PUT, PATCH, DELETE or POST.
+    pub method: String,
+    /// Path, lowercased, without the query.
+    pub path: String,
+    /// The status answered (2xx).
+    pub status: u16,
+    /// The request body as sent, as JSON; null when there was none (a body that is not
+    /// JSON is kept as a string).
+    pub body: serde_json::Value,
+}
+
+/// The ARM writes that took effect, oldest first, with their bodies: what a test replays
+/// to know what the backend held after each write. Kept apart from the request counts,
+/// whose reset does not clear it. Bodies are kept as compact JSON text (a parsed value
+/// takes several times the memory), and parsed again when the log is read.
+#[derive(Default)]
+pub struct WriteLog {
+    writes: std::collections::VecDeque<(AppliedWrite, Option<Box<str>>)>,
+    next: u64,
+}
+
+/// How many writes the write log keeps (the oldest go first).
+pub const WRITES: usize = 10_000;
+
+impl WriteLog {
+    /// Logs a write that took effect.
+    pub fn record(&mut self, method: &str, path: &str, status: u16, body: &[u8]) {
+        if self.writes.len() == WRITES {
+            self.writes.pop_front();
+        }
+        self.next += 1;
+        let text = if body.iter().all(u8::is_ascii_whitespace) {
+            None
+        } else {
+            let value = serde_json::from_slice(body).unwrap_or_else(|_| {
+                serde_json::Value::String(String::from_utf8_lossy(body).into_owned())
+            });
+            Some(value.to_string().into_boxed_str())
+        };
+        let write = AppliedWrite {
+            seq: self.next,
+            at: super::now(),
+            method: method.to_string(),
+            path: path.to_ascii_lowercase(),
+            status,
+            body: serde_json::Value::Null,
+        };
+        self.writes.push_back((write, text));
+    }
+
+    /// The writes kept, oldest first.
+    pub fn writes(&self) -> Vec<AppliedWrite> {
+        self.writes
+            .iter()
+            .map(|(w, text)| AppliedWrite {
+                body: text.as_deref().map_or(serde_json::Value::Null, |t| {
+                    serde_json::from_str(t).expect("kept as JSON")
+                }),
+                ..w.clone()
+            })
+            .collect()
+    }
+
+    /// Forgets the writes logged so far (the sequence goes on).
+    pub fn clear(&mut self) {
+        self.writes.clear();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,6 +409,7 @@ mod tests {
             message: None,
             retry_after_seconds: Some(1),
             delay_ms: 0,
+            delay_after_ms: 0,
             count,
             fraction,
             seed: 7,
@@ -347,10 +442,48 @@ mod tests {
     }
 
     #[test]
+    fn the_write_log_keeps_the_last_writes_in_order_with_their_bodies() {
+        let mut log = WriteLog::default();
+        for i in 0..WRITES + 2 {
+            log.record(
+                "PUT",
+                &format!("/X/{i}"),
+                200,
+                format!("{{\"n\":{i}}}").as_bytes(),
+            );
+        }
+        log.record("DELETE", "/x/last", 200, b"");
+        let w = log.writes();
+        assert_eq!(w.len(), WRITES);
+        assert_eq!(w[0].path, "/x/3");
+        assert_eq!(w[0].seq, 4);
+        assert_eq!(w[0].body, serde_json::json!({"n": 3}));
+        let last = w.last().unwrap();
+        assert_eq!(
+            (last.method.as_str(), last.seq),
+            ("DELETE", WRITES as u64 + 3)
+        );
+        assert!(last.body.is_null());
+        log.clear();
+        assert!(log.writes().is_empty());
+        log.record("POST", "/y", 200, b"not json");
+        assert_eq!(log.writes()[0].seq, WRITES as u64 + 4);
+        assert_eq!(log.writes()[0].body, serde_json::json!("not json"));
+    }
+
+    #[test]
     fn rules_that_cannot_fire_are_refused() {
         let mut f = Faults::default();
         assert!(f.add(rule(None, None)).is_err());
         assert!(f.add(rule(Some(1), Some(0.5))).is_err());
         assert!(f.add(rule(None, Some(1.5))).is_err());
+        let mut after = rule(Some(1), None);
+        after.delay_after_ms = 10;
+        assert!(
+            f.add(after.clone()).is_err(),
+            "a refused request is not served"
+        );
+        after.status = None;
+        assert!(f.add(after).is_ok());
     }
 }

@@ -97,6 +97,8 @@ pub struct Inner {
     pub faults: faults::Faults,
     /// Request counts.
     pub counts: faults::Counts,
+    /// The ARM writes applied, in order, with their bodies.
+    pub writes: faults::WriteLog,
     /// Required bearer token.
     pub token: Option<String>,
 }
@@ -199,6 +201,7 @@ impl Emulator {
                 shares: config.shares,
                 faults: Default::default(),
                 counts: Default::default(),
+                writes: Default::default(),
                 token: config.token,
             })),
         })

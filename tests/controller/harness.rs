@@ -410,18 +410,27 @@ impl Env {
 
 /// Polls `attempt` every 100 ms until it returns `Ok`; after two minutes fails with `what`
 /// and the last `Err` it gave (the state it saw).
-pub async fn poll<T, F, Fut>(what: &str, mut attempt: F) -> T
+pub async fn poll<T, F, Fut>(what: &str, attempt: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, String>>,
 {
-    let deadline = Instant::now() + Duration::from_secs(120);
+    poll_within(what, Duration::from_secs(120), attempt).await
+}
+
+/// [`poll`] with another deadline.
+pub async fn poll_within<T, F, Fut>(what: &str, within: Duration, mut attempt: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + within;
     loop {
         match attempt().await {
             Ok(v) => return v,
             Err(last) => assert!(
                 Instant::now() < deadline,
-                "never: {what}; last seen: {last}"
+                "never within {within:?}: {what}; last seen: {last}"
             ),
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -3,102 +3,9 @@
 
 use serde_json::{Value, json};
 
-use crate::harness::{Env, SHARE, package, poll};
+use crate::harness::{Env, poll};
+use crate::rollout_support::*;
 use crate::support::set;
-
-const RINGS: [(&str, i32); 3] = [("hp-r0", 0), ("hp-r1", 1), ("hp-r2", 2)];
-
-fn image(name: &str, version: &str) -> String {
-    format!(r"{SHARE}\{name}_{version}.vhdx")
-}
-
-/// Puts an image file on the test share.
-fn put_image(env: &Env, name: &str, version: &str) {
-    std::fs::write(env.share.join(format!("{name}_{version}.vhdx")), b"vhdx").unwrap();
-}
-
-/// The package at `version`, with these rollout settings.
-fn manifest(name: &str, version: &str, rollout: Value) -> Value {
-    let p = set(package(name), "/spec/package/version", json!(version));
-    let p = set(p, "/spec/image/path", json!(image(name, version)));
-    set(p, "/spec/rollout", rollout)
-}
-
-/// A package on the three ring pools, Ready at 1.0.0.0 with its image on the share.
-async fn ready_at_v1(env: &Env, name: &str, rollout: Value) {
-    put_image(env, name, "1.0.0.0");
-    env.ns
-        .apply(&manifest(name, "1.0.0.0", rollout))
-        .await
-        .unwrap();
-    env.apply_assigned(name, &RINGS).await;
-    env.wait_package(name, 3, 1).await;
-}
-
-async fn status(env: &Env, name: &str) -> Value {
-    let obj = env.ns.api("AppAttachPackage").get(name).await.unwrap();
-    serde_json::to_value(obj).unwrap()["status"].clone()
-}
-
-/// Waits until the rollout satisfies `check`; returns the status.
-async fn wait_rollout(env: &Env, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-    poll(&format!("{name}: {what}"), || async {
-        let st = status(env, name).await;
-        if check(&st["rollout"]) {
-            Ok(st)
-        } else {
-            Err(format!("rollout {}", st["rollout"]))
-        }
-    })
-    .await
-}
-
-fn at(r: &Value, phase: &str) -> bool {
-    r["phase"] == phase
-}
-
-fn step(r: &Value, step: &str, ring: i64) -> bool {
-    r["step"] == step && r["ring"] == ring
-}
-
-async fn refs(env: &Env, backend: &str) -> Option<Vec<String>> {
-    let (code, body) = env
-        .get(&format!(
-            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.DesktopVirtualization/appAttachPackages/{backend}",
-            crate::harness::SUB,
-            crate::harness::RG
-        ))
-        .await;
-    (code == 200).then(|| {
-        let mut v: Vec<String> = body["properties"]["hostPoolReferences"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r.as_str().unwrap().rsplit('/').next().unwrap().to_string())
-            .collect();
-        v.sort();
-        v
-    })
-}
-
-fn versioned(env: &Env, name: &str, version: &str) -> String {
-    appattach_operator::domain::naming::versioned_backend_name(&env.ns.name, name, version)
-}
-
-fn time(v: &Value) -> jiff::Timestamp {
-    v.as_str()
-        .unwrap_or_else(|| panic!("a time, got {v}"))
-        .parse()
-        .unwrap()
-}
-
-/// The session hosts of a pool, as ARM lists them.
-async fn session_hosts(env: &Env, pool: &str) -> Vec<Value> {
-    let (_, hosts) = env
-        .get(&format!("{}/sessionHosts", env.pool_id(pool)))
-        .await;
-    hosts["value"].as_array().unwrap().clone()
-}
 
 async fn health_checked_at(env: &Env, pool: &str) -> Vec<jiff::Timestamp> {
     session_hosts(env, pool)
@@ -109,17 +16,6 @@ async fn health_checked_at(env: &Env, pool: &str) -> Vec<jiff::Timestamp> {
                 ["lastHealthCheckDateTime"])
         })
         .collect()
-}
-
-async fn sign_out(env: &Env, session: &Value) {
-    let (code, body) = env
-        .arm(
-            reqwest::Method::POST,
-            "/_emulator/signout",
-            Some(json!({"sessionId": session["sessionId"]})),
-        )
-        .await;
-    assert_eq!(code, 200, "{body}");
 }
 
 #[tokio::test]
@@ -435,11 +331,6 @@ async fn sessions_across_a_rollout(env: &Env, name: &str, rollout: Value) -> [Va
     [old0, old1, new0]
 }
 
-async fn live_sessions(env: &Env) -> Vec<Value> {
-    let (_, sessions) = env.get("/_emulator/sessions").await;
-    sessions["value"].as_array().unwrap().clone()
-}
-
 #[tokio::test]
 async fn users_keep_their_version_and_each_old_session_is_told_once() {
     let env = Env::staging("rollout-notify").await;
@@ -633,20 +524,6 @@ async fn a_controller_killed_after_any_kind_of_step_resumes_and_writes_nothing_t
     }
 }
 
-/// Runs `appattach rollout ARGS -n NAMESPACE`, as `kubectl appattach rollout` would.
-async fn cli(env: &Env, args: &[&str]) -> (bool, String) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_appattach"))
-        .arg("rollout")
-        .args(args)
-        .args(["-n", &env.ns.name])
-        .env("KUBECONFIG", env.ns.cp.kubeconfig())
-        .env("APPATTACH_LOG", "warn")
-        .output()
-        .await
-        .unwrap();
-    crate::support::outcome(&out)
-}
-
 #[tokio::test]
 async fn the_rollout_command_pauses_resumes_undoes_and_lists_history() {
     let env = Env::staging("rollout-cli").await;
@@ -709,23 +586,6 @@ async fn on_pool(env: &Env, version: &str) -> bool {
         appattach_operator::domain::naming::full_name("Contoso.mx", version, "x64", "CN=Contoso");
     let path = format!("{}/msixPackages/{full}", env.pool_id("hp-m"));
     env.get(&path).await.0 == 200
-}
-
-async fn drained(env: &Env, pool: &str) -> Vec<String> {
-    session_hosts(env, pool)
-        .await
-        .iter()
-        .filter(|h| h["properties"]["allowNewSession"] == false)
-        .map(|h| h["name"].as_str().unwrap().to_string())
-        .collect()
-}
-
-fn weekday(days_from_today: i64) -> String {
-    let d = jiff::Timestamp::now()
-        .to_zoned(jiff::tz::TimeZone::UTC)
-        .date()
-        + jiff::Span::new().days(days_from_today);
-    format!("{:?}", d.weekday())
 }
 
 #[tokio::test]
