@@ -64,9 +64,46 @@ pub fn build(
     pool_ids: &[String],
     principals: &[Principal],
 ) -> Desired {
+    let mut refs: Vec<String> = pool_ids.to_vec();
+    refs.sort_by_key(|r| r.to_ascii_lowercase());
+    refs.dedup_by(|a, b| a.eq_ignore_ascii_case(b));
+    let package = Resource {
+        id: None,
+        name: None,
+        resource_type: None,
+        location: Some(spec.location.clone()),
+        tags: Some(BTreeMap::from([(OWNER_TAG.to_string(), owner.to_string())])),
+        properties: AppAttachPackageProperties {
+            provisioning_state: None,
+            image: Some(image(spec)),
+            host_pool_references: Some(refs),
+            key_vault_url: None,
+            fail_health_check_on_staging_failure: Some(
+                match spec.health_check_on_staging_failure {
+                    HealthCheckOnStagingFailure::NeedsAssistance => {
+                        FailHealthCheckOnStagingFailure::NeedsAssistance
+                    }
+                    HealthCheckOnStagingFailure::Unhealthy => {
+                        FailHealthCheckOnStagingFailure::Unhealthy
+                    }
+                    HealthCheckOnStagingFailure::DoNotFail => {
+                        FailHealthCheckOnStagingFailure::DoNotFail
+                    }
+                },
+            ),
+        },
+    };
+    Desired {
+        package,
+        roles: roles(owner, subscription, package_id, principals),
+    }
+}
+
+/// What the package resource says of its image and package.
+fn image(spec: &AppAttachPackageSpec) -> AppAttachPackageInfoProperties {
     let p = &spec.package;
     let (family, full) = identity(spec);
-    let image = AppAttachPackageInfoProperties {
+    AppAttachPackageInfoProperties {
         package_alias: Some(p.name.to_ascii_lowercase().replace('.', "")),
         image_path: Some(spec.image.path.clone()),
         package_name: Some(p.name.clone()),
@@ -107,38 +144,19 @@ pub fn build(
                 PackageTimestamped::NotTimestamped
             }
         }),
-    };
-    let mut refs: Vec<String> = pool_ids.to_vec();
-    refs.sort_by_key(|r| r.to_ascii_lowercase());
-    refs.dedup_by(|a, b| a.eq_ignore_ascii_case(b));
-    let package = Resource {
-        id: None,
-        name: None,
-        resource_type: None,
-        location: Some(spec.location.clone()),
-        tags: Some(BTreeMap::from([(OWNER_TAG.to_string(), owner.to_string())])),
-        properties: AppAttachPackageProperties {
-            provisioning_state: None,
-            image: Some(image),
-            host_pool_references: Some(refs),
-            key_vault_url: None,
-            fail_health_check_on_staging_failure: Some(
-                match spec.health_check_on_staging_failure {
-                    HealthCheckOnStagingFailure::NeedsAssistance => {
-                        FailHealthCheckOnStagingFailure::NeedsAssistance
-                    }
-                    HealthCheckOnStagingFailure::Unhealthy => {
-                        FailHealthCheckOnStagingFailure::Unhealthy
-                    }
-                    HealthCheckOnStagingFailure::DoNotFail => {
-                        FailHealthCheckOnStagingFailure::DoNotFail
-                    }
-                },
-            ),
-        },
-    };
+    }
+}
+
+/// One "Desktop Virtualization User" role assignment per principal at the package's
+/// scope, by its deterministic name.
+fn roles(
+    owner: &str,
+    subscription: &str,
+    package_id: &str,
+    principals: &[Principal],
+) -> BTreeMap<String, RoleAssignment> {
     let role = role_definition_id(subscription, arm::DESKTOP_VIRTUALIZATION_USER_ROLE);
-    let roles = principals
+    principals
         .iter()
         .map(|pr| {
             let name = arm::role_assignment_name(
@@ -162,8 +180,7 @@ pub fn build(
             };
             (name, body)
         })
-        .collect();
-    Desired { package, roles }
+        .collect()
 }
 
 /// Whether the backend's package differs from the desired one in anything we set.

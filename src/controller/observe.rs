@@ -264,19 +264,14 @@ async fn read_former_pools<B: Backend>(
 }
 
 /// The names this object's backend packages may have: the one it maps to, the one its
-/// status names, each version's of the rollout recorded and of the spec, and every
-/// package an assigned host pool references under a name of this object's.
+/// status names, each version's of the rollout recorded, and every package an assigned
+/// host pool references under a name of this object's (which finds them without a status).
 fn candidate_names(pkg: &AppAttachPackage, view: &BackendView) -> Vec<String> {
     let (ns, name) = (pkg.namespace().unwrap_or_default(), pkg.name_any());
     let home = naming::backend_name(&ns, &name);
     let status = pkg.status.clone().unwrap_or_default();
     let mut names = vec![home.clone()];
     names.extend(status.backend_name.clone());
-    names.push(naming::versioned_backend_name(
-        &ns,
-        &name,
-        &pkg.spec.package.version,
-    ));
     if let Some(r) = &status.rollout {
         names.extend(
             std::iter::once(&r.target)

@@ -77,6 +77,37 @@ pub fn validate(
     pools: &[PoolFacts],
     now: jiff::Timestamp,
 ) -> Vec<Finding> {
+    let mut out = rollout(spec, pools, now);
+    let format = spec
+        .image
+        .format
+        .or_else(|| ImageFormat::from_path(&spec.image.path));
+    for pool in pools {
+        out.extend(pool_findings(spec, pool, format));
+    }
+    if format == Some(ImageFormat::Vhd) {
+        out.push(Finding::warning(
+            "VhdNotRecommended",
+            "spec.image.path is a VHD image; VHD is not recommended: use CimFS or VHDX".to_string(),
+        ));
+    }
+    out.extend(certificate(spec, now));
+    let hosts: usize = pools.iter().map(|p| p.host_os_versions.len()).sum();
+    if hosts > HANDLES_PER_FILE_LIMIT {
+        out.push(Finding::warning(
+            "ShareHandleLimit",
+            format!(
+                "{hosts} session hosts mount this image: one open handle each per file, over the {HANDLES_PER_FILE_LIMIT} Azure Files allows per file; split the host pools over copies of the image"
+            ),
+        ));
+    }
+    out.sort_by_key(|f| std::cmp::Reverse(f.severity));
+    out
+}
+
+/// The rollout's settings: the maintenance window, and a health check that hides staging
+/// failures from the gate.
+fn rollout(spec: &AppAttachPackageSpec, pools: &[PoolFacts], now: jiff::Timestamp) -> Vec<Finding> {
     let mut out = Vec::new();
     if let Some(w) = &spec.rollout.maintenance_window {
         if let Err(message) = super::planner::window(w, now) {
@@ -97,105 +128,105 @@ pub fn validate(
             "spec.healthCheckOnStagingFailure DoNotFail: session hosts report healthy even when staging fails, so a rollout's gate cannot see a bad image; use NeedsAssistance (default) or Unhealthy".into(),
         ));
     }
-    let format = spec
-        .image
-        .format
-        .or_else(|| ImageFormat::from_path(&spec.image.path));
-    for pool in pools {
-        let supported: &[&str] = match spec.mode {
-            PackageMode::AppAttach => &["EntraID", "ADDS"],
-            PackageMode::MsixAppAttach => &["ADDS"],
-        };
-        if let Some(idp) = &pool.identity_provider
-            && !supported.contains(&idp.as_str())
-        {
-            out.push(Finding::error(
-                "IdentityProviderNotSupported",
-                format!(
-                    "{}: host pool {} uses identity provider {idp}, which spec.mode {:?} does not support (supported: {}); assign a host pool joined to a supported identity provider{}",
-                    pool.field,
-                    pool.name,
-                    spec.mode,
-                    supported.join(", "),
-                    if spec.mode == PackageMode::MsixAppAttach { ", or use spec.mode AppAttach" } else { "" }
-                ),
-            ));
-        }
-        if !pool.location.eq_ignore_ascii_case(&spec.location) {
-            out.push(Finding::error(
-                "RegionMismatch",
-                format!(
-                    "{}: host pool {} is in {}, but spec.location is {}; a package and its host pools must be in the same region",
-                    pool.field, pool.name, pool.location, spec.location
-                ),
-            ));
-        }
-        if pool.has_other_feature {
-            let other = match spec.mode {
-                PackageMode::AppAttach => "MSIX app attach packages",
-                PackageMode::MsixAppAttach => "app attach packages",
-            };
-            out.push(Finding::error(
-                "HostPoolFeatureConflict",
-                format!(
-                    "{}: host pool {} already uses {other}; a host pool uses app attach or MSIX app attach, never both",
-                    pool.field, pool.name
-                ),
-            ));
-        }
-        if format == Some(ImageFormat::CimFS) {
-            let others = pool
-                .host_os_versions
-                .iter()
-                .filter(|v| !is_windows_11(v))
-                .count();
-            if others > 0 {
-                out.push(Finding::warning(
-                    "CimFSNeedsWindows11",
-                    format!(
-                        "spec.image.path is a CimFS image, but {others} session host(s) of host pool {} do not run Windows 11; CimFS is recommended on Windows 11 only",
-                        pool.name
-                    ),
-                ));
-            }
-        }
-    }
-    if format == Some(ImageFormat::Vhd) {
-        out.push(Finding::warning(
-            "VhdNotRecommended",
-            "spec.image.path is a VHD image; VHD is not recommended: use CimFS or VHDX".to_string(),
-        ));
-    }
-    if let Some(cert) = &spec.certificate {
-        match cert.expiry.parse::<jiff::Timestamp>() {
-            Ok(expiry) if expiry <= now && !cert.timestamped => out.push(Finding::error(
-                "CertificateExpired",
-                format!(
-                    "spec.certificate.expiry {} has passed and the package is not timestamped; sign it with a valid certificate (and timestamp it), then update spec.certificate",
-                    cert.expiry
-                ),
-            )),
-            Ok(expiry) if expiry > now && expiry.duration_since(now).as_secs() < 30 * 24 * 3600 && !cert.timestamped => {
-                out.push(Finding::warning(
-                    "CertificateExpiresSoon",
-                    format!("spec.certificate.expiry {} is within 30 days; re-sign or timestamp the package", cert.expiry),
-                ))
-            }
-            Ok(_) => {}
-            Err(e) => out.push(Finding::error("InvalidCertificateExpiry", format!("spec.certificate.expiry: {e}"))),
-        }
-    }
-    let hosts: usize = pools.iter().map(|p| p.host_os_versions.len()).sum();
-    if hosts > HANDLES_PER_FILE_LIMIT {
-        out.push(Finding::warning(
-            "ShareHandleLimit",
+    out
+}
+
+/// One host pool: its identity provider, its region, the other feature, and CimFS on
+/// hosts that do not run Windows 11.
+fn pool_findings(
+    spec: &AppAttachPackageSpec,
+    pool: &PoolFacts,
+    format: Option<ImageFormat>,
+) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let supported: &[&str] = match spec.mode {
+        PackageMode::AppAttach => &["EntraID", "ADDS"],
+        PackageMode::MsixAppAttach => &["ADDS"],
+    };
+    if let Some(idp) = &pool.identity_provider
+        && !supported.contains(&idp.as_str())
+    {
+        out.push(Finding::error(
+            "IdentityProviderNotSupported",
             format!(
-                "{hosts} session hosts mount this image: one open handle each per file, over the {HANDLES_PER_FILE_LIMIT} Azure Files allows per file; split the host pools over copies of the image"
+                "{}: host pool {} uses identity provider {idp}, which spec.mode {:?} does not support (supported: {}); assign a host pool joined to a supported identity provider{}",
+                pool.field,
+                pool.name,
+                spec.mode,
+                supported.join(", "),
+                if spec.mode == PackageMode::MsixAppAttach { ", or use spec.mode AppAttach" } else { "" }
             ),
         ));
     }
-    out.sort_by_key(|f| std::cmp::Reverse(f.severity));
+    if !pool.location.eq_ignore_ascii_case(&spec.location) {
+        out.push(Finding::error(
+            "RegionMismatch",
+            format!(
+                "{}: host pool {} is in {}, but spec.location is {}; a package and its host pools must be in the same region",
+                pool.field, pool.name, pool.location, spec.location
+            ),
+        ));
+    }
+    if pool.has_other_feature {
+        let other = match spec.mode {
+            PackageMode::AppAttach => "MSIX app attach packages",
+            PackageMode::MsixAppAttach => "app attach packages",
+        };
+        out.push(Finding::error(
+            "HostPoolFeatureConflict",
+            format!(
+                "{}: host pool {} already uses {other}; a host pool uses app attach or MSIX app attach, never both",
+                pool.field, pool.name
+            ),
+        ));
+    }
+    let others = pool
+        .host_os_versions
+        .iter()
+        .filter(|v| !is_windows_11(v))
+        .count();
+    if format == Some(ImageFormat::CimFS) && others > 0 {
+        out.push(Finding::warning(
+            "CimFSNeedsWindows11",
+            format!(
+                "spec.image.path is a CimFS image, but {others} session host(s) of host pool {} do not run Windows 11; CimFS is recommended on Windows 11 only",
+                pool.name
+            ),
+        ));
+    }
     out
+}
+
+/// An expired certificate without a timestamp, or one that expires within 30 days.
+fn certificate(spec: &AppAttachPackageSpec, now: jiff::Timestamp) -> Option<Finding> {
+    let cert = spec.certificate.as_ref()?;
+    match cert.expiry.parse::<jiff::Timestamp>() {
+        Ok(expiry) if expiry <= now && !cert.timestamped => Some(Finding::error(
+            "CertificateExpired",
+            format!(
+                "spec.certificate.expiry {} has passed and the package is not timestamped; sign it with a valid certificate (and timestamp it), then update spec.certificate",
+                cert.expiry
+            ),
+        )),
+        Ok(expiry)
+            if expiry > now
+                && expiry.duration_since(now).as_secs() < 30 * 24 * 3600
+                && !cert.timestamped =>
+        {
+            Some(Finding::warning(
+                "CertificateExpiresSoon",
+                format!(
+                    "spec.certificate.expiry {} is within 30 days; re-sign or timestamp the package",
+                    cert.expiry
+                ),
+            ))
+        }
+        Ok(_) => None,
+        Err(e) => Some(Finding::error(
+            "InvalidCertificateExpiry",
+            format!("spec.certificate.expiry: {e}"),
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 use super::super::observe::{BackendView, HeldPackage, PoolView};
 use super::Write;
 use crate::arm::Scope;
+use crate::arm::models::{AppAttachPackage as ArmPackage, RoleAssignment};
 
 /// `view` with `writes` applied in order.
 pub fn project(view: &BackendView, scope: &Scope, writes: &[Write]) -> BackendView {
@@ -22,35 +23,7 @@ fn pools_mut(v: &mut BackendView) -> impl Iterator<Item = &mut PoolView> {
 /// Applies one write.
 pub fn apply(v: &mut BackendView, scope: &Scope, w: &Write) {
     match w {
-        Write::PutPackage { name, body } => {
-            let mut body = body.clone();
-            body.id = Some(scope.package_id(name));
-            body.name = Some(name.clone());
-            let refs = body
-                .properties
-                .host_pool_references
-                .clone()
-                .unwrap_or_default();
-            refer(v, &scope.package_id(name), &refs);
-            match v.packages.iter_mut().find(|p| p.name == *name) {
-                Some(p) => {
-                    // The backend keeps when the image was put there unless it changed.
-                    let held = p.package.properties.image.as_ref();
-                    if let (Some(new), Some(old)) = (body.properties.image.as_mut(), held)
-                        && new.image_path == old.image_path
-                        && new.version == old.version
-                    {
-                        new.last_updated = old.last_updated.clone();
-                    }
-                    p.package = body;
-                }
-                None => v.packages.push(HeldPackage {
-                    name: name.clone(),
-                    package: body,
-                    roles: vec![],
-                }),
-            }
-        }
+        Write::PutPackage { name, body } => put_package(v, scope, name, body),
         Write::DeletePackage { name } => {
             v.packages.retain(|p| p.name != *name);
             refer(v, &scope.package_id(name), &[]);
@@ -59,21 +32,7 @@ pub fn apply(v: &mut BackendView, scope: &Scope, w: &Write) {
             scope: at,
             name,
             body,
-        } => {
-            let id = Scope::role_assignment_id(at, name);
-            if let Some(p) = v
-                .packages
-                .iter_mut()
-                .find(|p| scope.package_id(&p.name).eq_ignore_ascii_case(at))
-                && !p.roles.iter().any(|r| r.id.as_deref() == Some(id.as_str()))
-            {
-                let mut body = body.clone();
-                body.id = Some(id);
-                body.name = Some(name.clone());
-                body.properties.scope = Some(at.clone());
-                p.roles.push(body);
-            }
-        }
+        } => put_role(v, scope, at, name, body),
         Write::DeleteRole { id } => {
             for p in &mut v.packages {
                 p.roles
@@ -91,14 +50,12 @@ pub fn apply(v: &mut BackendView, scope: &Scope, w: &Write) {
             }
         }
         Write::AllowNewSessions { host_id, allow } => {
-            for p in pools_mut(v) {
-                for h in &mut p.hosts {
-                    if h.id
-                        .as_deref()
-                        .is_some_and(|i| i.eq_ignore_ascii_case(host_id))
-                    {
-                        h.properties.allow_new_session = Some(*allow);
-                    }
+            for h in pools_mut(v).flat_map(|p| p.hosts.iter_mut()) {
+                if h.id
+                    .as_deref()
+                    .is_some_and(|i| i.eq_ignore_ascii_case(host_id))
+                {
+                    h.properties.allow_new_session = Some(*allow);
                 }
             }
         }
@@ -112,6 +69,52 @@ pub fn apply(v: &mut BackendView, scope: &Scope, w: &Write) {
                 });
             }
         }
+    }
+}
+
+fn put_package(v: &mut BackendView, scope: &Scope, name: &str, body: &ArmPackage) {
+    let mut body = body.clone();
+    body.id = Some(scope.package_id(name));
+    body.name = Some(name.to_string());
+    let refs = body
+        .properties
+        .host_pool_references
+        .clone()
+        .unwrap_or_default();
+    refer(v, &scope.package_id(name), &refs);
+    match v.packages.iter_mut().find(|p| p.name == name) {
+        Some(p) => {
+            // The backend keeps when the image was put there unless it changed.
+            let held = p.package.properties.image.as_ref();
+            if let (Some(new), Some(old)) = (body.properties.image.as_mut(), held)
+                && new.image_path == old.image_path
+                && new.version == old.version
+            {
+                new.last_updated = old.last_updated.clone();
+            }
+            p.package = body;
+        }
+        None => v.packages.push(HeldPackage {
+            name: name.to_string(),
+            package: body,
+            roles: vec![],
+        }),
+    }
+}
+
+fn put_role(v: &mut BackendView, scope: &Scope, at: &str, name: &str, body: &RoleAssignment) {
+    let id = Scope::role_assignment_id(at, name);
+    if let Some(p) = v
+        .packages
+        .iter_mut()
+        .find(|p| scope.package_id(&p.name).eq_ignore_ascii_case(at))
+        && !p.roles.iter().any(|r| r.id.as_deref() == Some(id.as_str()))
+    {
+        let mut body = body.clone();
+        body.id = Some(id);
+        body.name = Some(name.to_string());
+        body.properties.scope = Some(at.to_string());
+        p.roles.push(body);
     }
 }
 

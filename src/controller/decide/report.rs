@@ -306,55 +306,34 @@ pub(crate) fn assignments(
     status: &AppAttachPackageStatus,
     after: &BackendView,
 ) -> Vec<AssignmentStatus> {
-    let mirror = |previous: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
-                  generation| {
-        conditions::mirror(s.obs, status, previous, generation)
-    };
-    let mut out = vec![];
-    for a in &s.obs.inputs.host_pool_assignments {
-        let previous = a.status.clone().unwrap_or_default();
-        let generation = a.metadata.generation;
-        let host_pools = a
-            .spec
-            .host_pools
-            .iter()
-            .map(|h| {
-                let pool = after
-                    .pools
-                    .iter()
-                    .find(|p| p.name.eq_ignore_ascii_case(&h.name));
-                let row = status
+    let mut out: Vec<AssignmentStatus> = s
+        .obs
+        .inputs
+        .host_pool_assignments
+        .iter()
+        .map(|a| {
+            let previous = a.status.clone().unwrap_or_default();
+            let generation = a.metadata.generation;
+            let st = HostPoolAssignmentStatus {
+                observed_generation: generation,
+                conditions: conditions::mirror(s.obs, status, &previous.conditions, generation),
+                host_pools: a
+                    .spec
                     .host_pools
                     .iter()
-                    .find(|r| r.name.eq_ignore_ascii_case(&h.name));
-                HostPoolStatus {
-                    name: h.name.clone(),
-                    resource_id: pool.map(|p| p.id.clone()),
-                    version: row.and_then(|r| r.version.clone()),
-                    phase: Some(match (pool, row.and_then(|r| r.phase)) {
-                        (None, _) => "NotFound".to_string(),
-                        (Some(_), p) => p.unwrap_or(PoolPhase::Pending).as_str().to_string(),
-                    }),
-                }
-            })
-            .collect();
-        let st = HostPoolAssignmentStatus {
-            observed_generation: generation,
-            conditions: mirror(&previous.conditions, generation),
-            host_pools,
-        };
-        out.push(AssignmentStatus::HostPools(
-            kube::ResourceExt::name_any(&**a),
-            st,
-        ));
-    }
+                    .map(|h| pool_row(&h.name, status, after))
+                    .collect(),
+            };
+            AssignmentStatus::HostPools(kube::ResourceExt::name_any(&**a), st)
+        })
+        .collect();
     let roles = status
         .backend_name
         .as_deref()
         .filter(|_| s.spec.mode == PackageMode::AppAttach)
         .map(|n| principals_at(after, n))
         .unwrap_or_default();
-    for a in &s.obs.inputs.user_assignments {
+    out.extend(s.obs.inputs.user_assignments.iter().map(|a| {
         let previous = a.status.clone().unwrap_or_default();
         let generation = a.metadata.generation;
         let principals = a
@@ -373,15 +352,34 @@ pub(crate) fn assignments(
             .collect();
         let st = UserAssignmentStatus {
             observed_generation: generation,
-            conditions: mirror(&previous.conditions, generation),
+            conditions: conditions::mirror(s.obs, status, &previous.conditions, generation),
             principals,
         };
-        out.push(AssignmentStatus::Users(
-            kube::ResourceExt::name_any(&**a),
-            st,
-        ));
-    }
+        AssignmentStatus::Users(kube::ResourceExt::name_any(&**a), st)
+    }));
     out
+}
+
+/// A HostPoolAssignment's row for one host pool: found or not, and what the package's
+/// row says it runs.
+fn pool_row(name: &str, status: &AppAttachPackageStatus, after: &BackendView) -> HostPoolStatus {
+    let pool = after
+        .pools
+        .iter()
+        .find(|p| p.name.eq_ignore_ascii_case(name));
+    let row = status
+        .host_pools
+        .iter()
+        .find(|r| r.name.eq_ignore_ascii_case(name));
+    HostPoolStatus {
+        name: name.to_string(),
+        resource_id: pool.map(|p| p.id.clone()),
+        version: row.and_then(|r| r.version.clone()),
+        phase: Some(match (pool, row.and_then(|r| r.phase)) {
+            (None, _) => "NotFound".to_string(),
+            (Some(_), p) => p.unwrap_or(PoolPhase::Pending).as_str().to_string(),
+        }),
+    }
 }
 
 /// What the backend says about each host pool, for validation.

@@ -30,8 +30,12 @@ pub struct Sim {
     pub stages: Arc<Stages>,
     /// Whether sessions on drained hosts end by the next pass.
     pub sessions_end: bool,
+    /// How long a session host (by name) takes to report after its images change.
+    pub delay: Arc<dyn Fn(&str) -> Duration + Send + Sync>,
     /// What each host last reported on: the images it staged.
     reported: BTreeMap<String, Vec<String>>,
+    /// Reports on their way: the images, and when the host reports them.
+    due: BTreeMap<String, (Vec<String>, Timestamp)>,
 }
 
 impl Sim {
@@ -42,7 +46,9 @@ impl Sim {
             settings,
             stages: Arc::new(|_: &str, _: &str| true),
             sessions_end: true,
+            delay: Arc::new(|_: &str| Duration::ZERO),
             reported: BTreeMap::new(),
+            due: BTreeMap::new(),
         };
         // What hosts staged before the simulation is what they report already.
         if let Some(v) = &sim.obs.backend {
@@ -133,8 +139,9 @@ impl Sim {
     /// Each host whose pool's images changed since it last reported reports again:
     /// success, or a failure naming the images it could not stage.
     fn stage(&mut self) {
-        let now = format_time(self.obs.now);
-        let stages = self.stages.clone();
+        let at = self.obs.now;
+        let now = format_time(at);
+        let (stages, delay) = (self.stages.clone(), self.delay.clone());
         let Some(v) = self.obs.backend.as_mut() else {
             return;
         };
@@ -142,14 +149,26 @@ impl Sim {
         for p in v.pools.iter_mut().chain(v.former.iter_mut()) {
             for h in &mut p.hosts {
                 let name = super::holdings::leaf(h.name.as_deref().unwrap_or_default()).to_string();
-                let now_staging = images.get(&name).cloned().unwrap_or_default();
-                if self.reported.get(&name) == Some(&now_staging) {
+                let staging = images.get(&name).cloned().unwrap_or_default();
+                if self.reported.get(&name) == Some(&staging) {
+                    self.due.remove(&name);
                     continue;
                 }
-                let failed: Vec<&String> =
-                    now_staging.iter().filter(|i| !stages(&name, i)).collect();
+                let due = match self.due.get(&name) {
+                    Some((pending, when)) if *pending == staging => *when,
+                    _ => {
+                        let when = at + delay(&name);
+                        self.due.insert(name.clone(), (staging.clone(), when));
+                        when
+                    }
+                };
+                if due > at {
+                    continue;
+                }
+                let failed: Vec<&String> = staging.iter().filter(|i| !stages(&name, i)).collect();
                 h.properties.session_host_health_check_results = Some(vec![report(&failed, &now)]);
-                self.reported.insert(name, now_staging);
+                self.due.remove(&name);
+                self.reported.insert(name, staging);
             }
         }
     }

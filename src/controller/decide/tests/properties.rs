@@ -204,6 +204,8 @@ struct Story {
     change_at: usize,
     second: u8,
     kills: Vec<Option<usize>>,
+    /// Per pool, seconds its hosts take to report staging (longer than the soak, for some).
+    slow: Vec<u8>,
 }
 
 fn story() -> impl Strategy<Value = Story> {
@@ -217,7 +219,10 @@ fn story() -> impl Strategy<Value = Story> {
         1i32..3,
         0usize..12,
         0u8..3,
-        proptest::collection::vec(proptest::option::weighted(0.3, 0usize..6), 40),
+        (
+            proptest::collection::vec(proptest::option::weighted(0.3, 0usize..6), 40),
+            proptest::collection::vec(0u8..40, 5),
+        ),
     )
         .prop_map(
             |(
@@ -230,7 +235,7 @@ fn story() -> impl Strategy<Value = Story> {
                 batch,
                 change_at,
                 second,
-                kills,
+                (kills, slow),
             )| Story {
                 rings,
                 failing,
@@ -242,11 +247,13 @@ fn story() -> impl Strategy<Value = Story> {
                 change_at,
                 second,
                 kills,
+                slow,
             },
         )
 }
 
-fn play(s: &Story) -> Result<(), String> {
+/// The estate at 1.0.0.0 on every pool, and the oracle that watches it.
+fn start(s: &Story) -> (Sim, Oracle) {
     let day = format!(
         "{:?}",
         t0().to_zoned(jiff::tz::TimeZone::UTC).date().weekday()
@@ -271,6 +278,15 @@ fn play(s: &Story) -> Result<(), String> {
         .filter(|(i, _)| s.failing[*i])
         .map(|(i, _)| format!("hp-{i}-0"))
         .collect();
+    let slow = s.slow.clone();
+    sim.delay = Arc::new(move |host: &str| {
+        let pool: usize = host
+            .split('-')
+            .nth(1)
+            .and_then(|i| i.parse().ok())
+            .unwrap_or(0);
+        std::time::Duration::from_secs(u64::from(slow[pool % slow.len()]))
+    });
     // The first host of a failing pool cannot stage the new versions.
     sim.stages = Arc::new(move |host: &str, image: &str| {
         !failing.contains(host) || image.contains("1.0.0.0")
@@ -293,6 +309,13 @@ fn play(s: &Story) -> Result<(), String> {
             oracle.since.insert((pool.clone(), v), sim.obs.now);
         }
     }
+    (sim, oracle)
+}
+
+/// Version 2.0.0.0, then (at `change_at`) 3.0.0.0 or back to 1.0.0.0, with the kills of
+/// the story; every write checked by the oracle before it is applied.
+fn play(s: &Story) -> Result<(), String> {
+    let (mut sim, mut oracle) = start(s);
     respec(&mut sim, |p| to_version(p, "2.0.0.0"));
     for pass in 0..400 {
         if pass == s.change_at && s.second > 0 {
@@ -325,12 +348,9 @@ fn play(s: &Story) -> Result<(), String> {
             .rollout
             .as_ref()
             .is_some_and(|r| r.phase == RolloutPhase::Held);
-        if pass > s.change_at + 1
-            && killed.is_none()
-            && (!rolling || held_for_a_person)
-            && d.writes.is_empty()
-        {
-            return settled(&sim, mode, held_for_a_person);
+        let quiet = killed.is_none() && d.writes.is_empty();
+        if pass > s.change_at + 1 && quiet && (!rolling || held_for_a_person) {
+            return settled(&sim, oracle.mode, held_for_a_person);
         }
     }
     Err(format!(
