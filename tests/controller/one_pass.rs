@@ -111,17 +111,7 @@ async fn assert_rolls_out_ring_by_ring(env: &Env, name: &str) {
         timeline(&states)
     );
     assert_never_without_a_version(&states, &["hp-r0", "hp-r1", "hp-r2"]);
-    let last = states.last().unwrap();
-    for pool in ["hp-r0", "hp-r1", "hp-r2"] {
-        assert_eq!(
-            last.pools
-                .get(pool)
-                .map(|v| v.iter().cloned().collect::<Vec<_>>()),
-            Some(vec!["2.0.0.0".to_string()]),
-            "replayed:\n  {}",
-            timeline(&states)
-        );
-    }
+    assert_all_run_alone(&states, &["hp-r0", "hp-r1", "hp-r2"], "2.0.0.0");
 
     let (ok, text) = cli(env, &["history", name]).await;
     let listed = text.lines().any(|l| {
@@ -517,17 +507,7 @@ async fn a_rollback_puts_the_old_version_back_on_each_pool_before_the_new_one_le
         timeline(&states)
     );
     assert_never_without_a_version(&states, &["hp-r0", "hp-r1", "hp-r2"]);
-    let last = states.last().unwrap();
-    for pool in ["hp-r0", "hp-r1", "hp-r2"] {
-        assert_eq!(
-            last.pools
-                .get(pool)
-                .map(|v| v.iter().cloned().collect::<Vec<_>>()),
-            Some(vec!["1.0.0.0".to_string()]),
-            "after the rollback every pool runs 1.0.0.0 alone:\n  {}",
-            timeline(&states)
-        );
-    }
+    assert_all_run_alone(&states, &["hp-r0", "hp-r1", "hp-r2"], "1.0.0.0");
 }
 
 #[tokio::test]

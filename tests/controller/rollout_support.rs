@@ -419,6 +419,21 @@ pub fn never_without_a_version(states: &[PoolsAfter], pools: &[&str]) -> Result<
 }
 
 /// Fails if a host pool was ever left without a version ([`never_without_a_version`]).
+/// Asserts that, after the last write, each of `pools` runs `version` and no other.
+pub fn assert_all_run_alone(states: &[PoolsAfter], pools: &[&str], version: &str) {
+    let last = states.last().expect("writes to replay");
+    for pool in pools {
+        assert_eq!(
+            last.pools
+                .get(*pool)
+                .map(|v| v.iter().cloned().collect::<Vec<_>>()),
+            Some(vec![version.to_string()]),
+            "after the last write, {pool} runs {version} alone:\n  {}",
+            timeline(states)
+        );
+    }
+}
+
 pub fn assert_never_without_a_version(states: &[PoolsAfter], pools: &[&str]) {
     if let Err(e) = never_without_a_version(states, pools) {
         panic!("{e}");

@@ -6,14 +6,13 @@ use std::collections::BTreeMap;
 
 use super::super::build;
 use super::super::planner::{self, Action, Plan, same};
-use super::{Memory, Steps, Subject, Write, sessions};
+use super::{Memory, Steps, Subject, Write, history, sessions};
 use crate::arm::models::AppAttachPackage as ArmPackage;
 use crate::resources::{RolloutStatus, RolloutStep, VersionRef};
 
 /// The steps of one app attach pass.
-pub(super) fn steps(s: &Subject<'_>) -> Steps {
-    let plan = s.plan();
-    let mut steps = match plan.action {
+pub(super) fn steps(s: &Subject<'_>, plan: &Plan) -> Steps {
+    match plan.action {
         Action::Steady => settle_on(s, &s.wanted, Body::Spec),
         Action::FailedVersion => {
             let current = s
@@ -24,14 +23,11 @@ pub(super) fn steps(s: &Subject<'_>) -> Steps {
             st.memory.failed_version = true;
             st
         }
-        Action::Record => record(s, &plan),
-        Action::Switch { through } => switch(s, &plan, through),
-        Action::Finish => finish(s, &plan),
-        Action::RollBack => roll_back(s, &plan),
-    };
-    steps.requeue = steps.requeue.or(plan.requeue);
-    sessions::pass(s, &mut steps);
-    steps
+        Action::Record => record(s, plan),
+        Action::Switch { through } => switch(s, plan, through),
+        Action::Finish => finish(s, plan),
+        Action::RollBack => roll_back(s, plan),
+    }
 }
 
 /// Where a version's body comes from.
@@ -186,9 +182,7 @@ pub(super) fn mark_switches(
 
 /// Every pool runs the target: the previous versions go; the target becomes current.
 fn finish(s: &Subject<'_>, plan: &Plan) -> Steps {
-    let mut r = plan.next.clone().expect("finish records a rollout");
-    let mut intent = Memory::recorded(&s.previous);
-    intent.rollout = Some(r.clone());
+    let (r, intent) = history::ending(s, plan);
     let map = all_on(s, &r.target.backend_name);
     let target = Want {
         version: r.target.clone(),
@@ -199,7 +193,6 @@ fn finish(s: &Subject<'_>, plan: &Plan) -> Steps {
     for p in r.previous.iter().filter(|p| !same_name(p, &r.target)) {
         writes.extend(delete(s, &p.backend_name));
     }
-    let mut memory = intent.clone();
     let removed = r
         .previous
         .iter()
@@ -210,36 +203,24 @@ fn finish(s: &Subject<'_>, plan: &Plan) -> Steps {
         "every host pool runs {}; removed {removed} from the backend",
         r.target.version
     );
-    super::history::complete(&mut memory, s, &mut r, message);
-    memory.rollout = Some(r);
-    Steps {
-        intent: Some(intent),
-        writes,
-        memory,
-        requeue: None,
-    }
+    history::ended(intent, writes, r, |m, r| {
+        history::complete(m, s, r, message)
+    })
 }
 
 /// Every pool back on the first previous version, added before the others are removed;
 /// then the target is recorded as failed (or, when the spec went back, reverted).
 fn roll_back(s: &Subject<'_>, plan: &Plan) -> Steps {
-    let mut r = plan.next.clone().expect("a rollback records a rollout");
-    let stable = r
-        .previous
-        .first()
-        .cloned()
-        .unwrap_or_else(|| s.wanted.clone());
-    let mut intent = Memory::recorded(&s.previous);
-    let back = RolloutStatus {
-        target: stable.clone(),
-        ..r.clone()
-    };
+    let (r, mut intent) = history::ending(s, plan);
+    let (stable, back) = history::going_back(s, &r);
     mark_switches(s, &mut intent, &back, false, |_| true);
-    intent.rollout = Some(r.clone());
-    let reverted = same(&stable, &s.wanted);
     let want = Want {
         version: stable.clone(),
-        body: if reverted { Body::Spec } else { Body::Kept },
+        body: if same(&stable, &s.wanted) {
+            Body::Spec
+        } else {
+            Body::Kept
+        },
         keep_empty: true,
     };
     let mut writes = arrange(s, &all_on(s, &stable.backend_name), vec![want]);
@@ -248,15 +229,7 @@ fn roll_back(s: &Subject<'_>, plan: &Plan) -> Steps {
             writes.extend(delete(s, &v.backend_name));
         }
     }
-    let mut memory = intent.clone();
-    super::history::end_rollback(&mut memory, s, &mut r, &stable, reverted);
-    memory.rollout = Some(r);
-    Steps {
-        intent: Some(intent),
-        writes,
-        memory,
-        requeue: None,
-    }
+    history::rolled_back(s, intent, writes, r, &stable)
 }
 
 /// The writes that give each wanted version the host pools `map` gives it, and the

@@ -1,12 +1,70 @@
 //! How a rollout ends in the memory: the history, the images retained while sessions may
 //! use them, and the record's last words.
 
-use super::super::planner::format_time;
-use super::{HISTORY, Memory, Subject};
+use super::super::planner::{Plan, format_time, same};
+use super::{HISTORY, Memory, Steps, Subject, Write};
 use crate::resources::{
     RetainedImage, RolloutPhase, RolloutRecord, RolloutResult, RolloutStatus, RolloutStep,
     VersionRef,
 };
+
+/// The start of a step that ends a rollout: its record, and the memory to record first.
+pub(crate) fn ending(s: &Subject<'_>, plan: &Plan) -> (RolloutStatus, Memory) {
+    let r = plan
+        .next
+        .clone()
+        .expect("a step that ends a rollout records it");
+    let mut intent = Memory::recorded(&s.previous);
+    intent.rollout = Some(r.clone());
+    (r, intent)
+}
+
+/// The version a rollback goes back to (the first previous one), and the rollout as a
+/// move toward it (for recording which pools switch).
+pub(crate) fn going_back(s: &Subject<'_>, r: &RolloutStatus) -> (VersionRef, RolloutStatus) {
+    let stable = r
+        .previous
+        .first()
+        .cloned()
+        .unwrap_or_else(|| s.wanted.clone());
+    let back = RolloutStatus {
+        target: stable.clone(),
+        ..r.clone()
+    };
+    (stable, back)
+}
+
+/// A step that records `intent` first, writes `writes`, and then `ends` the rollout.
+pub(crate) fn ended(
+    intent: Memory,
+    writes: Vec<Write>,
+    mut r: RolloutStatus,
+    ends: impl FnOnce(&mut Memory, &mut RolloutStatus),
+) -> Steps {
+    let mut memory = intent.clone();
+    ends(&mut memory, &mut r);
+    memory.rollout = Some(r);
+    Steps {
+        intent: Some(intent),
+        writes,
+        memory,
+        requeue: None,
+    }
+}
+
+/// Ends a rollback to `stable`, as failed or (when the spec went back to it) reverted.
+pub(crate) fn rolled_back(
+    s: &Subject<'_>,
+    intent: Memory,
+    writes: Vec<Write>,
+    r: RolloutStatus,
+    stable: &VersionRef,
+) -> Steps {
+    let reverted = same(stable, &s.wanted);
+    ended(intent, writes, r, |m, r| {
+        end_rollback(m, s, r, stable, reverted)
+    })
+}
 
 /// Ends a rollout that reached every host pool: the previous images are retained while
 /// sessions may use them, the history records it, and the target is what runs.

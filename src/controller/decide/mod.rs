@@ -281,10 +281,13 @@ pub fn decide(obs: &Observation, settings: &Settings) -> Decision {
             None,
         );
     }
-    let steps = match s.spec.mode {
-        PackageMode::AppAttach => app_attach::steps(&s),
-        PackageMode::MsixAppAttach => msix::steps(&s),
+    let plan = s.plan();
+    let mut steps = match s.spec.mode {
+        PackageMode::AppAttach => app_attach::steps(&s, &plan),
+        PackageMode::MsixAppAttach => msix::steps(&s, &plan),
     };
+    steps.requeue = steps.requeue.or(plan.requeue);
+    sessions::pass(&s, &mut steps);
     if policy == Policy::Skip {
         // Observe only: nothing is recorded or written; what would be is drift.
         let outcome = Outcome {

@@ -11,14 +11,13 @@ use super::super::observe::PoolView;
 use super::super::planner::{self, Action, HostSeat, Plan, PoolStep, Window, same};
 use super::app_attach::mark_switches;
 use super::holdings::{leaf, of_family};
-use super::{Memory, Steps, Subject, Write, sessions};
+use super::{Memory, Steps, Subject, Write, history};
 use crate::arm::models::{MsixPackage, MsixPackageProperties};
 use crate::resources::{RolloutStatus, RolloutStep, VersionRef};
 
 /// The steps of one MSIX app attach pass.
-pub(super) fn steps(s: &Subject<'_>) -> Steps {
-    let plan = s.plan();
-    let mut steps = match plan.action {
+pub(super) fn steps(s: &Subject<'_>, plan: &Plan) -> Steps {
+    match plan.action {
         Action::Steady => settle_on(s, &s.wanted),
         Action::FailedVersion => {
             let current = s.held.current(None, &s.wanted.backend_name);
@@ -36,13 +35,10 @@ pub(super) fn steps(s: &Subject<'_>) -> Steps {
                 ..Steps::default()
             }
         }
-        Action::Switch { through } => switch(s, &plan, through),
-        Action::Finish => finish(s, &plan),
-        Action::RollBack => roll_back(s, &plan),
-    };
-    steps.requeue = steps.requeue.or(plan.requeue);
-    sessions::pass(s, &mut steps);
-    steps
+        Action::Switch { through } => switch(s, plan, through),
+        Action::Finish => finish(s, plan),
+        Action::RollBack => roll_back(s, plan),
+    }
 }
 
 /// The MSIX package body of a version.
@@ -331,9 +327,7 @@ fn short(ids: &[String]) -> String {
 
 /// Every pool runs the target: anything else of the package left on a pool goes.
 fn finish(s: &Subject<'_>, plan: &Plan) -> Steps {
-    let mut r = plan.next.clone().expect("finish records a rollout");
-    let mut intent = Memory::recorded(&s.previous);
-    intent.rollout = Some(r.clone());
+    let (r, intent) = history::ending(s, plan);
     let body = body(s, &r.target);
     let writes = s
         .view
@@ -341,64 +335,33 @@ fn finish(s: &Subject<'_>, plan: &Plan) -> Steps {
         .iter()
         .flat_map(|p| replace(s, p, &r.target, &body))
         .collect();
-    let mut memory = intent.clone();
     let message = format!("every host pool runs {}", r.target.version);
-    super::history::complete(&mut memory, s, &mut r, message);
-    memory.rollout = Some(r);
-    Steps {
-        intent: Some(intent),
-        writes,
-        memory,
-        requeue: None,
-    }
+    history::ended(intent, writes, r, |m, r| {
+        history::complete(m, s, r, message)
+    })
 }
 
 /// Every drained host let go, every pool back on the first previous version (put before
 /// the target is removed), then the target recorded as failed (or reverted).
 fn roll_back(s: &Subject<'_>, plan: &Plan) -> Steps {
-    let mut r = plan.next.clone().expect("a rollback records a rollout");
-    let stable = r
-        .previous
-        .first()
-        .cloned()
-        .unwrap_or_else(|| s.wanted.clone());
-    let mut intent = Memory::recorded(&s.previous);
-    let back = RolloutStatus {
-        target: stable.clone(),
-        ..r.clone()
-    };
-    let moving: Vec<String> = s
+    let (mut r, mut intent) = history::ending(s, plan);
+    let (stable, back) = history::going_back(s, &r);
+    let moving: Vec<&PoolView> = s
         .view
         .pools
         .iter()
         .filter(|p| !only(s, p, &stable))
-        .map(|p| p.id.to_ascii_lowercase())
         .collect();
     mark_switches(s, &mut intent, &back, false, |p| {
-        moving.contains(&p.id.to_ascii_lowercase())
+        moving.iter().any(|m| m.id.eq_ignore_ascii_case(&p.id))
     });
-    intent.rollout = Some(r.clone());
     let body = body(s, &stable);
     let mut writes = undrain(s, &r.drained_hosts);
-    for p in s
-        .view
-        .pools
-        .iter()
-        .filter(|p| moving.contains(&p.id.to_ascii_lowercase()))
-    {
+    for p in moving {
         writes.extend(replace(s, p, &stable, &body));
     }
     r.drained_hosts.clear();
-    let mut memory = intent.clone();
-    let reverted = same(&stable, &s.wanted);
-    super::history::end_rollback(&mut memory, s, &mut r, &stable, reverted);
-    memory.rollout = Some(r);
-    Steps {
-        intent: Some(intent),
-        writes,
-        memory,
-        requeue: None,
-    }
+    history::rolled_back(s, intent, writes, r, &stable)
 }
 
 /// The writes that remove the package from every pool that holds it, and let go every

@@ -12,7 +12,9 @@ use super::super::{Decision, Settings, Write};
 use crate::arm::Scope;
 use crate::controller::observe::{BackendView, Inputs, Observation, PoolView};
 use crate::domain::directory::Directory;
-use crate::resources::{AppAttachPackage, HostPoolAssignment, UserAssignment};
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::resources::{AppAttachPackage, HostPoolAssignment, PackageMode, UserAssignment};
 
 pub const NS: &str = "ns";
 pub const FINANCE: &str = "6f1c2d3e-4a5b-4c6d-8e7f-90a1b2c3d4e5";
@@ -210,26 +212,45 @@ pub fn to_version(pkg: &mut AppAttachPackage, version: &str) {
     pkg.spec.image.path = image(version);
 }
 
-/// The version each pool runs, by the backend (app attach).
-pub fn versions(sim: &Sim) -> Vec<(String, Option<String>)> {
-    let v = sim.view();
+/// The versions each pool (by lower-case id) runs in a view.
+pub fn held(v: &BackendView, mode: PackageMode) -> BTreeMap<String, BTreeSet<String>> {
     v.pools
         .iter()
         .map(|p| {
-            let version = v
-                .packages
-                .iter()
-                .filter(|k| {
-                    k.package
-                        .properties
-                        .host_pool_references
-                        .iter()
-                        .flatten()
-                        .any(|r| r.eq_ignore_ascii_case(&p.id))
-                })
-                .filter_map(|k| k.package.properties.image.as_ref()?.version.clone())
-                .max();
-            (p.name.clone(), version)
+            let versions = match mode {
+                PackageMode::AppAttach => v
+                    .packages
+                    .iter()
+                    .filter(|k| {
+                        k.package
+                            .properties
+                            .host_pool_references
+                            .iter()
+                            .flatten()
+                            .any(|r| r.eq_ignore_ascii_case(&p.id))
+                    })
+                    .filter_map(|k| k.package.properties.image.as_ref()?.version.clone())
+                    .collect(),
+                PackageMode::MsixAppAttach => p
+                    .msix
+                    .iter()
+                    .filter_map(|m| m.properties.version.clone())
+                    .collect(),
+            };
+            (p.id.to_ascii_lowercase(), versions)
+        })
+        .collect()
+}
+
+/// The (highest) version each pool runs, by the backend, by pool name (app attach).
+pub fn versions(sim: &Sim) -> Vec<(String, Option<String>)> {
+    let v = sim.view();
+    let by_id = held(v, PackageMode::AppAttach);
+    v.pools
+        .iter()
+        .map(|p| {
+            let runs = &by_id[&p.id.to_ascii_lowercase()];
+            (p.name.clone(), runs.iter().max().cloned())
         })
         .collect()
 }

@@ -21,36 +21,6 @@ use crate::controller::observe::{BackendView, Inputs, Observation};
 use crate::controller::planner::parse_time;
 use crate::resources::{AppAttachPackage, PackageMode, RolloutPhase};
 
-/// The versions each pool (by lower-case id) runs in a view.
-fn held(v: &BackendView, mode: PackageMode) -> BTreeMap<String, BTreeSet<String>> {
-    v.pools
-        .iter()
-        .map(|p| {
-            let versions = match mode {
-                PackageMode::AppAttach => v
-                    .packages
-                    .iter()
-                    .filter(|k| {
-                        k.package
-                            .properties
-                            .host_pool_references
-                            .iter()
-                            .flatten()
-                            .any(|r| r.eq_ignore_ascii_case(&p.id))
-                    })
-                    .filter_map(|k| k.package.properties.image.as_ref()?.version.clone())
-                    .collect(),
-                PackageMode::MsixAppAttach => p
-                    .msix
-                    .iter()
-                    .filter_map(|m| m.properties.version.clone())
-                    .collect(),
-            };
-            (p.id.to_ascii_lowercase(), versions)
-        })
-        .collect()
-}
-
 /// What the oracle keeps between writes.
 struct Oracle {
     mode: PackageMode,

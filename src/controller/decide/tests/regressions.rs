@@ -24,6 +24,21 @@ fn switches(ws: &[&Write], version: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// Asserts that no item comes twice.
+fn each_once<T: Ord + std::fmt::Debug + Clone>(items: Vec<T>, what: &str) {
+    let mut unique = items.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), items.len(), "{what} repeated: {items:?}");
+}
+
+/// A kill right after the first write of a pass that matches.
+fn after_first(
+    matches: fn(&Write) -> bool,
+) -> impl FnMut(usize, &super::super::Decision) -> Option<usize> {
+    move |_, d| d.writes.iter().position(matches).map(|i| i + 1)
+}
+
 fn ring_by_ring() -> Vec<Vec<String>> {
     vec![
         vec!["hp-r0".to_string()],
@@ -233,23 +248,19 @@ fn users_are_told_once_even_when_the_controller_dies_between_the_messages() {
     }
     respec(&mut sim, |p| to_version(p, "2.0.0.0"));
     // Killed after the first message of every pass that sends one.
-    let (_, applied) = drive(&mut sim, 300, |_, d| {
-        d.writes
-            .iter()
-            .position(|w| matches!(w, Write::SendMessage { .. }))
-            .map(|i| i + 1)
-    });
-    let mut sent: Vec<&str> = applied
+    let (_, applied) = drive(
+        &mut sim,
+        300,
+        after_first(|w| matches!(w, Write::SendMessage { .. })),
+    );
+    let sent: Vec<&str> = applied
         .iter()
         .filter_map(|w| match w {
             Write::SendMessage { session_id, .. } => Some(session_id.as_str()),
             _ => None,
         })
         .collect();
-    let n = sent.len();
-    sent.sort();
-    sent.dedup();
-    assert_eq!(sent.len(), n, "a session was told twice: {sent:?}");
+    each_once(sent.clone(), "a message to a session");
     // Alice (Finance) on each pool; Bob has no assignment and gets no message. A
     // message recorded but not sent (the kill) is lost: at most once.
     assert!(
@@ -319,12 +330,11 @@ fn an_msix_rollout_killed_after_a_replacement_completes_writing_nothing_twice() 
     let mut sim = steady(msix_package("1.0.0.0", rollout), &RINGS);
     respec(&mut sim, |p| to_version(p, "2.0.0.0"));
     // Killed right after every package PUT.
-    let (_, applied) = drive(&mut sim, 400, |_, d| {
-        d.writes
-            .iter()
-            .position(|w| matches!(w, Write::PutMsix { .. }))
-            .map(|i| i + 1)
-    });
+    let (_, applied) = drive(
+        &mut sim,
+        400,
+        after_first(|w| matches!(w, Write::PutMsix { .. })),
+    );
     let st = sim.obs.package.status.clone().unwrap();
     assert_eq!(
         st.rollout.as_ref().unwrap().phase,
@@ -332,30 +342,18 @@ fn an_msix_rollout_killed_after_a_replacement_completes_writing_nothing_twice() 
         "{:?}",
         st.rollout
     );
-    let mut puts: Vec<(String, String)> = applied
-        .iter()
-        .filter_map(|w| match w {
-            Write::PutMsix {
-                pool_id, full_name, ..
-            } => Some((pool_id.clone(), full_name.clone())),
-            _ => None,
-        })
-        .collect();
-    let n = puts.len();
-    puts.sort();
-    puts.dedup();
-    assert_eq!(puts.len(), n, "a PUT was repeated: {puts:?}");
-    let mut drains: Vec<(String, bool)> = applied
-        .iter()
-        .filter_map(|w| match w {
-            Write::AllowNewSessions { host_id, allow } => Some((host_id.clone(), *allow)),
-            _ => None,
-        })
-        .collect();
-    let n = drains.len();
-    drains.sort();
-    drains.dedup();
-    assert_eq!(drains.len(), n, "a drain or undrain was repeated");
+    let puts = applied.iter().filter_map(|w| match w {
+        Write::PutMsix {
+            pool_id, full_name, ..
+        } => Some((pool_id.clone(), full_name.clone())),
+        _ => None,
+    });
+    each_once(puts.collect(), "a package PUT");
+    let drains = applied.iter().filter_map(|w| match w {
+        Write::AllowNewSessions { host_id, allow } => Some((host_id.clone(), *allow)),
+        _ => None,
+    });
+    each_once(drains.collect(), "a drain or undrain");
     let v = sim.view();
     assert!(
         v.pools
