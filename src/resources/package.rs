@@ -803,7 +803,8 @@ impl RolloutResult {
 /// Where a host pool stands: `Ready` (it runs the spec's version), `Pending` (not yet: its
 /// ring has not switched, or the backend does not give it the package; see the package's
 /// conditions), `Switching`, `Staging`, `Soaking`, `Done` (it runs the target; later rings
-/// still move), `RolledBack`, `Drifted` (policy skip: the backend differs).
+/// still move), `RolledBack`, `Drifted` (policy skip: the backend differs), `Removing` (no
+/// longer assigned; the package is being removed from it).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum PoolPhase {
     /// It runs the version the spec asks for.
@@ -823,6 +824,8 @@ pub enum PoolPhase {
     RolledBack,
     /// Reconcile policy `skip`: the backend differs from the spec here.
     Drifted,
+    /// No longer assigned: the package is being removed from it.
+    Removing,
 }
 
 impl PoolPhase {
@@ -837,6 +840,7 @@ impl PoolPhase {
             Self::Done => "Done",
             Self::RolledBack => "RolledBack",
             Self::Drifted => "Drifted",
+            Self::Removing => "Removing",
         }
     }
 }

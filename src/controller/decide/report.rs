@@ -66,8 +66,9 @@ pub(crate) fn decision(
 /// The status recorded before a pass's writes: what was there, with the rollout's next
 /// step and the host pools about to switch.
 fn intent_status(s: &Subject<'_>, m: &Memory) -> AppAttachPackageStatus {
+    // The generation stays the one the status last described: the conditions are that
+    // generation's until the pass reports.
     let mut st = s.previous.clone();
-    st.observed_generation = s.obs.package.metadata.generation;
     st.rollout.clone_from(&m.rollout);
     st.target_version = m
         .rollout
@@ -136,7 +137,10 @@ pub(crate) fn package_status(
     let current = held.current(record, &s.home);
     let rows = rows(s, after, &held, m, outcome.drift);
     let generation = s.obs.package.metadata.generation;
-    let pools_on: Vec<&HostPoolRollout> = rows.iter().filter(|r| r.version.is_some()).collect();
+    let pools_on: Vec<&HostPoolRollout> = rows
+        .iter()
+        .filter(|r| r.version.is_some() && r.phase != Some(PoolPhase::Removing))
+        .collect();
     let hosts: usize = after
         .pools
         .iter()
@@ -242,8 +246,40 @@ fn rows(
             row
         })
         .collect();
+    rows.extend(leaving(s, after, m));
     rows.sort_by(|a, b| (a.ring, &a.name).cmp(&(b.ring, &b.name)));
     rows
+}
+
+/// Host pools no longer assigned that still hold the package (MSIX app attach, where the
+/// status is what remembers them): kept in the status until it is gone from them.
+fn leaving<'a>(
+    s: &'a Subject<'_>,
+    after: &'a BackendView,
+    m: &'a Memory,
+) -> impl Iterator<Item = HostPoolRollout> + 'a {
+    let family = build::identity(s.spec).0;
+    after.former.iter().filter_map(move |p| {
+        let version = super::holdings::of_family(p, &family)
+            .filter_map(|x| x.properties.version.clone())
+            .max()?;
+        let remembered = m
+            .rows
+            .get(&p.name.to_ascii_lowercase())
+            .cloned()
+            .unwrap_or_default();
+        Some(HostPoolRollout {
+            name: p.name.clone(),
+            ring: p.ring,
+            version: Some(version),
+            phase: Some(PoolPhase::Removing),
+            switched_at: remembered.switched_at,
+            previous_version: remembered.previous_version,
+            staged_hosts: None,
+            failed_hosts: None,
+            previous_version_sessions: None,
+        })
+    })
 }
 
 /// When a pool's hosts count from for the gate of `r`: its switch in this rollout, else

@@ -480,3 +480,44 @@ fn retained_images_count_only_sessions_of_users_who_get_the_package() {
     let r0 = st.host_pools.iter().find(|r| r.name == "hp-r0").unwrap();
     assert_eq!(r0.previous_version_sessions, Some(1));
 }
+
+#[test]
+fn an_unassigned_msix_pool_stays_in_status_until_its_package_is_gone() {
+    let mut sim = steady(msix_package("1.0.0.0", json!({})), &RINGS);
+    // hp-r2 leaves the assignment: it is read as a former pool of the status.
+    sim.obs.inputs.host_pool_assignments = vec![Arc::new(hpa(&RINGS[..2]))];
+    {
+        let v = sim.obs.backend.as_mut().unwrap();
+        let gone = v.pools.pop().unwrap();
+        v.former.push(gone);
+    }
+    let d = sim.decide();
+    assert!(
+        matches!(&d.writes[..], [Write::DeleteMsix { pool_id, .. }] if pool_id.ends_with("hp-r2")),
+        "{:?}",
+        d.writes
+    );
+    // The removal fails: the pool stays in status, so the next pass retries it.
+    let e = BackendError::Transport("connection reset".into());
+    let settled = super::super::settle(&sim.obs, &d, 0, &e, false);
+    let r2 = settled.status.host_pools.iter().find(|r| r.name == "hp-r2");
+    assert_eq!(
+        r2.and_then(|r| r.phase),
+        Some(PoolPhase::Removing),
+        "{:?}",
+        settled.status.host_pools
+    );
+    assert_eq!(settled.status.host_pool_count, Some(2));
+    // Once removed, it leaves the status.
+    sim.apply(&d, d.writes.len(), true);
+    assert!(
+        sim.obs
+            .package
+            .status
+            .as_ref()
+            .unwrap()
+            .host_pools
+            .iter()
+            .all(|r| r.name != "hp-r2")
+    );
+}
