@@ -68,6 +68,8 @@ pub struct ArmClient {
     auth: Auth,
     throttle: Option<std::sync::Arc<Throttle>>,
     metrics: ArmMetrics,
+    /// Wait for the request budget rather than fail with `Budget` when it is spent.
+    patient: bool,
 }
 
 impl ArmClient {
@@ -83,6 +85,7 @@ impl ArmClient {
             auth,
             throttle: None,
             metrics: ArmMetrics::default(),
+            patient: false,
         }
     }
 
@@ -98,27 +101,6 @@ impl ArmClient {
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.throttle = Some(std::sync::Arc::new(Throttle::new(limits)));
         self
-    }
-
-    /// The application groups of the resource group.
-    pub async fn list_application_groups(&self) -> Result<Vec<ApplicationGroup>> {
-        self.list_all(&self.rg_list_path("applicationGroups")).await
-    }
-
-    /// The app attach packages of the resource group.
-    pub async fn list_packages(&self) -> Result<Vec<AppAttachPackage>> {
-        self.list_all(&self.rg_list_path("appAttachPackages")).await
-    }
-
-    /// The host pools of the resource group.
-    pub async fn list_host_pools(&self) -> Result<Vec<HostPool>> {
-        self.list_all(&self.rg_list_path("hostPools")).await
-    }
-
-    /// The applications published in an application group (by its ARM id).
-    pub async fn list_applications(&self, group_id: &str) -> Result<Vec<Application>> {
-        self.list_all(&format!("{group_id}/applications?api-version={DV}"))
-            .await
     }
 
     fn rg_list_path(&self, collection: &str) -> String {
@@ -190,11 +172,14 @@ impl ArmClient {
             format!("{}{path_or_url}", self.endpoint)
         };
         let kind = throttle::kind(&method);
-        if let Some(t) = &self.throttle
+        while let Some(t) = &self.throttle
             && let Err(wait) = t.try_take(kind)
         {
             self.metrics.waited("client", wait);
-            return Err(BackendError::Budget(wait));
+            if !self.patient {
+                return Err(BackendError::Budget(wait));
+            }
+            tokio::time::sleep(wait).await;
         }
         let mut req = self.http.request(method.clone(), &url);
         match &self.auth {
@@ -316,10 +301,18 @@ impl ArmClient {
     }
 
     /// Every item of a list, following nextLink.
+    /// Every page of a list, following `nextLink`. A `nextLink` seen before (a list that
+    /// never ends) or more than [`MAX_PAGES`] pages is an error, never a partial answer.
     async fn list_all<T: DeserializeOwned>(&self, path_and_query: &str) -> Result<Vec<T>> {
         let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         let mut next = Some(path_and_query.to_string());
         while let Some(url) = next {
+            if !seen.insert(url.clone()) || seen.len() > MAX_PAGES {
+                return Err(BackendError::Decode(format!(
+                    "the list at {path_and_query} does not end: its nextLink repeats, or it has more than {MAX_PAGES} pages"
+                )));
+            }
             let (_, value) = self.send(Method::GET, &url, None).await?;
             let page: List<T> = serde_json::from_value(value.unwrap_or(Value::Null))
                 .map_err(|e| BackendError::Decode(e.to_string()))?;
@@ -330,12 +323,50 @@ impl ArmClient {
     }
 }
 
+/// The most pages a list may have (a million objects at ARM's usual page sizes).
+const MAX_PAGES: usize = 10_000;
+
 const DV: &str = arm::DESKTOP_VIRTUALIZATION_API_VERSION;
 const RA: &str = arm::ROLE_ASSIGNMENTS_API_VERSION;
 
 impl Backend for ArmClient {
     fn scope(&self) -> &Scope {
         &self.scope
+    }
+
+    async fn list_host_pools(&self) -> Result<Vec<HostPool>> {
+        self.list_all(&self.rg_list_path("hostPools")).await
+    }
+
+    async fn list_packages(&self) -> Result<Vec<AppAttachPackage>> {
+        self.list_all(&self.rg_list_path("appAttachPackages")).await
+    }
+
+    async fn list_application_groups(&self) -> Result<Vec<ApplicationGroup>> {
+        self.list_all(&self.rg_list_path("applicationGroups")).await
+    }
+
+    async fn list_applications(&self, group_id: &str) -> Result<Vec<Application>> {
+        self.list_all(&format!("{group_id}/applications?api-version={DV}"))
+            .await
+    }
+
+    async fn list_role_assignments_in_resource_group(&self) -> Result<Vec<RoleAssignment>> {
+        let rg = format!(
+            "/subscriptions/{}/resourceGroups/{}",
+            self.scope.subscription, self.scope.resource_group
+        );
+        self.list_all(&format!(
+            "{rg}/providers/Microsoft.Authorization/roleAssignments?api-version={RA}"
+        ))
+        .await
+    }
+
+    fn patient(&self) -> Self {
+        Self {
+            patient: true,
+            ..self.clone()
+        }
     }
 
     /// The emulator serves its directory beside ARM's paths; Azure (always HTTPS) has

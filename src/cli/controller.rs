@@ -76,6 +76,12 @@ pub struct Args {
     #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
     pub resync: Duration,
 
+    /// How often the controller's picture of the backend is read again with list calls
+    /// (every pass reads the picture, not the backend). Drift found then is corrected at
+    /// once; writes wait when the picture is older than three periods.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub backend_refresh: Duration,
+
     /// Serve Prometheus metrics at /metrics and the probes /livez and /readyz on this
     /// address (for example 0.0.0.0:8080).
     #[arg(long)]
@@ -187,6 +193,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         metrics: std::sync::Arc::new(crate::controller::metrics::Metrics::new(Some(
             backend.metrics(),
         ))),
+        backend_refresh: args.backend_refresh,
     };
     if let Some(addr) = args.metrics_bind_address {
         serve_metrics(addr, config.metrics.clone()).await?;

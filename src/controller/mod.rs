@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod observe;
 pub mod planner;
 mod reconcile;
+mod refresh;
 mod runtime;
 pub use reconcile::Assignment;
 pub use runtime::{run, run_until, typed_event};
@@ -34,6 +35,7 @@ use kube::runtime::reflector::Store;
 use kube::{Client, ResourceExt};
 
 use crate::backend::BackendError;
+use crate::backend::snapshot::Snapshot;
 use crate::resources::{AppAttachPackage, HostPoolAssignment, UserAssignment};
 use index::Index;
 
@@ -60,6 +62,9 @@ pub struct Config {
     pub rollout_poll: Duration,
     /// Where the controller's metrics are kept.
     pub metrics: Arc<metrics::Metrics>,
+    /// How often the shared picture of the backend is read again with list calls. Passes
+    /// read it, not the backend; writes wait when it is older than three periods.
+    pub backend_refresh: Duration,
 }
 
 impl Default for Config {
@@ -70,7 +75,15 @@ impl Default for Config {
             concurrency: 8,
             rollout_poll: Duration::from_secs(15),
             metrics: Arc::default(),
+            backend_refresh: Duration::from_secs(10 * 60),
         }
+    }
+}
+
+impl Config {
+    /// How old the picture of the backend may be before writes wait for a fresh one.
+    pub fn max_snapshot_age(&self) -> Duration {
+        self.backend_refresh * 3
     }
 }
 
@@ -134,6 +147,8 @@ pub struct Context<B> {
     pub backend: B,
     /// Settings.
     pub config: Config,
+    /// The picture of the backend every pass reads.
+    pub snapshot: Arc<Snapshot>,
     packages: Store<AppAttachPackage>,
     host_pool_assignments: Store<HostPoolAssignment>,
     user_assignments: Store<UserAssignment>,

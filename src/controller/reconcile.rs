@@ -23,7 +23,9 @@ use super::index::{self, Index};
 use super::observe::{self, Inputs, Observation};
 use super::status;
 use super::{Context, Error, FINALIZER};
+use crate::backend::snapshot::Change;
 use crate::backend::{Backend, BackendError};
+use crate::domain::naming;
 use crate::resources::{AppAttachPackage, HostPoolAssignment, UserAssignment, condition};
 
 /// Reconciles one package (the controller's entry point), counted in the metrics.
@@ -178,7 +180,15 @@ async fn observe_package<B: Backend>(
     let inputs = inputs(pkg, ctx);
     let package = Arc::new(pkg.clone());
     let now = jiff::Timestamp::now();
-    observe::observe(Some(&ctx.backend), package.clone(), inputs.clone(), now)
+    let max_age = ctx.config.max_snapshot_age();
+    observe::observe(
+        &ctx.snapshot,
+        Some(&ctx.backend),
+        package.clone(),
+        inputs.clone(),
+        now,
+        max_age,
+    )
         .await
         .map_err(|e| {
             let blind = Observation {
@@ -229,12 +239,86 @@ async fn apply<B: Backend>(pkg: &AppAttachPackage, ctx: &Context<B>) -> Result<A
     if !is_listed(&ctx.host_pool_assignments) || !is_listed(&ctx.user_assignments) {
         return Ok(Action::requeue(CACHE_FILLING_RETRY));
     }
+    // Nor on a picture of the backend not read yet: every pool would look missing. Why
+    // it is not there yet (a refresh that failed) is the package's to report.
+    if !ctx.snapshot.is_ready() {
+        return match ctx.snapshot.health().last_error {
+            Some(e) => {
+                let blind = blind(pkg, ctx);
+                unobserved(ctx, &blind, e).await
+            }
+            None => Ok(Action::requeue(CACHE_FILLING_RETRY)),
+        };
+    }
     let obs = match observe_package(pkg, ctx).await {
         Ok(obs) => obs,
         Err((obs, e)) => return unobserved(ctx, &obs, e).await,
     };
-    let decision = decide::decide(&obs, &settings(ctx));
+    let mut decision = decide::decide(&obs, &settings(ctx));
+    let obs = if decision.refused_by_backend_facts() {
+        // Refused on what the picture says of the host pools or of the backend name: read
+        // them again before saying so (the picture may predate a fix made in the portal).
+        match confirm(pkg, ctx, &obs).await {
+            Ok(again) => {
+                decision = decide::decide(&again, &settings(ctx));
+                again
+            }
+            Err((obs, e)) => return unobserved(ctx, &obs, e).await,
+        }
+    } else {
+        obs
+    };
     execute::execute(ctx, &obs, decision).await
+}
+
+/// An observation of the package alone, for a pass that could not read the backend.
+fn blind<B: Backend>(pkg: &AppAttachPackage, ctx: &Context<B>) -> Observation {
+    Observation {
+        package: Arc::new(pkg.clone()),
+        inputs: inputs(pkg, ctx),
+        backend: None,
+        scope: ctx.backend.scope().clone(),
+        now: jiff::Timestamp::now(),
+    }
+}
+
+/// Reads again, fresh, the assigned host pools and the backend package the object maps
+/// to, records them in the picture, and observes again.
+async fn confirm<B: Backend>(
+    pkg: &AppAttachPackage,
+    ctx: &Context<B>,
+    obs: &Observation,
+) -> Result<Observation, (Observation, BackendError)> {
+    let fresh = async {
+        let ids: Vec<String> = obs
+            .inputs
+            .host_pool_assignments
+            .iter()
+            .flat_map(|a| &a.spec.host_pools)
+            .map(|h| ctx.backend.host_pool_id(&h.name))
+            .collect();
+        for id in ids {
+            let read = match ctx.backend.get_host_pool(&id).await? {
+                Some(pool) => Some(Box::new((
+                    pool,
+                    ctx.backend.list_session_hosts(&id).await?,
+                    ctx.backend.list_msix_packages(&id).await?,
+                ))),
+                None => None,
+            };
+            ctx.snapshot.record(Change::Pool(id, read));
+        }
+        let home = naming::backend_name(&pkg.namespace().unwrap_or_default(), &pkg.name_any());
+        ctx.snapshot.record(match ctx.backend.get_package(&home).await? {
+            Some(p) => Change::Package(home, p),
+            None => Change::PackageGone(home),
+        });
+        Ok::<(), BackendError>(())
+    };
+    match fresh.await {
+        Ok(()) => observe_package(pkg, ctx).await,
+        Err(e) => Err((blind(pkg, ctx), e)),
+    }
 }
 
 /// The backend could not be read: say so in `Synced` (unless it is only our own pacing)
@@ -255,6 +339,9 @@ async fn unobserved<B: Backend>(
 
 /// Removes the package's backend resources (unless the policy keeps them).
 async fn cleanup<B: Backend>(pkg: &AppAttachPackage, ctx: &Context<B>) -> Result<Action, Error> {
+    if !ctx.snapshot.is_ready() {
+        return Ok(Action::requeue(CACHE_FILLING_RETRY));
+    }
     let obs = match observe_package(pkg, ctx).await {
         Ok(obs) => obs,
         Err((_, e)) => return Err(e.into()),

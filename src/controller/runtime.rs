@@ -18,7 +18,8 @@ use kube::{Api, Client, ResourceExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 use super::index::{self, Index};
-use super::{Config, Context, MANAGER, metrics, reconcile};
+use super::{Config, Context, MANAGER, metrics, reconcile, refresh};
+use crate::backend::snapshot::Snapshot;
 use crate::backend::Backend;
 use crate::resources::{AppAttachPackage, HostPoolAssignment, UserAssignment};
 
@@ -127,7 +128,7 @@ where
 }
 
 /// Runs the controllers until the process stops.
-pub async fn run<B: Backend>(client: Client, backend: B, config: Config) {
+pub async fn run<B: Backend + Clone>(client: Client, backend: B, config: Config) {
     run_until(client, backend, config, std::future::pending()).await;
 }
 
@@ -215,7 +216,7 @@ fn watch_all(
 /// Runs the controllers until `stop` resolves, then lets the passes in flight finish (each
 /// is bounded by its requests' timeouts) and returns. A caller that cannot wait that long
 /// drops the future instead: a pass cut short resumes from the intent it recorded.
-pub async fn run_until<B: Backend>(
+pub async fn run_until<B: Backend + Clone>(
     client: Client,
     backend: B,
     config: Config,
@@ -223,6 +224,8 @@ pub async fn run_until<B: Backend>(
 ) {
     let stop = futures::FutureExt::shared(stop);
     let (caches, streams, watches) = watch_all(&client, &config);
+    let snapshot = Arc::new(Snapshot::new());
+    let (refreshes, changed, snapshot_ready) = refresh::task(snapshot.clone(), &backend, &config);
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -234,6 +237,7 @@ pub async fn run_until<B: Backend>(
         client: client.clone(),
         backend,
         config: config.clone(),
+        snapshot,
         packages: caches.packages.clone(),
         host_pool_assignments: caches.hpas.clone(),
         user_assignments: caches.uas.clone(),
@@ -244,7 +248,7 @@ pub async fn run_until<B: Backend>(
         failures: Mutex::new(HashMap::new()),
     });
     count_resources(&config, &caches);
-    tokio::spawn(readiness(&config, &caches));
+    tokio::spawn(readiness(&config, &caches, snapshot_ready));
     let Streams {
         packages,
         packages_for_hpa_orphans,
@@ -254,8 +258,16 @@ pub async fn run_until<B: Backend>(
         uas,
         ua_orphans,
     } = streams;
-    let package_controller =
-        package_controller(&caches, packages, hpas, uas, ctx.clone(), stop.clone());
+    let changed = futures::stream::unfold(changed, |mut rx| async move {
+        rx.recv().await.map(|o| (o, rx))
+    });
+    let package_controller = package_controller(
+        &caches,
+        (packages, hpas, uas),
+        changed,
+        ctx.clone(),
+        stop.clone(),
+    );
     // Assignments whose package does not exist get their own status.
     let hpa_orphans = orphans(
         caches.hpas.clone(),
@@ -282,6 +294,7 @@ pub async fn run_until<B: Backend>(
     tokio::select! {
         _ = async { futures::join!(package_controller, hpa_orphans, ua_orphans) } => {}
         () = watches => {}
+        () = refreshes => {}
     }
 }
 
@@ -289,9 +302,12 @@ pub async fn run_until<B: Backend>(
 /// finalizers, and by its assignments' specs.
 fn package_controller<B: Backend>(
     caches: &Caches,
-    packages: Events<AppAttachPackage>,
-    hpas: Events<HostPoolAssignment>,
-    uas: Events<UserAssignment>,
+    (packages, hpas, uas): (
+        Events<AppAttachPackage>,
+        Events<HostPoolAssignment>,
+        Events<UserAssignment>,
+    ),
+    changed: impl futures::Stream<Item = ObjectRef<AppAttachPackage>> + Send + 'static,
     ctx: Arc<Context<B>>,
     stop: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static,
 ) -> impl std::future::Future<Output = ()> + Send {
@@ -320,6 +336,9 @@ fn package_controller<B: Backend>(
         .watches_stream(spec_changes(uas), move |a: UserAssignment| {
             to_package(a.namespace(), &a.spec.package_ref.name)
         })
+        // A refresh of the picture of the backend that finds a package's objects changed
+        // (drift made in the portal) reconciles it.
+        .reconcile_on(changed)
         .with_config(controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(stop)
         .run(reconcile::reconcile_package, reconcile::error_policy, ctx)
@@ -350,6 +369,7 @@ fn count_resources(config: &Config, caches: &Caches) {
 fn readiness(
     config: &Config,
     caches: &Caches,
+    mut snapshot_ready: tokio::sync::watch::Receiver<bool>,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
     let (packages, hpas, uas) = (
         caches.packages.clone(),
@@ -393,6 +413,13 @@ fn readiness(
             }
         };
         if synced.is_ok() {
+            metrics.set_not_ready(Some(
+                "the first picture of the backend is not read yet".into(),
+            ));
+            // The first complete picture of the backend (a sender gone: the process stops).
+            if snapshot_ready.wait_for(|ready| *ready).await.is_err() {
+                return;
+            }
             tracing::info!("first full sync done: ready");
             metrics.set_not_ready(None);
             metrics.set_synced();

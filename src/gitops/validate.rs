@@ -383,6 +383,11 @@ pub async fn reconcilable<B: Backend>(
             names.insert(backend_name, p);
         }
     }
+    // One picture of the backend for every package, as the controller has.
+    let snapshot = crate::backend::snapshot::Snapshot::new();
+    if let Some(b) = backend {
+        snapshot.refresh(b).await?;
+    }
     let mut checks = Vec::new();
     for p in &objects.packages {
         let pkg = &p.object;
@@ -390,7 +395,15 @@ pub async fn reconcilable<B: Backend>(
         // A suspended package is read too: `plan` shows what it holds back.
         let mut readable = (**pkg).clone();
         readable.spec.suspend = false;
-        let mut observed = observe::observe(backend, Arc::new(readable), inputs, now).await?;
+        let mut observed = observe::observe(
+            &snapshot,
+            backend,
+            Arc::new(readable),
+            inputs,
+            now,
+            std::time::Duration::MAX,
+        )
+        .await?;
         observed.package = pkg.clone();
         // The controller's own check sequence, on what it would observe.
         let findings = crate::controller::decide::check(&observed);

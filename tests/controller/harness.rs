@@ -159,6 +159,7 @@ impl Env {
             concurrency: self.concurrency,
             rollout_poll: TICK,
             metrics: self.metrics.clone(),
+            backend_refresh: self.resync,
         };
         self.controller = Some(tokio::spawn(controller::run(
             self.ns.client.clone(),
@@ -258,6 +259,16 @@ impl Env {
     /// Whether `kind/name` exists in this namespace.
     pub async fn exists(&self, kind: &str, name: &str) -> bool {
         self.ns.api(kind).get_opt(name).await.unwrap().is_some()
+    }
+
+    /// Passes the controller has made over objects of `kind` (its reconcile counter).
+    pub fn passes(&self, kind: &str) -> u64 {
+        let text = self.metrics.render();
+        let prefix = format!("appattach_reconciles_total{{kind=\"{kind}\",");
+        text.lines()
+            .filter(|l| l.starts_with(&prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
     }
 
     pub async fn counts(&self) -> Value {
