@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use k8s_openapi::api::coordination::v1::Lease;
 
 use crate::backend::{ArmClient, Auth};
+use crate::budget::parse_limit;
 use crate::controller::{self, Config};
 use crate::emulator::{self, Emulator, ShareMapping, World};
 
@@ -133,24 +134,6 @@ pub struct Args {
     /// otherwise).
     #[arg(long, env = "POD_NAME")]
     pub leader_election_identity: Option<String>,
-}
-
-fn parse_limit(s: &str) -> Result<(u32, f64), String> {
-    let (burst, rate) = s
-        .split_once('/')
-        .ok_or_else(|| format!("{s:?}: expected BURST/RATE, like 200/10"))?;
-    let burst: u32 = burst
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?}: the burst must be a whole number"))?;
-    let rate: f64 = rate
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?}: the rate must be a number of requests a second"))?;
-    if burst == 0 || rate <= 0.0 {
-        return Err(format!("{s:?}: burst and rate must be above zero"));
-    }
-    Ok((burst, rate))
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
