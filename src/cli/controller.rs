@@ -106,6 +106,13 @@ pub struct Args {
     #[arg(long, default_value = "127.0.0.1:0")]
     pub emulator_listen: SocketAddr,
 
+    /// The in-process emulator enforces ARM's request budget per caller (reads 250 at once
+    /// then 25 a second, writes and deletes 200 then 10), answering 429 with Retry-After
+    /// beyond it, as Azure does. The controller's own budget is set apart, with
+    /// --arm-read-limit, --arm-write-limit and --arm-delete-limit.
+    #[arg(long, conflicts_with_all = ["arm_endpoint", "cloud"])]
+    pub arm_budget: bool,
+
     /// Lead through a Lease before reconciling, so that of several replicas only one writes.
     /// A replica that loses the Lease exits; SIGTERM releases it for the next at once.
     #[arg(long, env = "APPATTACH_LEADER_ELECT")]
@@ -516,6 +523,7 @@ pub async fn backend(args: &Args) -> anyhow::Result<(ArmClient, Option<emulator:
         state_dir: args.state.clone(),
         token: None,
         staging_interval: Some(Duration::from_secs(10)),
+        arm_budget: args.arm_budget.then_some(emulator::Budget::ARM),
     };
     let served = Emulator::new(config)?
         .serve(args.emulator_listen, Some(Duration::from_secs(10)))
