@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use k8s_openapi::api::coordination::v1::Lease;
 
 use crate::backend::{ArmClient, Auth};
+use crate::budget::parse_limit;
 use crate::controller::{self, Config};
 use crate::emulator::{self, Emulator, ShareMapping, World};
 
@@ -111,6 +112,13 @@ pub struct Args {
     #[arg(long, default_value = "127.0.0.1:0")]
     pub emulator_listen: SocketAddr,
 
+    /// The in-process emulator enforces ARM's request budget per caller (reads 250 at once
+    /// then 25 a second, writes and deletes 200 then 10), answering 429 with Retry-After
+    /// beyond it, as Azure does. The controller's own budget is set apart, with
+    /// --arm-read-limit, --arm-write-limit and --arm-delete-limit.
+    #[arg(long, conflicts_with_all = ["arm_endpoint", "cloud"])]
+    pub arm_budget: bool,
+
     /// Lead through a Lease before reconciling, so that of several replicas only one writes.
     /// A replica that loses the Lease exits; SIGTERM releases it for the next at once.
     #[arg(long, env = "APPATTACH_LEADER_ELECT")]
@@ -139,24 +147,6 @@ pub struct Args {
     /// otherwise).
     #[arg(long, env = "POD_NAME")]
     pub leader_election_identity: Option<String>,
-}
-
-fn parse_limit(s: &str) -> Result<(u32, f64), String> {
-    let (burst, rate) = s
-        .split_once('/')
-        .ok_or_else(|| format!("{s:?}: expected BURST/RATE, like 200/10"))?;
-    let burst: u32 = burst
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?}: the burst must be a whole number"))?;
-    let rate: f64 = rate
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?}: the rate must be a number of requests a second"))?;
-    if burst == 0 || rate <= 0.0 {
-        return Err(format!("{s:?}: burst and rate must be above zero"));
-    }
-    Ok((burst, rate))
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -540,6 +530,7 @@ pub async fn backend(args: &Args) -> anyhow::Result<(ArmClient, Option<emulator:
         state_dir: args.state.clone(),
         token: None,
         staging_interval: Some(Duration::from_secs(10)),
+        arm_budget: args.arm_budget.then_some(emulator::Budget::ARM),
     };
     let served = Emulator::new(config)?
         .serve(args.emulator_listen, Some(Duration::from_secs(10)))

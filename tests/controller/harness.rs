@@ -128,6 +128,7 @@ impl Env {
             state_dir: Some(state.path().join("s")),
             token,
             staging_interval: staging.then_some(TICK),
+            arm_budget: None,
         })
         .await
         .unwrap();

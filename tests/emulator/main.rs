@@ -4,6 +4,7 @@
 mod support;
 
 mod bad_input;
+mod budget;
 mod durability;
 mod faults;
 mod operations;
