@@ -62,7 +62,11 @@ impl Picture {
                 .or_default()
                 .insert(key.clone());
         }
-        let refs = package.properties.host_pool_references.clone().unwrap_or_default();
+        let refs = package
+            .properties
+            .host_pool_references
+            .clone()
+            .unwrap_or_default();
         self.refer(package.id.as_deref().unwrap_or_default(), &refs);
         self.packages.insert(key, package);
     }
@@ -112,7 +116,12 @@ impl Picture {
             .unwrap_or_default()
             .to_ascii_lowercase();
         let at = self.roles.entry(scope).or_default();
-        at.retain(|r| !r.id.as_deref().zip(role.id.as_deref()).is_some_and(|(a, b)| a.eq_ignore_ascii_case(b)));
+        at.retain(|r| {
+            !r.id
+                .as_deref()
+                .zip(role.id.as_deref())
+                .is_some_and(|(a, b)| a.eq_ignore_ascii_case(b))
+        });
         at.push(role);
     }
 
@@ -154,7 +163,10 @@ impl Picture {
     pub fn set_allow_new_session(&mut self, host_id: &str, allow: bool) {
         for hosts in self.session_hosts.values_mut() {
             for h in hosts.iter_mut() {
-                if h.id.as_deref().is_some_and(|i| i.eq_ignore_ascii_case(host_id)) {
+                if h.id
+                    .as_deref()
+                    .is_some_and(|i| i.eq_ignore_ascii_case(host_id))
+                {
                     h.properties.allow_new_session = Some(allow);
                 }
             }
@@ -216,7 +228,10 @@ pub enum Change {
     Hosts(String, Vec<SessionHost>),
     /// A host pool read fresh (by id): the pool (`None`: gone), its session hosts and its
     /// MSIX packages.
-    Pool(String, Option<Box<(HostPool, Vec<SessionHost>, Vec<MsixPackage>)>>),
+    Pool(
+        String,
+        Option<Box<(HostPool, Vec<SessionHost>, Vec<MsixPackage>)>>,
+    ),
     /// Nothing the picture holds (a message sent, a session logged off).
     None,
 }
@@ -227,7 +242,11 @@ impl Change {
         match self {
             Self::Package(name, _) | Self::PackageGone(name) => Some(package_key(name)),
             Self::Msix(pool, m) => {
-                let name = m.name.as_deref().and_then(|n| n.rsplit('/').next()).unwrap_or_default();
+                let name = m
+                    .name
+                    .as_deref()
+                    .and_then(|n| n.rsplit('/').next())
+                    .unwrap_or_default();
                 Some(msix_key(pool, name))
             }
             Self::MsixGone(pool, name) => Some(msix_key(pool, name)),

@@ -260,7 +260,11 @@ impl Metrics {
     }
 
     fn publish_ready(&self) {
-        let stale = self.stale.lock().unwrap_or_else(|p| p.into_inner()).is_some();
+        let stale = self
+            .stale
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some();
         let synced = self.first_sync.load(std::sync::atomic::Ordering::SeqCst);
         self.synced.set(i64::from(synced && !stale));
     }
@@ -281,14 +285,14 @@ impl Metrics {
             .inc();
         self.snapshot_seconds.observe(took.as_secs_f64());
         if ok {
-            self.snapshot_calls.set(i64::try_from(calls).unwrap_or(i64::MAX));
+            self.snapshot_calls
+                .set(i64::try_from(calls).unwrap_or(i64::MAX));
         }
     }
 
     /// Publishes how old the picture of the backend is.
     pub fn snapshot_age(&self, age: Option<std::time::Duration>) {
-        self.snapshot_age
-            .set(age.map_or(-1.0, |a| a.as_secs_f64()));
+        self.snapshot_age.set(age.map_or(-1.0, |a| a.as_secs_f64()));
     }
 
     /// Says why the process is not ready yet (`None`: no known reason), for `/readyz`.

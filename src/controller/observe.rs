@@ -20,10 +20,10 @@ use std::time::Duration;
 
 use super::build::OWNER_TAG;
 use crate::arm::Scope;
-use crate::backend::snapshot::{Change, Health, Picture, Snapshot};
 use crate::arm::models::{
     AppAttachPackage as ArmPackage, HostPool, MsixPackage, RoleAssignment, SessionHost, UserSession,
 };
+use crate::backend::snapshot::{Change, Health, Picture, Snapshot};
 use crate::backend::{Backend, BackendError};
 use crate::domain::directory::Directory;
 use crate::domain::naming;
@@ -226,7 +226,9 @@ async fn read<B: Backend>(
 
 /// Why writes wait on a snapshot too old to act on.
 fn stale_reason(h: &Health) -> String {
-    let age = h.age.map(|a| humantime::format_duration(Duration::from_secs(a.as_secs())).to_string());
+    let age = h
+        .age
+        .map(|a| humantime::format_duration(Duration::from_secs(a.as_secs())).to_string());
     format!(
         "the controller's picture of the backend is {} old{}; nothing is written until it is refreshed",
         age.unwrap_or_else(|| "of unknown age".into()),
@@ -264,7 +266,14 @@ async fn read_outside<B: Backend>(
 }
 
 /// A host pool of the picture, as a pass sees it.
-fn pool_view(p: &Picture, pool: &HostPool, id: &str, name: &str, field: String, ring: i32) -> PoolView {
+fn pool_view(
+    p: &Picture,
+    pool: &HostPool,
+    id: &str,
+    name: &str,
+    field: String,
+    ring: i32,
+) -> PoolView {
     let key = id.to_ascii_lowercase();
     PoolView {
         name: name.to_string(),
@@ -284,20 +293,33 @@ type Outside = Vec<(String, String, i32, String)>;
 /// the resource group the picture lacks is missing, one outside it is read on its own),
 /// the pools its status lists that are no longer assigned, and the backend packages it
 /// owns (and the one under the name it maps to, for the ownership check).
-fn from_picture(p: &Picture, scope: &Scope, pkg: &AppAttachPackage, inputs: &Inputs) -> (BackendView, Outside) {
+fn from_picture(
+    p: &Picture,
+    scope: &Scope,
+    pkg: &AppAttachPackage,
+    inputs: &Inputs,
+) -> (BackendView, Outside) {
     let mut view = BackendView::default();
     let mut outside = vec![];
     let mut seen = BTreeSet::new();
-    let rg = scope.host_pool_id("x").trim_end_matches('x').to_ascii_lowercase();
+    let rg = scope
+        .host_pool_id("x")
+        .trim_end_matches('x')
+        .to_ascii_lowercase();
     for a in &inputs.host_pool_assignments {
         for (i, hp) in a.spec.host_pools.iter().enumerate() {
             let id = scope.host_pool_id(&hp.name);
             if !seen.insert(id.to_ascii_lowercase()) {
                 continue;
             }
-            let field = format!("HostPoolAssignment/{} spec.hostPools[{i}].name", a.name_any());
+            let field = format!(
+                "HostPoolAssignment/{} spec.hostPools[{i}].name",
+                a.name_any()
+            );
             match p.host_pools.get(&id.to_ascii_lowercase()) {
-                Some(pool) => view.pools.push(pool_view(p, pool, &id, &hp.name, field, hp.ring)),
+                Some(pool) => view
+                    .pools
+                    .push(pool_view(p, pool, &id, &hp.name, field, hp.ring)),
                 None if !id.to_ascii_lowercase().starts_with(&rg) => {
                     outside.push((hp.name.clone(), field, hp.ring, id))
                 }
@@ -309,10 +331,13 @@ fn from_picture(p: &Picture, scope: &Scope, pkg: &AppAttachPackage, inputs: &Inp
         }
     }
     let recorded = pkg.status.iter().flat_map(|s| &s.host_pools);
-    for row in recorded.filter(|r| !seen.contains(&scope.host_pool_id(&r.name).to_ascii_lowercase())) {
+    for row in
+        recorded.filter(|r| !seen.contains(&scope.host_pool_id(&r.name).to_ascii_lowercase()))
+    {
         let id = scope.host_pool_id(&row.name);
         if let Some(pool) = p.host_pools.get(&id.to_ascii_lowercase()) {
-            view.former.push(pool_view(p, pool, &id, &row.name, String::new(), row.ring));
+            view.former
+                .push(pool_view(p, pool, &id, &row.name, String::new(), row.ring));
         }
     }
     if pkg.spec.mode == PackageMode::AppAttach {

@@ -189,17 +189,17 @@ async fn observe_package<B: Backend>(
         now,
         max_age,
     )
-        .await
-        .map_err(|e| {
-            let blind = Observation {
-                package,
-                inputs,
-                backend: None,
-                scope: ctx.backend.scope().clone(),
-                now,
-            };
-            (blind, e)
-        })
+    .await
+    .map_err(|e| {
+        let blind = Observation {
+            package,
+            inputs,
+            backend: None,
+            scope: ctx.backend.scope().clone(),
+            now,
+        };
+        (blind, e)
+    })
 }
 
 /// The package's assignments and the packages of its full name, from the caches (by
@@ -309,10 +309,11 @@ async fn confirm<B: Backend>(
             ctx.snapshot.record(Change::Pool(id, read));
         }
         let home = naming::backend_name(&pkg.namespace().unwrap_or_default(), &pkg.name_any());
-        ctx.snapshot.record(match ctx.backend.get_package(&home).await? {
-            Some(p) => Change::Package(home, p),
-            None => Change::PackageGone(home),
-        });
+        ctx.snapshot
+            .record(match ctx.backend.get_package(&home).await? {
+                Some(p) => Change::Package(home, p),
+                None => Change::PackageGone(home),
+            });
         Ok::<(), BackendError>(())
     };
     match fresh.await {

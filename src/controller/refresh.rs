@@ -82,7 +82,12 @@ async fn trigger(
 }
 
 /// Waits `wait`, publishing the picture's age, and whether it is too old, as it goes.
-async fn wait_publishing_age(snapshot: &Snapshot, metrics: &Metrics, wait: Duration, max_age: Duration) {
+async fn wait_publishing_age(
+    snapshot: &Snapshot,
+    metrics: &Metrics,
+    wait: Duration,
+    max_age: Duration,
+) {
     let until = tokio::time::Instant::now() + wait;
     loop {
         let h = snapshot.health();

@@ -19,8 +19,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 use super::index::{self, Index};
 use super::{Config, Context, MANAGER, metrics, reconcile, refresh};
-use crate::backend::snapshot::Snapshot;
 use crate::backend::Backend;
+use crate::backend::snapshot::Snapshot;
 use crate::resources::{AppAttachPackage, HostPoolAssignment, UserAssignment};
 
 /// A kind the controller watches and caches.
@@ -258,9 +258,11 @@ pub async fn run_until<B: Backend + Clone>(
         uas,
         ua_orphans,
     } = streams;
-    let changed = futures::stream::unfold(changed, |mut rx| async move {
-        rx.recv().await.map(|o| (o, rx))
-    });
+    let changed =
+        futures::stream::unfold(
+            changed,
+            |mut rx| async move { rx.recv().await.map(|o| (o, rx)) },
+        );
     let package_controller = package_controller(
         &caches,
         (packages, hpas, uas),
