@@ -207,6 +207,9 @@ struct State {
     learnt: HashMap<String, Instant>,
 }
 
+/// A host pool, its session hosts and its MSIX packages, as read together.
+pub type PoolRead = (HostPool, Vec<SessionHost>, Vec<MsixPackage>);
+
 /// A change the controller made, as the backend answered it.
 #[derive(Debug, Clone)]
 pub enum Change {

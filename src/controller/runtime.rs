@@ -248,7 +248,11 @@ pub async fn run_until<B: Backend + Clone>(
         failures: Mutex::new(HashMap::new()),
     });
     count_resources(&config, &caches);
-    tokio::spawn(readiness(&config, &caches, snapshot_ready));
+    tokio::spawn(readiness(
+        &config,
+        &caches,
+        (snapshot_ready, ctx.snapshot.clone()),
+    ));
     let Streams {
         packages,
         packages_for_hpa_orphans,
@@ -371,7 +375,7 @@ fn count_resources(config: &Config, caches: &Caches) {
 fn readiness(
     config: &Config,
     caches: &Caches,
-    mut snapshot_ready: tokio::sync::watch::Receiver<bool>,
+    (mut snapshot_ready, snapshot): (tokio::sync::watch::Receiver<bool>, Arc<Snapshot>),
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
     let (packages, hpas, uas) = (
         caches.packages.clone(),
@@ -415,16 +419,34 @@ fn readiness(
             }
         };
         if synced.is_ok() {
-            metrics.set_not_ready(Some(
-                "the first picture of the backend is not read yet".into(),
-            ));
             // The first complete picture of the backend (a sender gone: the process stops).
-            if snapshot_ready.wait_for(|ready| *ready).await.is_err() {
+            if !first_picture(&mut snapshot_ready, &snapshot, &metrics).await {
                 return;
             }
             tracing::info!("first full sync done: ready");
             metrics.set_not_ready(None);
             metrics.set_synced();
+        }
+    }
+}
+
+/// Waits for the first complete picture of the backend, saying on /readyz why it is not
+/// there yet (with the last refresh's error, every few seconds). False: the process stops.
+async fn first_picture(
+    ready: &mut tokio::sync::watch::Receiver<bool>,
+    snapshot: &Snapshot,
+    metrics: &metrics::Metrics,
+) -> bool {
+    loop {
+        let why = match snapshot.health().last_error {
+            Some(e) => format!("the first picture of the backend is not read yet: {e}"),
+            None => "the first picture of the backend is not read yet".into(),
+        };
+        metrics.set_not_ready(Some(why));
+        match tokio::time::timeout(Duration::from_secs(2), ready.wait_for(|r| *r)).await {
+            Ok(Ok(_)) => return true,
+            Ok(Err(_)) => return false,
+            Err(_) => {}
         }
     }
 }

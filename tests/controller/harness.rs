@@ -97,6 +97,11 @@ impl Env {
         .await
     }
 
+    /// An environment with a world of its own.
+    pub async fn with_world(test: &str, resync: Duration, world: World) -> Self {
+        Self::build_in(test, resync, false, None, world).await
+    }
+
     async fn build(test: &str, resync: Duration, staging: bool) -> Self {
         Self::build_with(test, resync, staging, None).await
     }
@@ -106,6 +111,16 @@ impl Env {
         resync: Duration,
         staging: bool,
         token: Option<String>,
+    ) -> Self {
+        Self::build_in(test, resync, staging, token, world()).await
+    }
+
+    async fn build_in(
+        test: &str,
+        resync: Duration,
+        staging: bool,
+        token: Option<String>,
+        world: World,
     ) -> Self {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
@@ -119,7 +134,7 @@ impl Env {
         let share = state.path().join("share");
         std::fs::create_dir_all(&share).unwrap();
         let emulator = Emulator::start(emulator::Config {
-            world: Some(world()),
+            world: Some(world),
             shares: if staging {
                 vec![format!("{SHARE}={}", share.display()).parse().unwrap()]
             } else {

@@ -10,4 +10,5 @@ mod faults;
 mod operations;
 mod roles;
 mod signin;
+mod snapshot;
 mod staging;
