@@ -137,6 +137,8 @@ pub struct Report {
     pub skipped: Vec<Skipped>,
     /// Documents read.
     pub documents: usize,
+    /// The picture of the backend the checks were made on (when there was a backend).
+    pub picture: Option<crate::backend::snapshot::Picture>,
 }
 
 impl Report {
@@ -323,6 +325,7 @@ pub fn admit(
 pub async fn reconcilable<B: Backend>(
     objects: &Objects,
     backend: Option<&B>,
+    snapshot: &crate::backend::snapshot::Snapshot,
     now: jiff::Timestamp,
 ) -> Result<(Vec<PackageCheck>, Vec<Problem>), crate::backend::BackendError> {
     let mut problems = Vec::new();
@@ -383,11 +386,6 @@ pub async fn reconcilable<B: Backend>(
             names.insert(backend_name, p);
         }
     }
-    // One picture of the backend for every package, as the controller has.
-    let snapshot = crate::backend::snapshot::Snapshot::new();
-    if let Some(b) = backend {
-        snapshot.refresh(b).await?;
-    }
     let mut checks = Vec::new();
     for p in &objects.packages {
         let pkg = &p.object;
@@ -396,7 +394,7 @@ pub async fn reconcilable<B: Backend>(
         let mut readable = (**pkg).clone();
         readable.spec.suspend = false;
         let mut observed = observe::observe(
-            &snapshot,
+            snapshot,
             backend,
             Arc::new(readable),
             inputs,
@@ -478,7 +476,11 @@ pub async fn validate<B: Backend>(
 ) -> Result<Report, crate::backend::BackendError> {
     let documents = docs.len();
     let (objects, mut problems, skipped) = admit(docs, read_errors, namespace, base);
-    let (packages, more) = reconcilable(&objects, backend, now).await?;
+    let snapshot = crate::backend::snapshot::Snapshot::new();
+    if let Some(b) = backend {
+        snapshot.refresh(b).await?;
+    }
+    let (packages, more) = reconcilable(&objects, backend, &snapshot, now).await?;
     problems.extend(more);
     problems.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
     Ok(Report {
@@ -487,6 +489,7 @@ pub async fn validate<B: Backend>(
         problems,
         skipped,
         documents,
+        picture: backend.map(|_| snapshot.with(Clone::clone)),
     })
 }
 
