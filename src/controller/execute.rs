@@ -5,7 +5,6 @@
 
 use kube::api::Api;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 
 use std::time::Duration;
@@ -297,18 +296,7 @@ where
 {
     let reference = obj.object_ref(&());
     for n in notes {
-        let event = Event {
-            type_: if n.warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: n.reason.clone(),
-            note: Some(n.note.clone()),
-            action: n.action.into(),
-            secondary: None,
-        };
-        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+        if let Err(e) = ctx.events.publish(n, &reference).await {
             tracing::warn!("publishing an event: {e}");
         }
     }

@@ -10,6 +10,7 @@
 
 pub mod build;
 pub mod decide;
+mod events;
 mod execute;
 #[cfg(test)]
 mod fidelity;
@@ -30,7 +31,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kube::runtime::controller::Action;
-use kube::runtime::events::Recorder;
 use kube::runtime::reflector::Store;
 use kube::{Client, ResourceExt};
 
@@ -155,7 +155,7 @@ pub struct Context<B> {
     packages_by_full_name: Index<AppAttachPackage>,
     hpa_by_package: Index<HostPoolAssignment>,
     ua_by_package: Index<UserAssignment>,
-    recorder: Recorder,
+    events: events::Publisher,
     failures: Mutex<HashMap<String, u32>>,
 }
 

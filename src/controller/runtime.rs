@@ -9,7 +9,6 @@ use std::time::Duration;
 use futures::{StreamExt, TryStreamExt};
 use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::controller::{self, Controller};
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::utils::Predicate;
 use kube::runtime::{WatchStreamExt, predicates, watcher};
@@ -17,6 +16,7 @@ use kube::{Api, Client, ResourceExt};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
+use super::events::Publisher;
 use super::index::{self, Index};
 use super::{Config, Context, MANAGER, metrics, reconcile, refresh};
 use crate::backend::Backend;
@@ -226,13 +226,7 @@ pub async fn run_until<B: Backend + Clone>(
     let (caches, streams, watches) = watch_all(&client, &config);
     let snapshot = Arc::new(Snapshot::new());
     let (refreshes, changed, snapshot_ready) = refresh::task(snapshot.clone(), &backend, &config);
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: MANAGER.into(),
-            instance: None,
-        },
-    );
+    let events = Publisher::new(client.clone(), MANAGER);
     let ctx = Arc::new(Context {
         client: client.clone(),
         backend,
@@ -244,7 +238,7 @@ pub async fn run_until<B: Backend + Clone>(
         packages_by_full_name: caches.packages_by_full_name.clone(),
         hpa_by_package: caches.hpa_by_package.clone(),
         ua_by_package: caches.ua_by_package.clone(),
-        recorder,
+        events,
         failures: Mutex::new(HashMap::new()),
     });
     count_resources(&config, &caches);
