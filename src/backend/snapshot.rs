@@ -36,8 +36,9 @@ pub struct Picture {
     pub packages: HashMap<String, AppAttachPackage>,
     /// The names (lower case) of the packages each owner tag names.
     by_owner: HashMap<String, BTreeSet<String>>,
-    /// Desktop Virtualization User role assignments, by lower-case scope.
-    pub roles: HashMap<String, Vec<RoleAssignment>>,
+    /// Desktop Virtualization User role assignments, by lower-case scope (as grants: the
+    /// picture keeps what a pass needs of them, at a tenth of their bodies' memory).
+    pub roles: HashMap<String, Vec<Grant>>,
     /// Application groups.
     pub application_groups: Vec<ApplicationGroup>,
     /// Applications of each RemoteApp application group (lower-case group id).
@@ -109,6 +110,9 @@ impl Picture {
         if !role.is_desktop_virtualization_user() {
             return;
         }
+        let Some(id) = role.id.as_deref() else {
+            return;
+        };
         let scope = role
             .properties
             .scope
@@ -116,20 +120,30 @@ impl Picture {
             .unwrap_or_default()
             .to_ascii_lowercase();
         let at = self.roles.entry(scope).or_default();
-        at.retain(|r| {
-            !r.id
-                .as_deref()
-                .zip(role.id.as_deref())
-                .is_some_and(|(a, b)| a.eq_ignore_ascii_case(b))
+        at.retain(|g| !g.id.eq_ignore_ascii_case(id));
+        at.push(Grant {
+            id: id.into(),
+            principal: role.properties.principal_id.to_ascii_lowercase().into(),
+            kind: role.properties.principal_type,
         });
-        at.push(role);
     }
 
     /// Forgets a role assignment (by id).
     pub fn remove_role(&mut self, id: &str) {
         for at in self.roles.values_mut() {
-            at.retain(|r| !r.id.as_deref().is_some_and(|x| x.eq_ignore_ascii_case(id)));
+            at.retain(|g| !g.id.eq_ignore_ascii_case(id));
         }
+    }
+
+    /// The Desktop Virtualization User role assignments at a scope, as ARM gives them
+    /// (in `subscription`, for their role definition's id).
+    pub fn roles_at(&self, scope: &str, subscription: &str) -> Vec<RoleAssignment> {
+        self.roles
+            .get(&scope.to_ascii_lowercase())
+            .into_iter()
+            .flatten()
+            .map(|g| g.assignment(scope, subscription))
+            .collect()
     }
 
     /// Files an MSIX package under its host pool.
@@ -170,6 +184,40 @@ impl Picture {
                     h.properties.allow_new_session = Some(allow);
                 }
             }
+        }
+    }
+}
+
+/// A Desktop Virtualization User role assignment, as the picture keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// Its full id.
+    pub id: Box<str>,
+    /// The principal's object id, lower case.
+    pub principal: Box<str>,
+    /// User or Group.
+    pub kind: Option<crate::arm::models::PrincipalType>,
+}
+
+impl Grant {
+    /// The assignment, as ARM gives it.
+    pub fn assignment(&self, scope: &str, subscription: &str) -> RoleAssignment {
+        RoleAssignment {
+            id: Some(self.id.to_string()),
+            name: self.id.rsplit('/').next().map(str::to_string),
+            resource_type: Some("Microsoft.Authorization/roleAssignments".into()),
+            properties: crate::arm::models::RoleAssignmentProperties {
+                role_definition_id: crate::arm::models::role_definition_id(
+                    subscription,
+                    crate::arm::DESKTOP_VIRTUALIZATION_USER_ROLE,
+                ),
+                principal_id: self.principal.to_string(),
+                principal_type: self.kind,
+                scope: Some(scope.to_string()),
+                description: None,
+                created_on: None,
+                updated_on: None,
+            },
         }
     }
 }

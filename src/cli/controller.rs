@@ -152,8 +152,9 @@ pub struct Args {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     // The backend first: a credential that does not work stops the start, naming why.
     let (mut backend, _emulator) = backend(&args).await?;
-    // ARM's published limits on Azure; elsewhere none, unless a flag sets one.
-    let arm = crate::backend::throttle::Limits::ARM;
+    // ARM's published limits on Azure (one token of slack); elsewhere none, unless a flag
+    // sets one.
+    let arm = crate::backend::throttle::Limits::ARM_CLIENT;
     let on_azure = args.cloud.is_some();
     let given = [
         args.arm_read_limit,

@@ -364,7 +364,7 @@ fn held_packages(p: &Picture, scope: &Scope, pkg: &AppAttachPackage) -> Vec<Held
             let id = scope.package_id(n).to_ascii_lowercase();
             Some(HeldPackage {
                 name: package.name.clone().unwrap_or_else(|| n.clone()),
-                roles: p.roles.get(&id).cloned().unwrap_or_default(),
+                roles: p.roles_at(&id, &scope.subscription),
                 package,
             })
         })

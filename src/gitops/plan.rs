@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::validate::{Objects, PackageCheck};
 use crate::arm::models::{
-    AppAttachPackage as ArmPackage, ApplicationGroupType, HostPool, MsixPackage, RoleAssignment,
+    AppAttachPackage as ArmPackage, ApplicationGroupType, HostPool, MsixPackage,
 };
 use crate::backend::snapshot::Picture;
 use crate::controller::build::{self, OWNER_TAG};
@@ -213,7 +213,7 @@ struct Held {
     packages: Vec<ArmPackage>,
     /// Role assignments of the Desktop Virtualization User role at each package, by
     /// lower-case package id.
-    roles: BTreeMap<String, Vec<RoleAssignment>>,
+    roles: BTreeMap<String, Vec<crate::backend::snapshot::Grant>>,
     /// The host pools of the resource group.
     pools: Vec<HostPool>,
     /// The MSIX packages of each host pool, by lower-case host pool id.
@@ -503,7 +503,7 @@ fn entitlement_changes(
                 .get(&gid)
                 .into_iter()
                 .flatten()
-                .map(|r| r.properties.principal_id.to_ascii_lowercase())
+                .map(|g| g.principal.to_string())
                 .collect();
             let remote = g.properties.application_group_type == ApplicationGroupType::RemoteApp;
             let published_families = picture
@@ -556,7 +556,7 @@ fn entitlement_changes(
                 .get(&id.to_ascii_lowercase())
                 .into_iter()
                 .flatten()
-                .map(|r| r.properties.principal_id.to_ascii_lowercase())
+                .map(|g| g.principal.to_string())
                 .collect(),
         });
     }

@@ -35,7 +35,7 @@ async fn one_refresh_reads_every_collection_with_list_calls() {
         assert_eq!(p.owned_by("ns/a").collect::<Vec<_>>(), ["ns-a"]);
         let roles = &p.roles[&package_path("ns-a").to_ascii_lowercase()];
         assert_eq!(roles.len(), 1);
-        assert_eq!(roles[0].properties.principal_id, FINANCE);
+        assert_eq!(&*roles[0].principal, FINANCE);
         // The world's own application group members are there too, at their groups.
         assert!(
             p.roles
