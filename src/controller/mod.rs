@@ -25,6 +25,7 @@ pub use reconcile::Assignment;
 pub use runtime::{run, run_until, typed_event};
 mod status;
 pub mod validate;
+mod warmup;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -156,6 +157,8 @@ pub struct Context<B> {
     hpa_by_package: Index<HostPoolAssignment>,
     ua_by_package: Index<UserAssignment>,
     events: events::Publisher,
+    /// Paces a start's first passes behind real changes.
+    warm_up: Arc<warmup::WarmUp>,
     failures: Mutex<HashMap<String, u32>>,
 }
 

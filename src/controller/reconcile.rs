@@ -35,9 +35,11 @@ pub async fn reconcile_package<B: Backend>(
 ) -> Result<Action, Error> {
     let started = std::time::Instant::now();
     let span = object_span("AppAttachPackage", &*pkg);
+    let (ns, name) = (pkg.namespace().unwrap_or_default(), pkg.name_any());
     let result = reconcile_package_pass(pkg, ctx.clone())
         .instrument(span.clone())
         .await;
+    ctx.warm_up.done(&ns, &name);
     let reason = result.as_ref().err().map(Error::metric_label);
     ctx.config
         .metrics

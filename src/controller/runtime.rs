@@ -10,14 +10,14 @@ use futures::{StreamExt, TryStreamExt};
 use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::utils::Predicate;
-use kube::runtime::{WatchStreamExt, predicates, watcher};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 use super::events::Publisher;
 use super::index::{self, Index};
+use super::warmup::{self, WarmUp};
 use super::{Config, Context, MANAGER, metrics, reconcile, refresh};
 use crate::backend::Backend;
 use crate::backend::snapshot::Snapshot;
@@ -64,36 +64,6 @@ where
     watcher(api, wc).try_filter_map(|event| futures::future::ready(Ok(typed_event::<K>(event))))
 }
 
-/// The objects of a watch whose spec changed (a new generation), that appeared, or that
-/// were deleted; status and metadata writes, and relists of what is known, pass nothing.
-/// (kube's `predicate_filter` would drop deletions, which an object without a finalizer
-/// only announces by its Delete event.)
-fn spec_changes<K, E>(
-    events: impl futures::Stream<Item = Result<watcher::Event<K>, E>>,
-) -> impl futures::Stream<Item = Result<K, E>>
-where
-    K: kube::Resource,
-{
-    let mut seen: HashMap<(String, String), Option<i64>> = HashMap::new();
-    events
-        .map_ok(move |event| {
-            let key = |o: &K| (o.meta().namespace.clone().unwrap_or_default(), o.name_any());
-            let passed = match event {
-                watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {
-                    let generation = o.meta().generation;
-                    (seen.insert(key(&o), generation) != Some(generation)).then_some(o)
-                }
-                watcher::Event::Delete(o) => {
-                    seen.remove(&key(&o));
-                    Some(o)
-                }
-                watcher::Event::Init | watcher::Event::InitDone => None,
-            };
-            futures::stream::iter(passed.map(Ok))
-        })
-        .try_flatten()
-}
-
 /// The typed form of a watch event; `None` (logged) for an object that does not read as `K`.
 pub fn typed_event<K>(event: watcher::Event<DynamicObject>) -> Option<watcher::Event<K>>
 where
@@ -125,6 +95,11 @@ where
         watcher::Event::Init => Some(watcher::Event::Init),
         watcher::Event::InitDone => Some(watcher::Event::InitDone),
     }
+}
+
+/// The package an assignment points at.
+fn to_package<A: reconcile::Assignment>(a: &A) -> ObjectRef<AppAttachPackage> {
+    ObjectRef::new(a.package_ref()).within(&a.namespace().unwrap_or_default())
 }
 
 /// Runs the controllers until the process stops.
@@ -227,6 +202,7 @@ pub async fn run_until<B: Backend + Clone>(
     let snapshot = Arc::new(Snapshot::new());
     let (refreshes, changed, snapshot_ready) = refresh::task(snapshot.clone(), &backend, &config);
     let events = Publisher::new(client.clone(), MANAGER);
+    let (warm_up, warm_passes) = WarmUp::new(config.concurrency.into());
     let ctx = Arc::new(Context {
         client: client.clone(),
         backend,
@@ -239,6 +215,7 @@ pub async fn run_until<B: Backend + Clone>(
         hpa_by_package: caches.hpa_by_package.clone(),
         ua_by_package: caches.ua_by_package.clone(),
         events,
+        warm_up,
         failures: Mutex::new(HashMap::new()),
     });
     count_resources(&config, &caches);
@@ -264,7 +241,7 @@ pub async fn run_until<B: Backend + Clone>(
     let package_controller = package_controller(
         &caches,
         (packages, hpas, uas),
-        changed,
+        (changed, warm_passes),
         ctx.clone(),
         stop.clone(),
     );
@@ -307,35 +284,38 @@ fn package_controller<B: Backend>(
         Events<HostPoolAssignment>,
         Events<UserAssignment>,
     ),
-    changed: impl futures::Stream<Item = ObjectRef<AppAttachPackage>> + Send + 'static,
+    (changed, warm_passes): (
+        impl futures::Stream<Item = ObjectRef<AppAttachPackage>> + Send + 'static,
+        impl futures::Stream<Item = ObjectRef<AppAttachPackage>> + Send + 'static,
+    ),
     ctx: Arc<Context<B>>,
     stop: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static,
 ) -> impl std::future::Future<Output = ()> + Send {
-    let package_stream = packages
-        .touched_objects()
-        // Our own status writes must not trigger a pass (that would defeat backoff): only
-        // spec (generation), annotations (policy) and finalizers do.
-        .predicate_filter(
-            predicates::generation
-                .combine(predicates::annotations)
-                .combine(predicates::finalizers),
-            Default::default(),
-        );
-    // Assignments trigger the package they point at; packageRef is immutable, so a deleted
-    // assignment still names the package it used to reach. An assignment's own status
-    // writes do not: on a cold start they tripled the passes (measured with `appattach
-    // bench`).
-    let to_package = |ns: Option<String>, name: &str| {
-        Some(ObjectRef::<AppAttachPackage>::new(name).within(&ns.unwrap_or_default()))
-    };
+    // A start's first passes wait their turn behind real changes (see `warmup`): only a
+    // change of spec (generation), annotations (policy) or finalizers passes at once. Our
+    // own status writes trigger nothing (that would defeat backoff), and neither do an
+    // assignment's (on a cold start they tripled the passes, measured with `appattach
+    // bench`). Assignments trigger the package they point at; packageRef is immutable, so
+    // a deleted assignment still names the package it used to reach.
+    let warm = ctx.warm_up.clone();
+    let package_stream = warmup::split(packages, warm.clone(), ObjectRef::from_obj, |p| {
+        (
+            p.metadata.generation,
+            p.metadata.annotations.clone(),
+            p.metadata.finalizers.clone(),
+        )
+    });
+    let hpa_stream = warmup::split(hpas, warm.clone(), to_package, |a: &HostPoolAssignment| {
+        a.metadata.generation
+    });
+    let ua_stream = warmup::split(uas, warm, to_package, |a: &UserAssignment| {
+        a.metadata.generation
+    });
     let concurrency = ctx.config.concurrency;
     Controller::for_stream(package_stream, caches.packages.clone())
-        .watches_stream(spec_changes(hpas), move |a: HostPoolAssignment| {
-            to_package(a.namespace(), &a.spec.package_ref.name)
-        })
-        .watches_stream(spec_changes(uas), move |a: UserAssignment| {
-            to_package(a.namespace(), &a.spec.package_ref.name)
-        })
+        .watches_stream(hpa_stream, |a: HostPoolAssignment| Some(to_package(&a)))
+        .watches_stream(ua_stream, |a: UserAssignment| Some(to_package(&a)))
+        .reconcile_on(warm_passes)
         // A refresh of the picture of the backend that finds a package's objects changed
         // (drift made in the portal) reconciles it.
         .reconcile_on(changed)
