@@ -277,12 +277,9 @@ pub enum Change {
     Drain(String, bool),
     /// A host pool's session hosts, read fresh.
     Hosts(String, Vec<SessionHost>),
-    /// A host pool read fresh (by id): the pool (`None`: gone), its session hosts and its
-    /// MSIX packages.
-    Pool(
-        String,
-        Option<Box<(HostPool, Vec<SessionHost>, Vec<MsixPackage>)>>,
-    ),
+    /// A host pool read fresh (by id): the pool, its session hosts and its MSIX packages
+    /// (`None`: the pool is gone).
+    Pool(String, Option<Box<PoolRead>>),
     /// Nothing the picture holds (a message sent, a session logged off).
     None,
 }

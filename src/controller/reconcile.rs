@@ -76,14 +76,13 @@ async fn reconcile_package_pass<B: Backend>(
     let api: Api<AppAttachPackage> = Api::namespaced(ctx.client.clone(), &ns);
     // A rollout decides from its own last status write, which the watch cache may not
     // have yet (a pass requeued moments after the last): read it fresh from the API server.
-    let pkg = if rolling(&pkg) {
-        match api.get_opt(&pkg.name_any()).await? {
-            Some(fresh) => Arc::new(fresh),
-            None => return Ok(Action::await_change()),
-        }
-    } else {
-        pkg
+    // The package whole, as the API server has it now: the cache keeps only what the
+    // triggers and the metrics need of its status, and a rollout decides from its own last
+    // status write, which the cache may not have yet.
+    let Some(pkg) = api.get_opt(&pkg.name_any()).await? else {
+        return Ok(Action::await_change());
     };
+    let pkg = Arc::new(pkg);
     let result = finalizer(&api, FINALIZER, pkg, |event| async {
         match event {
             finalizer::Event::Apply(p) => apply(&p, &ctx).await,
@@ -113,17 +112,6 @@ async fn reconcile_package_pass<B: Backend>(
         }
         Err(e) => Err(Error::Finalizer(e.to_string())),
     }
-}
-
-/// Whether the package is in, or about to start, a rollout.
-fn rolling(pkg: &AppAttachPackage) -> bool {
-    pkg.status.as_ref().is_some_and(|st| {
-        st.rollout.as_ref().is_some_and(|r| r.phase.is_active())
-            || st
-                .current_version
-                .as_ref()
-                .is_some_and(|v| *v != pkg.spec.package.version)
-    })
 }
 
 /// Retries a failed pass with per-object exponential backoff (capped at five minutes),
