@@ -318,11 +318,12 @@ fn package_controller<B: Backend>(
     // a deleted assignment still names the package it used to reach.
     let warm = ctx.warm_up.clone();
     let package_stream = warmup::split(packages, warm.clone(), ObjectRef::from_obj, |p| {
-        (
-            p.metadata.generation,
-            p.metadata.annotations.clone(),
-            p.metadata.finalizers.clone(),
-        )
+        // A hash, not a copy: one is kept per package.
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        p.metadata.annotations.hash(&mut h);
+        p.metadata.finalizers.hash(&mut h);
+        (p.metadata.generation, h.finish())
     });
     let hpa_stream = warmup::split(hpas, warm.clone(), to_package, |a: &HostPoolAssignment| {
         a.metadata.generation

@@ -150,3 +150,71 @@ where
         })
         .flatten()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(name: &str) -> ObjectRef<AppAttachPackage> {
+        ObjectRef::new(name).within("ns")
+    }
+
+    #[tokio::test]
+    async fn a_restarts_passes_are_handed_over_a_few_at_a_time() {
+        let (warm, stream) = WarmUp::new(2);
+        tokio::pin!(stream);
+        for n in ["a", "b", "c", "a"] {
+            warm.queue(r(n));
+        }
+        let first = stream.next().await.unwrap();
+        let second = stream.next().await.unwrap();
+        assert_eq!((first.name.as_str(), second.name.as_str()), ("a", "b"));
+        // Both places are held until a pass ends: the third waits.
+        let waiting = tokio::time::timeout(Duration::from_millis(50), stream.next()).await;
+        assert!(waiting.is_err(), "handed over before a place was free");
+        warm.done("ns", "a");
+        assert_eq!(stream.next().await.unwrap().name, "c");
+        // "a" was queued twice before its pass: one pass.
+        warm.done("ns", "b");
+        warm.done("ns", "c");
+        let more = tokio::time::timeout(Duration::from_millis(50), stream.next()).await;
+        assert!(more.is_err(), "a package queued twice passed twice");
+    }
+
+    #[tokio::test]
+    async fn a_first_list_waits_and_a_change_passes_at_once() {
+        let (warm, warm_stream) = WarmUp::new(1);
+        let pkg = |name: &str, generation: i64| -> AppAttachPackage {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "appattach.io/v1alpha1", "kind": "AppAttachPackage",
+                "metadata": {"name": name, "namespace": "ns", "generation": generation},
+                "spec": {"location": "westeurope", "image": {"path": r"\\fs\s\a.cim"},
+                         "package": {"type": "Msix", "name": "A", "publisher": "CN=A", "version": "1.0.0.0"}}
+            }))
+            .unwrap()
+        };
+        let events = futures::stream::iter(vec![
+            Ok::<_, ()>(watcher::Event::Init),
+            Ok(watcher::Event::InitApply(pkg("x", 1))),
+            Ok(watcher::Event::InitApply(pkg("y", 1))),
+            Ok(watcher::Event::InitDone),
+            // Its status changed: nothing to do.
+            Ok(watcher::Event::Apply(pkg("x", 1))),
+            // Its spec changed: at once.
+            Ok(watcher::Event::Apply(pkg("y", 2))),
+        ]);
+        let live: Vec<_> = split(events, warm.clone(), ObjectRef::from_obj, |p| {
+            p.metadata.generation
+        })
+        .collect()
+        .await;
+        let live: Vec<String> = live
+            .into_iter()
+            .map(|o| o.unwrap().metadata.name.unwrap())
+            .collect();
+        assert_eq!(live, ["y"]);
+        // The first list went to the warm-up.
+        tokio::pin!(warm_stream);
+        assert_eq!(warm_stream.next().await.unwrap().name, "x");
+    }
+}
