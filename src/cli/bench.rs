@@ -483,8 +483,9 @@ pub struct Figures {
     /// Restarted controller start to its first complete picture of the backend (its first
     /// snapshot refresh), seconds: no pass decides before it.
     pub restart_picture_seconds: Option<f64>,
-    /// Restarted controller start to as many package passes since its first picture as
-    /// there are packages (about its first passes: a change's pass counts too), seconds.
+    /// Restarted controller start to as many package passes, beyond those made before its
+    /// first picture (which only requeue themselves), as there are packages: about its first
+    /// passes (a change's pass counts too), seconds.
     pub restart_first_passes_seconds: Option<f64>,
     /// Backend writes during the restart: the changes' and any of the first passes.
     pub restart_backend_writes: u64,
@@ -1042,10 +1043,14 @@ struct Progress {
     /// Its first snapshot refresh succeeded: passes decide from then on (before it they
     /// only requeue themselves, and are counted as passes all the same).
     picture: Option<f64>,
-    /// Package passes counted when the first refresh was seen.
-    passes_at_picture: f64,
-    /// As many package passes since the first refresh as there are packages: about its
-    /// first passes (a change's pass counts too).
+    /// Package passes counted at the last poll before the first refresh was seen: passes
+    /// that only requeued themselves (a package's pass before the picture comes again
+    /// 500 ms later).
+    passes_before_picture: f64,
+    /// As many package passes beyond those as there are packages: about its first passes.
+    /// Early by the requeued passes of the last poll before the picture (at most a poll
+    /// and a requeue, 750 ms) and by the changes' passes; never waits for passes that
+    /// came before it was watched.
     first_passes: Option<f64>,
 }
 
@@ -1089,13 +1094,16 @@ impl RestartProgress {
                     if ready && s.ready.is_none() {
                         s.ready = Some(now);
                     }
-                    if refreshed >= 1.0 && s.picture.is_none() {
-                        s.picture = Some(now);
-                        s.passes_at_picture = passes;
+                    if s.picture.is_none() {
+                        if refreshed >= 1.0 {
+                            s.picture = Some(now);
+                        } else {
+                            s.passes_before_picture = passes;
+                        }
                     }
                     if s.picture.is_some()
                         && s.first_passes.is_none()
-                        && passes - s.passes_at_picture >= packages as f64
+                        && passes - s.passes_before_picture >= packages as f64
                     {
                         s.first_passes = Some(now);
                     }
