@@ -17,6 +17,11 @@ use kube::runtime::watcher;
 pub struct Index<K> {
     key: fn(&K) -> String,
     state: Arc<RwLock<State<K>>>,
+    /// Whether the store beside it holds its first list. kube's own
+    /// `Store::wait_until_ready` keeps one waker only, so a check of it from one task
+    /// (`now_or_never`) silently drops the waiter of another: /readyz once came 30 s late
+    /// that way. This one wakes every waiter.
+    listed: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl<K> Clone for Index<K> {
@@ -24,6 +29,7 @@ impl<K> Clone for Index<K> {
         Self {
             key: self.key,
             state: self.state.clone(),
+            listed: self.listed.clone(),
         }
     }
 }
@@ -84,7 +90,27 @@ where
                 relist: None,
                 kind: std::marker::PhantomData,
             })),
+            listed: Arc::new(tokio::sync::watch::Sender::new(false)),
         }
+    }
+
+    /// Marks the store beside it as holding its first list: called once the store has
+    /// taken the `InitDone` event, never before.
+    pub fn mark_listed(&self) {
+        self.listed
+            .send_if_modified(|l| !std::mem::replace(l, true));
+    }
+
+    /// Whether the store beside it holds its first list.
+    pub fn is_listed(&self) -> bool {
+        *self.listed.borrow()
+    }
+
+    /// Waits until the store beside it holds its first list.
+    pub async fn listed(&self) {
+        let mut rx = self.listed.subscribe();
+        // The sender lives as long as this index.
+        let _ = rx.wait_for(|l| *l).await;
     }
 
     /// Takes in one watch event.
@@ -231,5 +257,29 @@ mod tests {
         let (store, index) = both(vec![Apply(hpa("a", "app")), Apply(hpa("a", "next"))]);
         assert!(index.get(&store, "ns/app").is_empty());
         assert_eq!(names(index.get(&store, "ns/next")), ["a"]);
+    }
+
+    /// Readiness waits for the first list while passes check it now and then; every
+    /// waiter wakes when it is in. (With kube's `Store::wait_until_ready`, a pass's check
+    /// took the waker of /readyz's waiter, which then woke only at its 30 s timeout.)
+    #[tokio::test]
+    async fn every_waiter_wakes_when_the_first_list_is_in_whoever_checked_before() {
+        let index: Index<HostPoolAssignment> = Index::new(by_package);
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let index = index.clone();
+                tokio::spawn(async move { index.listed().await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        assert!(!index.is_listed(), "listed before its first list");
+        index.mark_listed();
+        assert!(index.is_listed());
+        for w in waiters {
+            tokio::time::timeout(std::time::Duration::from_secs(5), w)
+                .await
+                .expect("a waiter was not woken")
+                .expect("the waiter's task");
+        }
     }
 }

@@ -226,7 +226,7 @@ fn settings<B>(ctx: &Context<B>) -> Settings {
 async fn apply<B: Backend>(pkg: &AppAttachPackage, ctx: &Context<B>) -> Result<Action, Error> {
     // Never decide on half-listed assignments: right after a start, a package could look
     // unassigned and lose its role assignments.
-    if !is_listed(&ctx.host_pool_assignments) || !is_listed(&ctx.user_assignments) {
+    if !ctx.hpa_by_package.is_listed() || !ctx.ua_by_package.is_listed() {
         return Ok(Action::requeue(CACHE_FILLING_RETRY));
     }
     // Nor on a picture of the backend not read yet: every pool would look missing. Why
@@ -348,21 +348,6 @@ async fn cleanup<B: Backend>(pkg: &AppAttachPackage, ctx: &Context<B>) -> Result
 /// How soon a pass that found a cache still filling tries again.
 const CACHE_FILLING_RETRY: Duration = Duration::from_millis(500);
 
-/// Whether a watch cache holds its initial list. Checked, never awaited: the caches fill
-/// only while the controller polls its streams, which it stops doing while every
-/// reconcile slot is taken, so a pass that waited for them could wait for ever.
-fn is_listed<K>(store: &Store<K>) -> bool
-where
-    K: kube::Resource + Clone + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    use futures::FutureExt;
-    store
-        .wait_until_ready()
-        .now_or_never()
-        .is_some_and(|r| r.is_ok())
-}
-
 /// An assignment kind, for the status of assignments whose package does not exist.
 pub trait Assignment:
     Resource<DynamicType = (), Scope = NamespaceResourceScope>
@@ -444,7 +429,7 @@ async fn orphan_pass<A: Assignment, B: Backend>(
     packages: Store<AppAttachPackage>,
 ) -> Result<Action, Error> {
     // Until the packages are listed, every assignment would look orphaned.
-    if !is_listed(&packages) {
+    if !ctx.packages_by_full_name.is_listed() {
         return Ok(Action::requeue(CACHE_FILLING_RETRY));
     }
     let ns = a.namespace().unwrap_or_default();

@@ -364,63 +364,50 @@ fn count_resources(config: &Config, caches: &Caches) {
     }));
 }
 
-/// Ready (for /readyz) once every kind's first list is in its store; a first sync that
-/// takes long says which kinds it waits for, every 30 s.
+/// Ready (for /readyz) once every kind's first list is in its store and the first picture
+/// of the backend is read; a first sync that takes long says which kinds it waits for,
+/// every 30 s.
 fn readiness(
     config: &Config,
     caches: &Caches,
     (mut snapshot_ready, snapshot): (tokio::sync::watch::Receiver<bool>, Arc<Snapshot>),
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
     let (packages, hpas, uas) = (
-        caches.packages.clone(),
-        caches.hpas.clone(),
-        caches.uas.clone(),
+        caches.packages_by_full_name.clone(),
+        caches.hpa_by_package.clone(),
+        caches.ua_by_package.clone(),
     );
     let metrics = config.metrics.clone();
     async move {
-        let all = async {
-            tokio::try_join!(
-                packages.wait_until_ready(),
-                hpas.wait_until_ready(),
-                uas.wait_until_ready()
-            )
-        };
+        let all = async { futures::join!(packages.listed(), hpas.listed(), uas.listed()) };
         tokio::pin!(all);
-        let synced = loop {
-            match tokio::time::timeout(Duration::from_secs(30), &mut all).await {
-                Ok(synced) => break synced,
-                Err(_) => {
-                    use futures::FutureExt as _;
-                    let pending: Vec<&str> = [
-                        (
-                            "AppAttachPackage",
-                            packages.wait_until_ready().now_or_never(),
-                        ),
-                        ("HostPoolAssignment", hpas.wait_until_ready().now_or_never()),
-                        ("UserAssignment", uas.wait_until_ready().now_or_never()),
-                    ]
-                    .iter()
-                    .filter(|(_, ready)| ready.is_none())
-                    .map(|(k, _)| *k)
-                    .collect();
-                    let why = format!(
-                        "the first list of {} is not done after 30s or more",
-                        pending.join(", ")
-                    );
-                    tracing::warn!("{why}");
-                    metrics.set_not_ready(Some(why));
-                }
-            }
-        };
-        if synced.is_ok() {
-            // The first complete picture of the backend (a sender gone: the process stops).
-            if !first_picture(&mut snapshot_ready, &snapshot, &metrics).await {
-                return;
-            }
-            tracing::info!("first full sync done: ready");
-            metrics.set_not_ready(None);
-            metrics.set_synced();
+        while tokio::time::timeout(Duration::from_secs(30), &mut all)
+            .await
+            .is_err()
+        {
+            let pending: Vec<&str> = [
+                ("AppAttachPackage", packages.is_listed()),
+                ("HostPoolAssignment", hpas.is_listed()),
+                ("UserAssignment", uas.is_listed()),
+            ]
+            .iter()
+            .filter(|(_, listed)| !listed)
+            .map(|(k, _)| *k)
+            .collect();
+            let why = format!(
+                "the first list of {} is not done after 30s or more",
+                pending.join(", ")
+            );
+            tracing::warn!("{why}");
+            metrics.set_not_ready(Some(why));
         }
+        // The first complete picture of the backend (a sender gone: the process stops).
+        if !first_picture(&mut snapshot_ready, &snapshot, &metrics).await {
+            return;
+        }
+        tracing::info!("first full sync done: ready");
+        metrics.set_not_ready(None);
+        metrics.set_synced();
     }
 }
 
@@ -476,7 +463,7 @@ where
     });
     let events = index::feed(
         tolerant_watcher::<K>(client, namespace, wc).default_backoff(),
-        index,
+        index.clone(),
     )
     .reflect(writer);
     let drive = async move {
@@ -484,6 +471,10 @@ where
         while let Some(event) = events.next().await {
             match event {
                 Ok(event) => {
+                    // The store has taken it: the first list is in.
+                    if matches!(event, watcher::Event::InitDone) {
+                        index.mark_listed();
+                    }
                     for tx in &senders {
                         // A consumer that is gone has stopped with the controllers.
                         let _ = tx.send(event.clone()).await;
