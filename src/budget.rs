@@ -29,18 +29,19 @@ impl Bucket {
         }
     }
 
-    /// Takes one token, or says how long until one is there.
-    pub fn try_take(&self) -> Result<(), Duration> {
-        self.try_take_at(Instant::now()).map(|_| ())
+    /// The state refilled up to `now`: tokens (negative while reserved ahead), and when.
+    fn refilled(&self, now: Instant) -> std::sync::MutexGuard<'_, (f64, Instant)> {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let elapsed = now.saturating_duration_since(s.1).as_secs_f64();
+        s.0 = (s.0 + elapsed * self.rate).min(self.burst);
+        s.1 = s.1.max(now);
+        s
     }
 
     /// Takes one token at `now`, and says how many are left; or says how long until one
     /// is there (a refusal takes nothing).
     pub fn try_take_at(&self, now: Instant) -> Result<f64, Duration> {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let elapsed = now.saturating_duration_since(s.1).as_secs_f64();
-        s.0 = (s.0 + elapsed * self.rate).min(self.burst);
-        s.1 = now;
+        let mut s = self.refilled(now);
         if s.0 >= 1.0 {
             s.0 -= 1.0;
             Ok(s.0)
@@ -49,6 +50,40 @@ impl Bucket {
         } else {
             Err(Duration::from_secs_f64((1.0 - s.0) / self.rate))
         }
+    }
+
+    /// Takes the next token at `now` even if it is not there yet, and says how long to
+    /// wait for it: callers are served in the order they asked, each at its own time,
+    /// rather than all waking for the same token. A wait longer than `max_wait` is
+    /// refused instead, and takes nothing.
+    pub fn reserve_at(&self, now: Instant, max_wait: Duration) -> Result<Duration, Duration> {
+        let mut s = self.refilled(now);
+        let wait = if s.0 >= 1.0 {
+            Duration::ZERO
+        } else if self.rate <= 0.0 {
+            return Err(Duration::from_secs(60));
+        } else {
+            Duration::from_secs_f64((1.0 - s.0) / self.rate)
+        };
+        if wait > max_wait {
+            return Err(wait);
+        }
+        s.0 -= 1.0;
+        Ok(wait)
+    }
+
+    /// Takes in what the server says is left at `now`: the bucket holds no more than that.
+    /// (A restarted process starts full, while the server remembers what its previous
+    /// life spent.)
+    pub fn at_most_at(&self, left: f64, now: Instant) {
+        let mut s = self.refilled(now);
+        s.0 = s.0.min(left);
+    }
+
+    /// Takes in a refusal at `now` that says to retry after `wait`: no token before then.
+    pub fn refused_at(&self, wait: Duration, now: Instant) {
+        let mut s = self.refilled(now);
+        s.0 = s.0.min(1.0 - wait.as_secs_f64() * self.rate);
     }
 }
 
@@ -198,6 +233,48 @@ mod tests {
             b.try_take_at(t0 + Duration::from_micros(687_500)),
             Err(Duration::from_micros(62_500))
         );
+    }
+
+    #[test]
+    fn reservations_are_served_in_order_each_at_its_own_time() {
+        let t0 = Instant::now();
+        let b = Bucket::new_at(1, 10.0, t0);
+        let max = Duration::from_secs(1);
+        assert_eq!(b.reserve_at(t0, max), Ok(Duration::ZERO));
+        // The next three tokens, 100 ms apart, to three callers in turn.
+        for n in 1..=3u64 {
+            let wait = b.reserve_at(t0, max).unwrap();
+            assert!(
+                wait.abs_diff(Duration::from_millis(100 * n)) < Duration::from_micros(1),
+                "{wait:?}"
+            );
+        }
+        // Beyond the longest wait: refused, and nothing taken.
+        let refused = b.reserve_at(t0, Duration::from_millis(350)).unwrap_err();
+        assert!(refused > Duration::from_millis(350), "{refused:?}");
+        assert!(b.reserve_at(t0, Duration::from_millis(400)).is_ok());
+        // Nothing is left before the reservations are paid.
+        assert!(b.try_take_at(t0 + Duration::from_millis(400)).is_err());
+        assert!(b.try_take_at(t0 + Duration::from_millis(500)).is_ok());
+    }
+
+    #[test]
+    fn the_server_has_the_last_word_on_what_is_left() {
+        let t0 = Instant::now();
+        let b = Bucket::new_at(250, 25.0, t0);
+        // A restart: full here, two left at the server.
+        b.at_most_at(2.0, t0);
+        assert!(b.try_take_at(t0).is_ok());
+        assert!(b.try_take_at(t0).is_ok());
+        assert!(b.try_take_at(t0).is_err());
+        // Never more than it had.
+        b.at_most_at(100.0, t0);
+        assert!(b.try_take_at(t0).is_err());
+        // A 429 that says 2 s: nothing before then, then the rate again.
+        let c = Bucket::new_at(200, 10.0, t0);
+        c.refused_at(Duration::from_secs(2), t0);
+        assert!(c.try_take_at(t0 + Duration::from_millis(1990)).is_err());
+        assert!(c.try_take_at(t0 + Duration::from_millis(2001)).is_ok());
     }
 
     #[test]

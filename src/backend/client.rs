@@ -172,14 +172,25 @@ impl ArmClient {
             format!("{}{path_or_url}", self.endpoint)
         };
         let kind = throttle::kind(&method);
-        while let Some(t) = &self.throttle
-            && let Err(wait) = t.try_take(kind)
-        {
-            self.metrics.waited("client", wait);
-            if !self.patient {
-                return Err(BackendError::Budget(wait));
+        if let Some(t) = &self.throttle {
+            // A pass waits its turn for a token, up to a bound beyond which it gives its
+            // worker back and comes again; a patient client (the snapshot's lists) waits.
+            let max_wait = if self.patient {
+                Duration::MAX
+            } else {
+                MAX_BUDGET_WAIT
+            };
+            match t.reserve(kind, max_wait) {
+                Ok(wait) if wait.is_zero() => {}
+                Ok(wait) => {
+                    self.metrics.waited("client", wait);
+                    tokio::time::sleep(wait).await;
+                }
+                Err(wait) => {
+                    self.metrics.waited("client", wait);
+                    return Err(BackendError::Budget(wait));
+                }
             }
-            tokio::time::sleep(wait).await;
         }
         let mut req = self.http.request(method.clone(), &url);
         match &self.auth {
@@ -215,6 +226,9 @@ impl ArmClient {
                     .remaining
                     .get_or_create(&throttle::KindLabels { kind: k.into() })
                     .set(left);
+                if let Some(t) = &self.throttle {
+                    t.server_left(k, left);
+                }
             }
         }
         let retry_after = resp
@@ -237,6 +251,9 @@ impl ArmClient {
         {
             let wait = Duration::from_secs(retry_after.unwrap_or(10));
             self.metrics.waited("server", wait);
+            if let Some(t) = &self.throttle {
+                t.server_refused(kind, wait);
+            }
             return Err(BackendError::Throttled(wait));
         }
         if !status.is_success() {
@@ -325,6 +342,10 @@ impl ArmClient {
 
 /// The most pages a list may have (a million objects at ARM's usual page sizes).
 const MAX_PAGES: usize = 10_000;
+
+/// The longest a pass waits for its turn in the client's budget before it gives its worker
+/// back and comes again when the budget says.
+const MAX_BUDGET_WAIT: Duration = Duration::from_secs(10);
 
 const DV: &str = arm::DESKTOP_VIRTUALIZATION_API_VERSION;
 const RA: &str = arm::ROLE_ASSIGNMENTS_API_VERSION;

@@ -2,7 +2,7 @@
 //! (token buckets: reads 250 burst and 25 a second; writes and deletes 200 burst and 10
 //! a second), and metrics for what ARM says is left and for the waits.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -34,13 +34,28 @@ impl Throttle {
         }
     }
 
-    /// Takes a token for a request of this kind.
-    pub fn try_take(&self, kind: &str) -> Result<(), Duration> {
+    fn bucket(&self, kind: &str) -> &Bucket {
         match kind {
-            "reads" => self.reads.try_take(),
-            "deletes" => self.deletes.try_take(),
-            _ => self.writes.try_take(),
+            "reads" => &self.reads,
+            "deletes" => &self.deletes,
+            _ => &self.writes,
         }
+    }
+
+    /// Reserves the next token for a request of this kind, and says how long to wait for
+    /// it; a wait longer than `max_wait` is refused (and says how long it would be).
+    pub fn reserve(&self, kind: &str, max_wait: Duration) -> Result<Duration, Duration> {
+        self.bucket(kind).reserve_at(Instant::now(), max_wait)
+    }
+
+    /// Takes in ARM's `x-ms-ratelimit-remaining-subscription-*` for this kind.
+    pub fn server_left(&self, kind: &str, left: i64) {
+        self.bucket(kind).at_most_at(left as f64, Instant::now());
+    }
+
+    /// Takes in a 429 whose `Retry-After` said `wait`.
+    pub fn server_refused(&self, kind: &str, wait: Duration) {
+        self.bucket(kind).refused_at(wait, Instant::now());
     }
 }
 
