@@ -44,7 +44,7 @@ pub struct Picture {
     /// Applications of each RemoteApp application group (lower-case group id).
     pub applications: HashMap<String, Vec<Application>>,
     /// Users and their groups, where the backend has a directory.
-    pub directory: Option<Directory>,
+    pub directory: Option<std::sync::Arc<Directory>>,
 }
 
 impl Picture {
@@ -490,7 +490,7 @@ async fn read_all<B: Backend>(
                 reads += 1;
             }
         }
-        p.directory = b.directory().await?;
+        p.directory = b.directory().await?.map(std::sync::Arc::new);
         Ok(p)
     }
     .await;

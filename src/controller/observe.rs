@@ -91,7 +91,7 @@ pub struct BackendView {
     /// name it maps to (which it may adopt).
     pub packages: Vec<HeldPackage>,
     /// The directory, where the backend has one.
-    pub directory: Option<Directory>,
+    pub directory: Option<std::sync::Arc<Directory>>,
     /// Whether the pools' user sessions were read.
     pub sessions_read: bool,
     /// Why the picture is too old to act on, when it is: the decision writes nothing.

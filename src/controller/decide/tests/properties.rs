@@ -149,7 +149,7 @@ fn estate_of(pkg: AppAttachPackage, rings: &[i32]) -> Sim {
         },
         backend: Some(BackendView {
             pools,
-            directory: Some(directory()),
+            directory: Some(std::sync::Arc::new(directory())),
             sessions_read: true,
             ..BackendView::default()
         }),
