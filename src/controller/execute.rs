@@ -267,26 +267,21 @@ async fn write_assignments<B>(
     for a in statuses {
         match a {
             AssignmentStatus::HostPools(name, st) => {
-                let current = obs
-                    .inputs
-                    .host_pool_assignments
-                    .iter()
-                    .find(|a| a.name_any() == *name)
-                    .and_then(|a| a.status.as_ref());
-                status::write(&hpas, name, current, st).await?;
+                let current = cached_digest(&obs.inputs.host_pool_assignments, name);
+                status::write_unless_digest(&hpas, name, current, st).await?;
             }
             AssignmentStatus::Users(name, st) => {
-                let current = obs
-                    .inputs
-                    .user_assignments
-                    .iter()
-                    .find(|a| a.name_any() == *name)
-                    .and_then(|a| a.status.as_ref());
-                status::write(&uas, name, current, st).await?;
+                let current = cached_digest(&obs.inputs.user_assignments, name);
+                status::write_unless_digest(&uas, name, current, st).await?;
             }
         }
     }
     Ok(())
+}
+
+/// The digest of the status the cache last saw of the assignment `name`.
+fn cached_digest<A: Resource>(assignments: &[std::sync::Arc<A>], name: &str) -> Option<u64> {
+    status::cached_digest(&**assignments.iter().find(|a| a.name_any() == name)?)
 }
 
 /// Publishes events on an object; a failure to publish is logged, never fatal.

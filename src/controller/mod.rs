@@ -22,7 +22,7 @@ mod reconcile;
 mod refresh;
 mod runtime;
 pub use reconcile::Assignment;
-pub use runtime::{run, run_until, typed_event};
+pub use runtime::{run, run_until};
 mod status;
 pub mod validate;
 mod warmup;

@@ -13,7 +13,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+
 use tracing::Instrument as _;
 
 use super::build;
@@ -26,7 +26,10 @@ use super::{Context, Error, FINALIZER};
 use crate::backend::snapshot::Change;
 use crate::backend::{Backend, BackendError};
 use crate::domain::naming;
-use crate::resources::{AppAttachPackage, HostPoolAssignment, UserAssignment, condition};
+use crate::resources::{
+    AppAttachPackage, HostPoolAssignment, HostPoolAssignmentStatus, UserAssignment,
+    UserAssignmentStatus, condition,
+};
 
 /// Reconciles one package (the controller's entry point), counted in the metrics.
 pub async fn reconcile_package<B: Backend>(
@@ -359,10 +362,14 @@ pub trait Assignment:
     + Sync
     + 'static
 {
+    /// Its status.
+    type Status: Serialize + Send + Sync;
     /// The package it points at.
     fn package_ref(&self) -> &str;
-    /// Its status as JSON.
-    fn status_json(&self) -> Option<Value>;
+    /// Its status's conditions.
+    fn conditions(&self) -> &[Condition];
+    /// Its status while its package does not exist: the conditions alone.
+    fn orphan_status(generation: Option<i64>, conditions: Vec<Condition>) -> Self::Status;
 }
 
 /// The index key of an assignment: the package it points at.
@@ -381,24 +388,36 @@ pub fn by_full_name(p: &AppAttachPackage) -> String {
 }
 
 impl Assignment for HostPoolAssignment {
+    type Status = HostPoolAssignmentStatus;
     fn package_ref(&self) -> &str {
         &self.spec.package_ref.name
     }
-    fn status_json(&self) -> Option<Value> {
-        self.status
-            .as_ref()
-            .map(|s| serde_json::to_value(s).expect("JSON"))
+    fn conditions(&self) -> &[Condition] {
+        self.status.as_ref().map_or(&[], |s| &s.conditions)
+    }
+    fn orphan_status(generation: Option<i64>, conditions: Vec<Condition>) -> Self::Status {
+        HostPoolAssignmentStatus {
+            observed_generation: generation,
+            conditions,
+            host_pools: Vec::new(),
+        }
     }
 }
 
 impl Assignment for UserAssignment {
+    type Status = UserAssignmentStatus;
     fn package_ref(&self) -> &str {
         &self.spec.package_ref.name
     }
-    fn status_json(&self) -> Option<Value> {
-        self.status
-            .as_ref()
-            .map(|s| serde_json::to_value(s).expect("JSON"))
+    fn conditions(&self) -> &[Condition] {
+        self.status.as_ref().map_or(&[], |s| &s.conditions)
+    }
+    fn orphan_status(generation: Option<i64>, conditions: Vec<Condition>) -> Self::Status {
+        UserAssignmentStatus {
+            observed_generation: generation,
+            conditions,
+            principals: Vec::new(),
+        }
     }
 }
 
@@ -439,22 +458,19 @@ async fn orphan_pass<A: Assignment, B: Backend>(
     if exists || a.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let previous: Vec<Condition> = a
-        .status_json()
-        .and_then(|s| serde_json::from_value(s["conditions"].clone()).ok())
-        .unwrap_or_default();
+    let previous = a.conditions();
     let generation = a.meta().generation;
     let (conditions, message) = decide::orphan(
-        &previous,
+        previous,
         a.package_ref(),
         &ns,
         generation,
         jiff::Timestamp::now(),
     );
-    let st = json!({ "observedGeneration": generation, "conditions": conditions });
+    let st = A::orphan_status(generation, conditions);
     let api: Api<A> = Api::namespaced(ctx.client.clone(), &ns);
-    let before = status::find(&previous, condition::READY).map(|c| c.reason.clone());
-    if status::write(&api, &a.name_any(), a.status_json().as_ref(), &st).await?
+    let before = status::find(previous, condition::READY).map(|c| c.reason.clone());
+    if status::write_unless_digest(&api, &a.name_any(), status::cached_digest(&*a), &st).await?
         && before.as_deref() != Some("PackageNotFound")
     {
         let note = Note {
