@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use appattach_operator::backend::throttle::Limits;
-use appattach_operator::backend::{ArmClient, Auth, Backend, BackendError};
+use appattach_operator::backend::{ArmClient, Auth, Backend};
 use appattach_operator::emulator::Budget;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -271,7 +271,7 @@ async fn without_a_budget_nothing_is_refused() {
 }
 
 /// A client that keeps within ARM's limits on its side is never refused by an emulator
-/// enforcing them: over its budget it waits (the client says how long) instead of sending.
+/// enforcing them: over its budget it waits its turn instead of sending.
 ///
 /// The client's burst is one token under the emulator's. With equal budgets the emulator
 /// does refuse now and then: it counts each request a little later than the client did,
@@ -299,17 +299,27 @@ async fn a_client_a_token_inside_the_budget_is_never_refused() {
     let pool = client.host_pool_id("hp-a");
     const READS: usize = 60;
     let started = Instant::now();
-    let (mut served, mut waits) = (0, 0);
-    while served < READS {
-        match client.get_host_pool(&pool).await {
-            Ok(Some(_)) => served += 1,
-            Err(BackendError::Budget(wait)) => {
-                waits += 1;
-                tokio::time::sleep(wait).await;
+    // Eight readers at once, as a controller's passes are.
+    let reads = futures::future::join_all((0..8).map(|r| {
+        let (client, pool) = (client.clone(), pool.clone());
+        async move {
+            for n in (r..READS).step_by(8) {
+                match client.get_host_pool(&pool).await {
+                    Ok(Some(_)) => {}
+                    other => panic!("read {n}: {other:?}"),
+                }
             }
-            other => panic!("read {served}: {other:?}"),
         }
-    }
+    }));
+    reads.await;
+    let served = READS;
+    let waits = client
+        .metrics()
+        .throttled
+        .get_or_create(&appattach_operator::backend::throttle::WaitLabels {
+            source: "client".into(),
+        })
+        .get();
     let (_, counts) = em.get("/_emulator/requests").await;
     assert_eq!(
         counts["budgetRefused"],
@@ -321,5 +331,46 @@ async fn a_client_a_token_inside_the_budget_is_never_refused() {
     assert!(
         waits > 0,
         "{READS} reads are more than a burst: the client waited"
+    );
+}
+
+/// A restarted process starts with a full bucket, while the emulator (as ARM) remembers
+/// what its previous life spent: the client takes what the server says is left
+/// (`x-ms-ratelimit-remaining-subscription-reads`) and is not refused.
+#[tokio::test]
+async fn a_restarted_client_believes_what_the_server_says_is_left() {
+    let budget = Budget {
+        reads: (25, 25.0),
+        writes: (20, 10.0),
+        deletes: (20, 10.0),
+    };
+    let limits = Limits {
+        reads: (24, 25.0),
+        ..budget
+    };
+    let em = TestEmulator::start_with(|c| c.arm_budget = Some(budget)).await;
+    let life = || {
+        ArmClient::new(&em.served.url(), SUB, RG, Auth::None)
+            .with_instance("restarted")
+            .with_limits(limits)
+    };
+    let first = life();
+    let pool = first.host_pool_id("hp-a");
+    for _ in 0..20 {
+        first.get_host_pool(&pool).await.unwrap();
+    }
+    drop(first);
+    // The same identity, a full bucket of 24 here, about 5 left at the server.
+    let second = life();
+    for n in 0..30 {
+        second
+            .get_host_pool(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("read {n}: {e:?}"));
+    }
+    let (_, counts) = em.get("/_emulator/requests").await;
+    assert_eq!(
+        counts["budgetRefused"],
+        json!({"reads": 0, "writes": 0, "deletes": 0})
     );
 }
