@@ -119,19 +119,21 @@ impl Picture {
             .clone()
             .unwrap_or_default()
             .to_ascii_lowercase();
+        let name = id.rsplit('/').next().unwrap_or(id);
         let at = self.roles.entry(scope).or_default();
-        at.retain(|g| !g.id.eq_ignore_ascii_case(id));
+        at.retain(|g| !g.name.eq_ignore_ascii_case(name));
         at.push(Grant {
-            id: id.into(),
+            name: name.into(),
             principal: role.properties.principal_id.to_ascii_lowercase().into(),
             kind: role.properties.principal_type,
         });
     }
 
-    /// Forgets a role assignment (by id).
+    /// Forgets a role assignment (by id; its name, a GUID, is unique).
     pub fn remove_role(&mut self, id: &str) {
+        let name = id.rsplit('/').next().unwrap_or(id);
         for at in self.roles.values_mut() {
-            at.retain(|g| !g.id.eq_ignore_ascii_case(id));
+            at.retain(|g| !g.name.eq_ignore_ascii_case(name));
         }
     }
 
@@ -191,8 +193,10 @@ impl Picture {
 /// A Desktop Virtualization User role assignment, as the picture keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
-    /// Its full id.
-    pub id: Box<str>,
+    /// Its name (a GUID); its id is its scope's, followed by
+    /// `/providers/Microsoft.Authorization/roleAssignments/{name}`. Not the whole id: the
+    /// scope is the picture's key already (20,000 grants at the large bench).
+    pub name: Box<str>,
     /// The principal's object id, lower case.
     pub principal: Box<str>,
     /// User or Group.
@@ -203,8 +207,11 @@ impl Grant {
     /// The assignment, as ARM gives it.
     pub fn assignment(&self, scope: &str, subscription: &str) -> RoleAssignment {
         RoleAssignment {
-            id: Some(self.id.to_string()),
-            name: self.id.rsplit('/').next().map(str::to_string),
+            id: Some(format!(
+                "{scope}/providers/Microsoft.Authorization/roleAssignments/{}",
+                self.name
+            )),
+            name: Some(self.name.to_string()),
             resource_type: Some("Microsoft.Authorization/roleAssignments".into()),
             properties: crate::arm::models::RoleAssignmentProperties {
                 role_definition_id: crate::arm::models::role_definition_id(

@@ -7,7 +7,7 @@
 //! the store, and answers with references that are resolved through the store: what a
 //! lookup returns is always the store's current object, re-checked by the caller.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -35,43 +35,49 @@ impl<K> Clone for Index<K> {
 }
 
 /// An object by namespace and name: lighter than an `ObjectRef`, which also carries the
-/// resource version and uid (and was cloned on every event).
-type Name = (String, String);
+/// resource version and uid (and was cloned on every event). Shared by both maps, as the
+/// key is: at 40,000 objects each copy counts (measured with `appattach bench`).
+type Name = Arc<(Box<str>, Box<str>)>;
 
 fn name_of<K: kube::Resource>(o: &K) -> Name {
-    (
-        o.meta().namespace.clone().unwrap_or_default(),
-        o.meta().name.clone().unwrap_or_default(),
-    )
+    Arc::new((
+        o.meta().namespace.as_deref().unwrap_or_default().into(),
+        o.meta().name.as_deref().unwrap_or_default().into(),
+    ))
 }
 
 struct State<K> {
-    by_key: HashMap<String, HashSet<Name>>,
-    key_of: HashMap<Name, String>,
+    /// A key's objects: one or two (a Vec, not a set: a set's table is larger than that).
+    by_key: HashMap<Arc<str>, Vec<Name>>,
+    key_of: HashMap<Name, Arc<str>>,
     /// The keys of a relist in progress (between `Init` and `InitDone`), which replace
     /// everything at its end, as the store's buffer does.
-    relist: Option<HashMap<Name, String>>,
+    relist: Option<HashMap<Name, Arc<str>>>,
     kind: std::marker::PhantomData<fn() -> K>,
 }
 
 impl<K> State<K> {
     fn remove(&mut self, r: &Name) {
         if let Some(key) = self.key_of.remove(r)
-            && let Some(set) = self.by_key.get_mut(&key)
+            && let Some(names) = self.by_key.get_mut(&key)
         {
-            set.remove(r);
-            if set.is_empty() {
+            names.retain(|n| n != r);
+            if names.is_empty() {
                 self.by_key.remove(&key);
             }
         }
     }
 
-    fn insert(&mut self, r: Name, key: String) {
+    fn insert(&mut self, r: Name, key: Arc<str>) {
         self.remove(&r);
-        self.by_key
-            .entry(key.clone())
-            .or_default()
-            .insert(r.clone());
+        // One copy of a key shared by several objects.
+        let key = match self.by_key.get_key_value(&key) {
+            Some((k, _)) => k.clone(),
+            None => key,
+        };
+        let names = self.by_key.entry(key.clone()).or_default();
+        names.push(r.clone());
+        names.shrink_to_fit();
         self.key_of.insert(r, key);
     }
 }
@@ -117,11 +123,11 @@ where
     pub fn apply(&self, event: &watcher::Event<K>) {
         let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
         match event {
-            watcher::Event::Apply(o) => state.insert(name_of(o), (self.key)(o)),
+            watcher::Event::Apply(o) => state.insert(name_of(o), (self.key)(o).into()),
             watcher::Event::Delete(o) => state.remove(&name_of(o)),
             watcher::Event::Init => state.relist = Some(HashMap::new()),
             watcher::Event::InitApply(o) => {
-                let key = (self.key)(o);
+                let key: Arc<str> = (self.key)(o).into();
                 state
                     .relist
                     .get_or_insert_with(HashMap::new)
@@ -149,7 +155,7 @@ where
             .get(key)
             .map(|set| {
                 set.iter()
-                    .map(|(ns, name)| ObjectRef::new(name).within(ns))
+                    .map(|n| ObjectRef::new(&n.1).within(&n.0))
                     .collect()
             })
             .unwrap_or_default();
