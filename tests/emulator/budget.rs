@@ -270,6 +270,21 @@ async fn without_a_budget_nothing_is_refused() {
     );
 }
 
+/// ARM's rates with a tenth of its bursts (to keep the tests short) at the emulator, and the
+/// client's budget one read token inside it.
+fn tenth_of_arm() -> (Budget, Limits) {
+    let budget = Budget {
+        reads: (25, 25.0),
+        writes: (20, 10.0),
+        deletes: (20, 10.0),
+    };
+    let limits = Limits {
+        reads: (24, 25.0),
+        ..budget
+    };
+    (budget, limits)
+}
+
 /// A client that keeps within ARM's limits on its side is never refused by an emulator
 /// enforcing them: over its budget it waits its turn instead of sending.
 ///
@@ -283,15 +298,7 @@ async fn without_a_budget_nothing_is_refused() {
 /// ARM's rates, a tenth of its bursts, to keep the test short.
 #[tokio::test]
 async fn a_client_a_token_inside_the_budget_is_never_refused() {
-    let budget = Budget {
-        reads: (25, 25.0),
-        writes: (20, 10.0),
-        deletes: (20, 10.0),
-    };
-    let limits = Limits {
-        reads: (24, 25.0),
-        ..budget
-    };
+    let (budget, limits) = tenth_of_arm();
     let em = TestEmulator::start_with(|c| c.arm_budget = Some(budget)).await;
     let client = ArmClient::new(&em.served.url(), SUB, RG, Auth::None)
         .with_instance("budget-test")
@@ -339,15 +346,7 @@ async fn a_client_a_token_inside_the_budget_is_never_refused() {
 /// (`x-ms-ratelimit-remaining-subscription-reads`) and is not refused.
 #[tokio::test]
 async fn a_restarted_client_believes_what_the_server_says_is_left() {
-    let budget = Budget {
-        reads: (25, 25.0),
-        writes: (20, 10.0),
-        deletes: (20, 10.0),
-    };
-    let limits = Limits {
-        reads: (24, 25.0),
-        ..budget
-    };
+    let (budget, limits) = tenth_of_arm();
     let em = TestEmulator::start_with(|c| c.arm_budget = Some(budget)).await;
     let life = || {
         ArmClient::new(&em.served.url(), SUB, RG, Auth::None)
