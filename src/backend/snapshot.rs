@@ -32,10 +32,11 @@ pub struct Picture {
     pub session_hosts: HashMap<String, Vec<SessionHost>>,
     /// MSIX packages of each host pool (lower-case pool id).
     pub msix: HashMap<String, Vec<MsixPackage>>,
-    /// App attach packages, by lower-case name.
-    pub packages: HashMap<String, AppAttachPackage>,
-    /// The names (lower case) of the packages each owner tag names.
-    by_owner: HashMap<String, BTreeSet<String>>,
+    /// App attach packages, by lower-case name (boxed: the table holds a pointer a
+    /// package, not a whole body; it is rebuilt as it grows).
+    pub packages: HashMap<String, Box<AppAttachPackage>>,
+    /// The names (lower case) of the packages each owner tag names: most own one.
+    by_owner: HashMap<String, Vec<String>>,
     /// Desktop Virtualization User role assignments, by lower-case scope (as grants: the
     /// picture keeps what a pass needs of them, at a tenth of their bodies' memory).
     pub roles: HashMap<String, Vec<Grant>>,
@@ -58,10 +59,11 @@ impl Picture {
         let key = name.to_ascii_lowercase();
         self.remove_package(&key);
         if let Some(owner) = package.tags.as_ref().and_then(|t| t.get(OWNER_TAG)) {
-            self.by_owner
-                .entry(owner.clone())
-                .or_default()
-                .insert(key.clone());
+            let names = self.by_owner.entry(owner.clone()).or_default();
+            // Sorted, as a set would be.
+            if let Err(at) = names.binary_search(&key) {
+                names.insert(at, key.clone());
+            }
         }
         let refs = package
             .properties
@@ -69,7 +71,7 @@ impl Picture {
             .clone()
             .unwrap_or_default();
         self.refer(package.id.as_deref().unwrap_or_default(), &refs);
-        self.packages.insert(key, package);
+        self.packages.insert(key, Box::new(package));
     }
 
     /// Forgets a package (by name).
@@ -79,7 +81,7 @@ impl Picture {
             if let Some(owner) = old.tags.as_ref().and_then(|t| t.get(OWNER_TAG))
                 && let Some(names) = self.by_owner.get_mut(owner)
             {
-                names.remove(&key);
+                names.retain(|n| *n != key);
                 if names.is_empty() {
                     self.by_owner.remove(owner);
                 }
@@ -517,7 +519,7 @@ fn changed_owners(old: &Picture, new: &Picture) -> BTreeSet<String> {
         let before = old.packages.get(name);
         if before != Some(p) || before.is_some_and(|b| roles_of(old, b) != roles_of(new, p)) {
             out.extend(owner(p));
-            out.extend(before.and_then(owner));
+            out.extend(before.and_then(|b| owner(b)));
         }
     }
     for (name, p) in &old.packages {

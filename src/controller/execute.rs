@@ -267,11 +267,13 @@ async fn write_assignments<B>(
     for a in statuses {
         match a {
             AssignmentStatus::HostPools(name, st) => {
-                let current = cached_digest(&obs.inputs.host_pool_assignments, name);
+                let current = cached(&obs.inputs.host_pool_assignments, name)
+                    .and_then(|a| a.status.as_ref()?.cached_digest);
                 status::write_unless_digest(&hpas, name, current, st).await?;
             }
             AssignmentStatus::Users(name, st) => {
-                let current = cached_digest(&obs.inputs.user_assignments, name);
+                let current = cached(&obs.inputs.user_assignments, name)
+                    .and_then(|a| a.status.as_ref()?.cached_digest);
                 status::write_unless_digest(&uas, name, current, st).await?;
             }
         }
@@ -279,9 +281,12 @@ async fn write_assignments<B>(
     Ok(())
 }
 
-/// The digest of the status the cache last saw of the assignment `name`.
-fn cached_digest<A: Resource>(assignments: &[std::sync::Arc<A>], name: &str) -> Option<u64> {
-    status::cached_digest(&**assignments.iter().find(|a| a.name_any() == name)?)
+/// The cached assignment `name`.
+fn cached<'a, A: Resource>(assignments: &'a [std::sync::Arc<A>], name: &str) -> Option<&'a A> {
+    assignments
+        .iter()
+        .find(|a| a.name_any() == name)
+        .map(|a| &**a)
 }
 
 /// Publishes events on an object; a failure to publish is logged, never fatal.

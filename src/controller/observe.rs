@@ -360,7 +360,7 @@ fn held_packages(p: &Picture, scope: &Scope, pkg: &AppAttachPackage) -> Vec<Held
     names
         .into_iter()
         .filter_map(|n| {
-            let package = p.packages.get(n)?.clone();
+            let package = (**p.packages.get(n)?).clone();
             let id = scope.package_id(n).to_ascii_lowercase();
             Some(HeldPackage {
                 name: package.name.clone().unwrap_or_else(|| n.clone()),

@@ -368,6 +368,8 @@ pub trait Assignment:
     fn package_ref(&self) -> &str;
     /// Its status's conditions.
     fn conditions(&self) -> &[Condition];
+    /// The digest of the whole status the cached copy was cut from.
+    fn cached_digest(&self) -> Option<u64>;
     /// Its status while its package does not exist: the conditions alone.
     fn orphan_status(generation: Option<i64>, conditions: Vec<Condition>) -> Self::Status;
 }
@@ -395,11 +397,15 @@ impl Assignment for HostPoolAssignment {
     fn conditions(&self) -> &[Condition] {
         self.status.as_ref().map_or(&[], |s| &s.conditions)
     }
+    fn cached_digest(&self) -> Option<u64> {
+        self.status.as_ref()?.cached_digest
+    }
     fn orphan_status(generation: Option<i64>, conditions: Vec<Condition>) -> Self::Status {
         HostPoolAssignmentStatus {
             observed_generation: generation,
             conditions,
             host_pools: Vec::new(),
+            cached_digest: None,
         }
     }
 }
@@ -412,11 +418,15 @@ impl Assignment for UserAssignment {
     fn conditions(&self) -> &[Condition] {
         self.status.as_ref().map_or(&[], |s| &s.conditions)
     }
+    fn cached_digest(&self) -> Option<u64> {
+        self.status.as_ref()?.cached_digest
+    }
     fn orphan_status(generation: Option<i64>, conditions: Vec<Condition>) -> Self::Status {
         UserAssignmentStatus {
             observed_generation: generation,
             conditions,
             principals: Vec::new(),
+            cached_digest: None,
         }
     }
 }
@@ -470,7 +480,7 @@ async fn orphan_pass<A: Assignment, B: Backend>(
     let st = A::orphan_status(generation, conditions);
     let api: Api<A> = Api::namespaced(ctx.client.clone(), &ns);
     let before = status::find(previous, condition::READY).map(|c| c.reason.clone());
-    if status::write_unless_digest(&api, &a.name_any(), status::cached_digest(&*a), &st).await?
+    if status::write_unless_digest(&api, &a.name_any(), a.cached_digest(), &st).await?
         && before.as_deref() != Some("PackageNotFound")
     {
         let note = Note {

@@ -42,7 +42,7 @@ impl Watched for AppAttachPackage {}
 impl Watched for HostPoolAssignment {
     fn cache_form(&mut self) {
         if let Some(st) = self.status.as_mut() {
-            digest_status(&mut self.metadata, st);
+            st.cached_digest = Some(super::status::digest(st));
             st.host_pools = Vec::new();
             forget_messages(&mut st.conditions);
         }
@@ -52,28 +52,17 @@ impl Watched for HostPoolAssignment {
 impl Watched for UserAssignment {
     fn cache_form(&mut self) {
         if let Some(st) = self.status.as_mut() {
-            digest_status(&mut self.metadata, st);
+            st.cached_digest = Some(super::status::digest(st));
             st.principals = Vec::new();
             forget_messages(&mut st.conditions);
         }
     }
 }
 
-/// Keeps, in the cached object's annotations (never written back), the digest of its whole
-/// status: what a pass compares its new status with, to write only a change. The rows
-/// themselves (host pools, principals with their role-assignment ids) would cost tens of
-/// MiB at 30,000 assignments (measured with `appattach bench`); a pass reads its package's
-/// assignments from the cache, and needs of their statuses only the conditions'
-/// transition times and whether the whole changed.
-fn digest_status<S: serde::Serialize>(meta: &mut kube::api::ObjectMeta, status: &S) {
-    meta.annotations
-        .get_or_insert_with(Default::default)
-        .insert(
-            super::status::STATUS_DIGEST.into(),
-            super::status::digest(status).to_string(),
-        );
-}
-
+/// What the cache keeps of an assignment's status: its conditions without their messages
+/// (for their transition times), and the digest of the whole (to write only a change). The
+/// rows themselves (host pools with resource ids, principals with role-assignment ids)
+/// would cost tens of MiB at 30,000 assignments (measured with `appattach bench`).
 fn forget_messages(conditions: &mut [Condition]) {
     for c in conditions {
         c.message = String::new();
@@ -691,7 +680,7 @@ mod tests {
         );
         let before = whole.status.clone().unwrap();
         assert_eq!(
-            super::super::status::cached_digest(&cached),
+            st.cached_digest,
             Some(super::super::status::digest(&before))
         );
         // Any change to the whole status changes its digest.

@@ -113,20 +113,6 @@ pub fn digest<S: Serialize>(status: &S) -> u64 {
     h.finish()
 }
 
-/// The annotation of a cached object that holds the digest of its whole status (set by the
-/// watch, never written back).
-pub const STATUS_DIGEST: &str = "appattach.io/cached-status-digest";
-
-/// The digest of the status the cache last saw of `obj`.
-pub fn cached_digest<K: Resource>(obj: &K) -> Option<u64> {
-    obj.meta()
-        .annotations
-        .as_ref()?
-        .get(STATUS_DIGEST)?
-        .parse()
-        .ok()
-}
-
 /// Patches `status` of an object by server-side apply, unless its digest is `current`'s
 /// (the digest of the status the cache last saw). Returns whether it wrote.
 pub async fn write_unless_digest<K, S>(

@@ -224,7 +224,7 @@ impl Held {
     /// What the picture of the backend holds.
     fn of(p: &Picture) -> Self {
         Self {
-            packages: p.packages.values().cloned().collect(),
+            packages: p.packages.values().map(|b| (**b).clone()).collect(),
             roles: p
                 .roles
                 .iter()

@@ -359,6 +359,7 @@ pub(crate) fn assignments(
                     .iter()
                     .map(|h| pool_row(&h.name, status, after))
                     .collect(),
+                cached_digest: None,
             };
             AssignmentStatus::HostPools(kube::ResourceExt::name_any(&**a), st)
         })
@@ -390,6 +391,7 @@ pub(crate) fn assignments(
             observed_generation: generation,
             conditions: conditions::mirror(s.obs, status, &previous.conditions, generation),
             principals,
+            cached_digest: None,
         };
         AssignmentStatus::Users(kube::ResourceExt::name_any(&**a), st)
     }));
