@@ -239,7 +239,7 @@ fn rows(
             {
                 let since = gate_since(r, &remembered, held.since.get(&p.id.to_ascii_lowercase()));
                 let hosts: Vec<_> = p.hosts.iter().map(super::holdings::host_obs).collect();
-                let g = gate(&hosts, since, &r.target.image_path);
+                let g = gate(&hosts, since, &r.target.image_path, &r.previous);
                 row.staged_hosts = Some(g.staged.len() as i32);
                 row.failed_hosts = Some(g.failed.len() as i32);
             }
