@@ -8,6 +8,7 @@
 pub mod arm;
 pub mod azure;
 pub mod backend;
+pub mod budget;
 pub mod cli;
 pub mod controller;
 pub mod controlplane;

@@ -68,6 +68,8 @@ pub struct ArmClient {
     auth: Auth,
     throttle: Option<std::sync::Arc<Throttle>>,
     metrics: ArmMetrics,
+    /// Wait for the request budget rather than fail with `Budget` when it is spent.
+    patient: bool,
 }
 
 impl ArmClient {
@@ -83,6 +85,7 @@ impl ArmClient {
             auth,
             throttle: None,
             metrics: ArmMetrics::default(),
+            patient: false,
         }
     }
 
@@ -98,27 +101,6 @@ impl ArmClient {
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.throttle = Some(std::sync::Arc::new(Throttle::new(limits)));
         self
-    }
-
-    /// The application groups of the resource group.
-    pub async fn list_application_groups(&self) -> Result<Vec<ApplicationGroup>> {
-        self.list_all(&self.rg_list_path("applicationGroups")).await
-    }
-
-    /// The app attach packages of the resource group.
-    pub async fn list_packages(&self) -> Result<Vec<AppAttachPackage>> {
-        self.list_all(&self.rg_list_path("appAttachPackages")).await
-    }
-
-    /// The host pools of the resource group.
-    pub async fn list_host_pools(&self) -> Result<Vec<HostPool>> {
-        self.list_all(&self.rg_list_path("hostPools")).await
-    }
-
-    /// The applications published in an application group (by its ARM id).
-    pub async fn list_applications(&self, group_id: &str) -> Result<Vec<Application>> {
-        self.list_all(&format!("{group_id}/applications?api-version={DV}"))
-            .await
     }
 
     fn rg_list_path(&self, collection: &str) -> String {
@@ -147,6 +129,22 @@ impl ArmClient {
         path_or_url: &str,
         body: Option<&Value>,
     ) -> Result<(StatusCode, Option<Value>)> {
+        let (status, text) = self.send_text(method, path_or_url, body).await?;
+        let value = text
+            .map(|t| serde_json::from_str(&t).map_err(|e| BackendError::Decode(e.to_string())))
+            .transpose()?;
+        Ok((status, value))
+    }
+
+    /// As [`Self::send`], the answer's body as text (`None`: empty), for a caller that
+    /// reads it straight into its type: a large answer read as a JSON value first takes
+    /// about ten times its size (the emulator's directory of 50,000 users: 60 MiB).
+    async fn send_text(
+        &self,
+        method: Method,
+        path_or_url: &str,
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, Option<String>)> {
         const RETRIES: u32 = 3;
         let mut attempt = 0;
         loop {
@@ -183,18 +181,32 @@ impl ArmClient {
         method: Method,
         path_or_url: &str,
         body: Option<&Value>,
-    ) -> Result<(StatusCode, Option<Value>)> {
+    ) -> Result<(StatusCode, Option<String>)> {
         let url = if path_or_url.starts_with("http") {
             path_or_url.to_string()
         } else {
             format!("{}{path_or_url}", self.endpoint)
         };
         let kind = throttle::kind(&method);
-        if let Some(t) = &self.throttle
-            && let Err(wait) = t.try_take(kind)
-        {
-            self.metrics.waited("client", wait);
-            return Err(BackendError::Budget(wait));
+        if let Some(t) = &self.throttle {
+            // A pass waits its turn for a token, up to a bound beyond which it gives its
+            // worker back and comes again; a patient client (the snapshot's lists) waits.
+            let max_wait = if self.patient {
+                Duration::MAX
+            } else {
+                MAX_BUDGET_WAIT
+            };
+            match t.reserve(kind, max_wait) {
+                Ok(wait) if wait.is_zero() => {}
+                Ok(wait) => {
+                    self.metrics.waited("client", wait);
+                    tokio::time::sleep(wait).await;
+                }
+                Err(wait) => {
+                    self.metrics.waited("client", wait);
+                    return Err(BackendError::Budget(wait));
+                }
+            }
         }
         let mut req = self.http.request(method.clone(), &url);
         match &self.auth {
@@ -230,6 +242,9 @@ impl ArmClient {
                     .remaining
                     .get_or_create(&throttle::KindLabels { kind: k.into() })
                     .set(left);
+                if let Some(t) = &self.throttle {
+                    t.server_left(k, left);
+                }
             }
         }
         let retry_after = resp
@@ -252,6 +267,9 @@ impl ArmClient {
         {
             let wait = Duration::from_secs(retry_after.unwrap_or(10));
             self.metrics.waited("server", wait);
+            if let Some(t) = &self.throttle {
+                t.server_refused(kind, wait);
+            }
             return Err(BackendError::Throttled(wait));
         }
         if !status.is_success() {
@@ -268,16 +286,15 @@ impl ArmClient {
         if text.trim().is_empty() {
             return Ok((status, None));
         }
-        let value = serde_json::from_str(&text).map_err(|e| BackendError::Decode(e.to_string()))?;
-        Ok((status, Some(value)))
+        Ok((status, Some(text)))
     }
 
     async fn get_opt<T: DeserializeOwned>(&self, path: &str, api: &str) -> Result<Option<T>> {
         match self
-            .send(Method::GET, &format!("{path}?api-version={api}"), None)
+            .send_text(Method::GET, &format!("{path}?api-version={api}"), None)
             .await
         {
-            Ok((_, Some(v))) => serde_json::from_value(v)
+            Ok((_, Some(text))) => serde_json::from_str(&text)
                 .map(Some)
                 .map_err(|e| BackendError::Decode(e.to_string())),
             Ok((_, None)) => Err(BackendError::Decode(format!("empty answer to GET {path}"))),
@@ -316,10 +333,18 @@ impl ArmClient {
     }
 
     /// Every item of a list, following nextLink.
+    /// Every page of a list, following `nextLink`. A `nextLink` seen before (a list that
+    /// never ends) or more than [`MAX_PAGES`] pages is an error, never a partial answer.
     async fn list_all<T: DeserializeOwned>(&self, path_and_query: &str) -> Result<Vec<T>> {
         let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         let mut next = Some(path_and_query.to_string());
         while let Some(url) = next {
+            if !seen.insert(url.clone()) || seen.len() > MAX_PAGES {
+                return Err(BackendError::Decode(format!(
+                    "the list at {path_and_query} does not end: its nextLink repeats, or it has more than {MAX_PAGES} pages"
+                )));
+            }
             let (_, value) = self.send(Method::GET, &url, None).await?;
             let page: List<T> = serde_json::from_value(value.unwrap_or(Value::Null))
                 .map_err(|e| BackendError::Decode(e.to_string()))?;
@@ -330,12 +355,54 @@ impl ArmClient {
     }
 }
 
+/// The most pages a list may have (a million objects at ARM's usual page sizes).
+const MAX_PAGES: usize = 10_000;
+
+/// The longest a pass waits for its turn in the client's budget before it gives its worker
+/// back and comes again when the budget says.
+const MAX_BUDGET_WAIT: Duration = Duration::from_secs(10);
+
 const DV: &str = arm::DESKTOP_VIRTUALIZATION_API_VERSION;
 const RA: &str = arm::ROLE_ASSIGNMENTS_API_VERSION;
 
 impl Backend for ArmClient {
     fn scope(&self) -> &Scope {
         &self.scope
+    }
+
+    async fn list_host_pools(&self) -> Result<Vec<HostPool>> {
+        self.list_all(&self.rg_list_path("hostPools")).await
+    }
+
+    async fn list_packages(&self) -> Result<Vec<AppAttachPackage>> {
+        self.list_all(&self.rg_list_path("appAttachPackages")).await
+    }
+
+    async fn list_application_groups(&self) -> Result<Vec<ApplicationGroup>> {
+        self.list_all(&self.rg_list_path("applicationGroups")).await
+    }
+
+    async fn list_applications(&self, group_id: &str) -> Result<Vec<Application>> {
+        self.list_all(&format!("{group_id}/applications?api-version={DV}"))
+            .await
+    }
+
+    async fn list_role_assignments_in_resource_group(&self) -> Result<Vec<RoleAssignment>> {
+        let rg = format!(
+            "/subscriptions/{}/resourceGroups/{}",
+            self.scope.subscription, self.scope.resource_group
+        );
+        self.list_all(&format!(
+            "{rg}/providers/Microsoft.Authorization/roleAssignments?api-version={RA}"
+        ))
+        .await
+    }
+
+    fn patient(&self) -> Self {
+        Self {
+            patient: true,
+            ..self.clone()
+        }
     }
 
     /// The emulator serves its directory beside ARM's paths; Azure (always HTTPS) has

@@ -2,6 +2,7 @@
 //! talks to Azure Resource Manager or to the embedded emulator alike.
 
 mod client;
+pub mod snapshot;
 pub mod throttle;
 
 pub use client::{ArmClient, Auth, drain_body};
@@ -10,7 +11,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use crate::arm::models::{
-    AppAttachPackage, HostPool, MsixPackage, RoleAssignment, SendMessage, SessionHost, UserSession,
+    AppAttachPackage, Application, ApplicationGroup, HostPool, MsixPackage, RoleAssignment,
+    SendMessage, SessionHost, UserSession,
 };
 use crate::arm::{ArmError, Scope};
 use crate::domain::directory::Directory;
@@ -159,6 +161,28 @@ pub trait Backend: Send + Sync + 'static {
         host_id: &str,
         allow: bool,
     ) -> impl Future<Output = Result<()>> + Send;
+    /// The host pools of the resource group.
+    fn list_host_pools(&self) -> impl Future<Output = Result<Vec<HostPool>>> + Send;
+    /// The app attach packages of the resource group.
+    fn list_packages(&self) -> impl Future<Output = Result<Vec<AppAttachPackage>>> + Send;
+    /// The application groups of the resource group.
+    fn list_application_groups(&self)
+    -> impl Future<Output = Result<Vec<ApplicationGroup>>> + Send;
+    /// The applications of an application group (by its id).
+    fn list_applications(
+        &self,
+        group_id: &str,
+    ) -> impl Future<Output = Result<Vec<Application>>> + Send;
+    /// Every role assignment at, above or below the resource group: one list for the
+    /// role assignments of every package and application group.
+    fn list_role_assignments_in_resource_group(
+        &self,
+    ) -> impl Future<Output = Result<Vec<RoleAssignment>>> + Send;
+    /// The same client, waiting for its own request budget rather than failing at once
+    /// when it is spent (for background reads such as the snapshot's refresh).
+    fn patient(&self) -> Self
+    where
+        Self: Sized;
     /// The subscription, for role definition ids.
     fn subscription(&self) -> &str {
         &self.scope().subscription

@@ -2,7 +2,6 @@
 //! (token buckets: reads 250 burst and 25 a second; writes and deletes 200 burst and 10
 //! a second), and metrics for what ARM says is left and for the waits.
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -10,72 +9,11 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 
-/// A token bucket: `burst` requests at once, refilled at `rate` a second.
-#[derive(Debug)]
-pub struct Bucket {
-    burst: f64,
-    rate: f64,
-    state: Mutex<(f64, Instant)>,
-}
-
-impl Bucket {
-    /// A full bucket.
-    pub fn new(burst: u32, rate: f64) -> Self {
-        Self {
-            burst: f64::from(burst),
-            rate,
-            state: Mutex::new((f64::from(burst), Instant::now())),
-        }
-    }
-
-    /// Takes one token, or says how long until one is there.
-    pub fn try_take(&self) -> Result<(), Duration> {
-        self.try_take_at(Instant::now())
-    }
-
-    fn try_take_at(&self, now: Instant) -> Result<(), Duration> {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let elapsed = now.saturating_duration_since(s.1).as_secs_f64();
-        s.0 = (s.0 + elapsed * self.rate).min(self.burst);
-        s.1 = now;
-        if s.0 >= 1.0 {
-            s.0 -= 1.0;
-            Ok(())
-        } else if self.rate <= 0.0 {
-            Err(Duration::from_secs(60))
-        } else {
-            Err(Duration::from_secs_f64((1.0 - s.0) / self.rate))
-        }
-    }
-}
-
-/// The budget of each operation kind.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Limits {
-    /// Reads: burst and rate a second.
-    pub reads: (u32, f64),
-    /// Writes (PUT, PATCH, POST): burst and rate a second.
-    pub writes: (u32, f64),
-    /// Deletes: burst and rate a second.
-    pub deletes: (u32, f64),
-}
-
-impl Limits {
-    /// ARM's published limits per subscription and region.
-    pub const ARM: Self = Self {
-        reads: (250, 25.0),
-        writes: (200, 10.0),
-        deletes: (200, 10.0),
-    };
-}
+pub use crate::budget::{Bucket, Limits};
 
 /// The operation kind of a request, as ARM counts them.
 pub fn kind(method: &reqwest::Method) -> &'static str {
-    match *method {
-        reqwest::Method::GET | reqwest::Method::HEAD => "reads",
-        reqwest::Method::DELETE => "deletes",
-        _ => "writes",
-    }
+    crate::budget::Kind::of(method).as_str()
 }
 
 /// Buckets per kind.
@@ -96,13 +34,28 @@ impl Throttle {
         }
     }
 
-    /// Takes a token for a request of this kind.
-    pub fn try_take(&self, kind: &str) -> Result<(), Duration> {
+    fn bucket(&self, kind: &str) -> &Bucket {
         match kind {
-            "reads" => self.reads.try_take(),
-            "deletes" => self.deletes.try_take(),
-            _ => self.writes.try_take(),
+            "reads" => &self.reads,
+            "deletes" => &self.deletes,
+            _ => &self.writes,
         }
+    }
+
+    /// Reserves the next token for a request of this kind, and says how long to wait for
+    /// it; a wait longer than `max_wait` is refused (and says how long it would be).
+    pub fn reserve(&self, kind: &str, max_wait: Duration) -> Result<Duration, Duration> {
+        self.bucket(kind).reserve_at(Instant::now(), max_wait)
+    }
+
+    /// Takes in ARM's `x-ms-ratelimit-remaining-subscription-*` for this kind.
+    pub fn server_left(&self, kind: &str, left: i64) {
+        self.bucket(kind).at_most_at(left as f64, Instant::now());
+    }
+
+    /// Takes in a 429 whose `Retry-After` said `wait`.
+    pub fn server_refused(&self, kind: &str, wait: Duration) {
+        self.bucket(kind).refused_at(wait, Instant::now());
     }
 }
 
@@ -257,27 +210,5 @@ mod tests {
         ] {
             assert_eq!(operation(&path), want, "{path}");
         }
-    }
-
-    #[test]
-    fn a_bucket_gives_its_burst_then_its_rate() {
-        let b = Bucket::new(3, 10.0);
-        let t0 = Instant::now();
-        for _ in 0..3 {
-            assert!(b.try_take_at(t0).is_ok());
-        }
-        let wait = b.try_take_at(t0).unwrap_err();
-        assert!(
-            wait <= Duration::from_millis(100) && wait > Duration::ZERO,
-            "{wait:?}"
-        );
-        assert!(b.try_take_at(t0 + Duration::from_millis(100)).is_ok());
-        assert!(b.try_take_at(t0 + Duration::from_millis(100)).is_err());
-        // Never more than the burst, however long it rests.
-        let later = t0 + Duration::from_secs(60);
-        for _ in 0..3 {
-            assert!(b.try_take_at(later).is_ok());
-        }
-        assert!(b.try_take_at(later).is_err());
     }
 }

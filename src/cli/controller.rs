@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use k8s_openapi::api::coordination::v1::Lease;
 
 use crate::backend::{ArmClient, Auth};
+use crate::budget::parse_limit;
 use crate::controller::{self, Config};
 use crate::emulator::{self, Emulator, ShareMapping, World};
 
@@ -76,6 +77,12 @@ pub struct Args {
     #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
     pub resync: Duration,
 
+    /// How often the controller's picture of the backend is read again with list calls
+    /// (every pass reads the picture, not the backend). Drift found then is corrected at
+    /// once; writes wait when the picture is older than three periods.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub backend_refresh: Duration,
+
     /// Serve Prometheus metrics at /metrics and the probes /livez and /readyz on this
     /// address (for example 0.0.0.0:8080).
     #[arg(long)]
@@ -104,6 +111,13 @@ pub struct Args {
     /// Where the in-process emulator listens.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub emulator_listen: SocketAddr,
+
+    /// The in-process emulator enforces ARM's request budget per caller (reads 250 at once
+    /// then 25 a second, writes and deletes 200 then 10), answering 429 with Retry-After
+    /// beyond it, as Azure does. The controller's own budget is set apart, with
+    /// --arm-read-limit, --arm-write-limit and --arm-delete-limit.
+    #[arg(long, conflicts_with_all = ["arm_endpoint", "cloud"])]
+    pub arm_budget: bool,
 
     /// Lead through a Lease before reconciling, so that of several replicas only one writes.
     /// A replica that loses the Lease exits; SIGTERM releases it for the next at once.
@@ -135,29 +149,12 @@ pub struct Args {
     pub leader_election_identity: Option<String>,
 }
 
-fn parse_limit(s: &str) -> Result<(u32, f64), String> {
-    let (burst, rate) = s
-        .split_once('/')
-        .ok_or_else(|| format!("{s:?}: expected BURST/RATE, like 200/10"))?;
-    let burst: u32 = burst
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?}: the burst must be a whole number"))?;
-    let rate: f64 = rate
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?}: the rate must be a number of requests a second"))?;
-    if burst == 0 || rate <= 0.0 {
-        return Err(format!("{s:?}: burst and rate must be above zero"));
-    }
-    Ok((burst, rate))
-}
-
 pub async fn run(args: Args) -> anyhow::Result<()> {
     // The backend first: a credential that does not work stops the start, naming why.
     let (mut backend, _emulator) = backend(&args).await?;
-    // ARM's published limits on Azure; elsewhere none, unless a flag sets one.
-    let arm = crate::backend::throttle::Limits::ARM;
+    // ARM's published limits on Azure (one token of slack); elsewhere none, unless a flag
+    // sets one.
+    let arm = crate::backend::throttle::Limits::ARM_CLIENT;
     let on_azure = args.cloud.is_some();
     let given = [
         args.arm_read_limit,
@@ -187,6 +184,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         metrics: std::sync::Arc::new(crate::controller::metrics::Metrics::new(Some(
             backend.metrics(),
         ))),
+        backend_refresh: args.backend_refresh,
     };
     if let Some(addr) = args.metrics_bind_address {
         serve_metrics(addr, config.metrics.clone()).await?;
@@ -533,6 +531,7 @@ pub async fn backend(args: &Args) -> anyhow::Result<(ArmClient, Option<emulator:
         state_dir: args.state.clone(),
         token: None,
         staging_interval: Some(Duration::from_secs(10)),
+        arm_budget: args.arm_budget.then_some(emulator::Budget::ARM),
     };
     let served = Emulator::new(config)?
         .serve(args.emulator_listen, Some(Duration::from_secs(10)))

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::emulator::{Config, Emulator, ShareMapping, World};
+use crate::budget::parse_limit;
+use crate::emulator::{Budget, Config, Emulator, ShareMapping, World};
 
 /// Arguments of `appattach emulator`.
 #[derive(clap::Args, Debug)]
@@ -37,6 +38,47 @@ pub struct Args {
     /// `POST /_emulator/stage`).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     staging_interval: Duration,
+
+    /// Enforce Azure Resource Manager's request budget: token buckets per caller (the
+    /// bearer token's subject, else the User-Agent), reads 250 at once then 25 a second,
+    /// writes (PUT, PATCH, POST) and deletes 200 then 10. Beyond it: 429 TooManyRequests
+    /// with Retry-After; every answer says what is left in
+    /// x-ms-ratelimit-remaining-subscription-{reads,writes,deletes}.
+    #[arg(long)]
+    arm_budget: bool,
+
+    /// The budget of reads, BURST/RATE (a second), instead of ARM's 250/25. Implies
+    /// --arm-budget.
+    #[arg(long, value_name = "BURST/RATE", value_parser = parse_limit)]
+    arm_budget_reads: Option<(u32, f64)>,
+
+    /// The budget of writes, BURST/RATE, instead of ARM's 200/10. Implies --arm-budget.
+    #[arg(long, value_name = "BURST/RATE", value_parser = parse_limit)]
+    arm_budget_writes: Option<(u32, f64)>,
+
+    /// The budget of deletes, BURST/RATE, instead of ARM's 200/10. Implies --arm-budget.
+    #[arg(long, value_name = "BURST/RATE", value_parser = parse_limit)]
+    arm_budget_deletes: Option<(u32, f64)>,
+}
+
+impl Args {
+    /// The request budget the flags ask for: ARM's, with the kinds given replaced.
+    fn budget(&self) -> Option<Budget> {
+        let given = [
+            self.arm_budget_reads,
+            self.arm_budget_writes,
+            self.arm_budget_deletes,
+        ];
+        if !self.arm_budget && given.iter().all(Option::is_none) {
+            return None;
+        }
+        let arm = Budget::ARM;
+        Some(Budget {
+            reads: self.arm_budget_reads.unwrap_or(arm.reads),
+            writes: self.arm_budget_writes.unwrap_or(arm.writes),
+            deletes: self.arm_budget_deletes.unwrap_or(arm.deletes),
+        })
+    }
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -48,12 +90,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         eprintln!("appattach: no --state given: the emulator keeps its state in memory only");
     }
     let interval = Some(args.staging_interval).filter(|d| !d.is_zero());
+    let budget = args.budget();
     let config = Config {
         world,
         shares: args.shares,
         state_dir: args.state,
         token: args.token,
         staging_interval: interval,
+        arm_budget: budget,
     };
     let served = Emulator::new(config)?
         .serve(args.listen, interval)
@@ -68,6 +112,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "  admin:  {}/_emulator/ (signin, signout, entitlements, stage, faults, requests)",
         served.url()
     );
+    if let Some(b) = budget {
+        println!(
+            "  budget: per caller, reads {}/{}, writes {}/{}, deletes {}/{} (burst/rate a second)",
+            b.reads.0, b.reads.1, b.writes.0, b.writes.1, b.deletes.0, b.deletes.1
+        );
+    }
     tokio::signal::ctrl_c().await?;
     eprintln!("appattach: stopping the emulator");
     Ok(())

@@ -242,15 +242,14 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<std::process::ExitCode> {
         .await?
         .expect("plan always has a target");
     let report = check(&args.sources, &[], Some(&target)).await?;
+    let picture = report.picture.clone().unwrap_or_default();
     let plan = plan::plan(
-        &target.client,
+        &picture,
         &target.label,
         &report.objects,
         &report.packages,
         target.directory.as_ref(),
-    )
-    .await
-    .context("reading the backend")?;
+    );
     match args.output.as_str() {
         "json" => println!("{}", serde_json::to_string_pretty(&plan)?),
         "markdown" => print!("{}", markdown(&plan)),

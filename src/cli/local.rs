@@ -40,6 +40,12 @@ pub struct Args {
     /// Set up everything, print it, and exit instead of waiting for Ctrl-C.
     #[arg(long)]
     once: bool,
+
+    /// The emulator enforces ARM's request budget per caller (reads 250 at once then 25 a
+    /// second, writes and deletes 200 then 10), answering 429 with Retry-After beyond it,
+    /// as Azure does.
+    #[arg(long)]
+    arm_budget: bool,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -66,6 +72,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         state_dir: Some(state.path().to_path_buf()),
         token: None,
         staging_interval: Some(Duration::from_secs(2)),
+        arm_budget: args.arm_budget.then_some(emulator::Budget::ARM),
     };
     let emulator = Emulator::start(config).await?;
     eprintln!(
@@ -118,6 +125,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         counts.total,
         by_method.join(", ")
     );
+    if args.arm_budget {
+        let r = counts.budget_refused;
+        eprintln!(
+            "appattach: refused by ARM's budget: {} reads, {} writes, {} deletes",
+            r.reads, r.writes, r.deletes
+        );
+    }
     println!("{}", cp.kubectl_output(&["get", "appattach", "-A"])?);
     for user in &world.directory.users {
         let view = entitlements(&emulator.url(), &user.upn).await?;

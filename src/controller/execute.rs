@@ -5,12 +5,15 @@
 
 use kube::api::Api;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 
+use std::time::Duration;
+
+use super::build;
 use super::decide::{self, AssignmentStatus, Decision, Note, Requeue, Write};
 use super::observe::Observation;
 use super::{Context, Error, resync_after, status};
+use crate::backend::snapshot::{self, Change};
 use crate::backend::{Backend, BackendError};
 use crate::resources::{
     AppAttachPackage, AppAttachPackageStatus, HostPoolAssignment, UserAssignment,
@@ -32,12 +35,105 @@ pub async fn execute<B: Backend>(
         current = Some(intent.clone());
     }
     for (i, w) in d.writes.iter().enumerate() {
-        if let Err(e) = perform(&ctx.backend, w).await {
-            return stopped(ctx, obs, &d, i, e, current).await;
+        match still_as_seen(ctx, w).await {
+            Ok(true) => {}
+            // The backend changed since the picture was taken: decide again, on what it
+            // holds now, rather than overwrite it blindly.
+            Ok(false) => return Ok(Action::requeue(Duration::ZERO)),
+            Err(e) => return stopped(ctx, obs, &d, i, e, current).await,
+        }
+        match perform(&ctx.backend, w).await {
+            Ok(change) => ctx.snapshot.record(change),
+            Err(e) => return stopped(ctx, obs, &d, i, e, current).await,
         }
     }
     report(ctx, obs, &d, current.as_ref()).await?;
     Ok(action(ctx, obs, d.requeue))
+}
+
+/// How long what the picture says of an object is taken as the backend's word before a
+/// write to it: older than that, the object is read again first.
+const FRESH_FOR: Duration = Duration::from_secs(30);
+
+/// Whether the object a write replaces or removes is still as the picture has it. Read
+/// fresh only when the picture learnt it longer than [`FRESH_FOR`] ago; a difference is
+/// recorded in the picture.
+async fn still_as_seen<B: Backend>(ctx: &Context<B>, w: &Write) -> Result<bool, BackendError> {
+    let stale = |key: &str| {
+        ctx.snapshot
+            .learnt_at(key)
+            .is_none_or(|t| t.elapsed() > FRESH_FOR)
+    };
+    match w {
+        Write::PutPackage { name, .. } | Write::DeletePackage { name } => {
+            if !stale(&snapshot::package_key(name)) {
+                return Ok(true);
+            }
+            let fresh = ctx.backend.get_package(name).await?;
+            let seen = ctx
+                .snapshot
+                .with(|p| p.packages.get(&name.to_ascii_lowercase()).cloned());
+            let same = match (&fresh, &seen) {
+                (None, None) => true,
+                (Some(f), Some(s)) => !build::package_differs(f, s),
+                _ => false,
+            };
+            if !same {
+                ctx.snapshot.record(match fresh {
+                    Some(f) => Change::Package(name.clone(), f),
+                    None => Change::PackageGone(name.clone()),
+                });
+            }
+            Ok(same)
+        }
+        Write::PutMsix {
+            pool_id, full_name, ..
+        }
+        | Write::DeleteMsix { pool_id, full_name } => {
+            if !stale(&snapshot::msix_key(pool_id, full_name)) {
+                return Ok(true);
+            }
+            msix_as_seen(ctx, pool_id, full_name).await
+        }
+        _ => Ok(true),
+    }
+}
+
+/// Whether an MSIX package of a host pool is still as the picture has it.
+async fn msix_as_seen<B: Backend>(
+    ctx: &Context<B>,
+    pool_id: &str,
+    full_name: &str,
+) -> Result<bool, BackendError> {
+    let fresh = ctx.backend.get_msix_package(pool_id, full_name).await?;
+    let seen = ctx.snapshot.with(|p| {
+        p.msix
+            .get(&pool_id.to_ascii_lowercase())
+            .into_iter()
+            .flatten()
+            .find(|m| {
+                m.name
+                    .as_deref()
+                    .and_then(|n| n.rsplit('/').next())
+                    .is_some_and(|n| n.eq_ignore_ascii_case(full_name))
+            })
+            .cloned()
+    });
+    let props = |m: &Option<crate::arm::models::MsixPackage>| {
+        m.as_ref().map(|m| {
+            let mut p = m.properties.clone();
+            p.last_updated = None;
+            p
+        })
+    };
+    let same = props(&fresh) == props(&seen);
+    if !same {
+        ctx.snapshot.record(match fresh {
+            Some(f) => Change::Msix(pool_id.to_string(), f),
+            None => Change::MsixGone(pool_id.to_string(), full_name.to_string()),
+        });
+    }
+    Ok(same)
 }
 
 /// The pass's `Action` for the controller.
@@ -49,34 +145,60 @@ fn action<B>(ctx: &Context<B>, obs: &Observation, requeue: Requeue) -> Action {
     }
 }
 
-/// Performs one write.
-async fn perform<B: Backend>(b: &B, w: &Write) -> Result<(), BackendError> {
-    match w {
-        Write::PutPackage { name, body } => b.put_package(name, body).await.map(drop),
-        Write::DeletePackage { name } => b.delete_package(name).await,
-        Write::PutRole { scope, name, body } => {
-            match b.put_role_assignment(scope, name, body).await {
-                // Made by someone else meanwhile: adopted.
-                Err(BackendError::Arm(e)) if e.code == "RoleAssignmentExists" => Ok(()),
-                r => r.map(drop),
-            }
+/// Performs one write; returns what the backend holds after it, for the picture.
+async fn perform<B: Backend>(b: &B, w: &Write) -> Result<Change, BackendError> {
+    Ok(match w {
+        Write::PutPackage { name, body } => {
+            Change::Package(name.clone(), b.put_package(name, body).await?)
         }
-        Write::DeleteRole { id } => b.delete_role_assignment(id).await,
+        Write::DeletePackage { name } => {
+            b.delete_package(name).await?;
+            Change::PackageGone(name.clone())
+        }
+        Write::PutRole { scope, name, body } => {
+            let mut made = match b.put_role_assignment(scope, name, body).await {
+                Ok(made) => made,
+                // Made by someone else meanwhile: adopted.
+                Err(BackendError::Arm(e)) if e.code == "RoleAssignmentExists" => body.clone(),
+                Err(e) => return Err(e),
+            };
+            made.id
+                .get_or_insert_with(|| crate::arm::Scope::role_assignment_id(scope, name));
+            made.properties.scope.get_or_insert_with(|| scope.clone());
+            Change::Role(made)
+        }
+        Write::DeleteRole { id } => {
+            b.delete_role_assignment(id).await?;
+            Change::RoleGone(id.clone())
+        }
         Write::PutMsix {
             pool_id,
             full_name,
             body,
-        } => b.put_msix_package(pool_id, full_name, body).await.map(drop),
-        Write::DeleteMsix { pool_id, full_name } => b.delete_msix_package(pool_id, full_name).await,
+        } => Change::Msix(
+            pool_id.clone(),
+            b.put_msix_package(pool_id, full_name, body).await?,
+        ),
+        Write::DeleteMsix { pool_id, full_name } => {
+            b.delete_msix_package(pool_id, full_name).await?;
+            Change::MsixGone(pool_id.clone(), full_name.clone())
+        }
         Write::AllowNewSessions { host_id, allow } => {
-            b.set_allow_new_session(host_id, *allow).await
+            b.set_allow_new_session(host_id, *allow).await?;
+            Change::Drain(host_id.clone(), *allow)
         }
         Write::SendMessage {
             session_id,
             message,
-        } => b.send_message(session_id, message).await,
-        Write::LogOff { session_id } => b.log_off(session_id).await,
-    }
+        } => {
+            b.send_message(session_id, message).await?;
+            Change::None
+        }
+        Write::LogOff { session_id } => {
+            b.log_off(session_id).await?;
+            Change::None
+        }
+    })
 }
 
 /// A write failed after the first `applied`: report what the backend holds now and why,
@@ -145,26 +267,26 @@ async fn write_assignments<B>(
     for a in statuses {
         match a {
             AssignmentStatus::HostPools(name, st) => {
-                let current = obs
-                    .inputs
-                    .host_pool_assignments
-                    .iter()
-                    .find(|a| a.name_any() == *name)
-                    .and_then(|a| a.status.as_ref());
-                status::write(&hpas, name, current, st).await?;
+                let current = cached(&obs.inputs.host_pool_assignments, name)
+                    .and_then(|a| a.status.as_ref()?.cached_digest);
+                status::write_unless_digest(&hpas, name, current, st).await?;
             }
             AssignmentStatus::Users(name, st) => {
-                let current = obs
-                    .inputs
-                    .user_assignments
-                    .iter()
-                    .find(|a| a.name_any() == *name)
-                    .and_then(|a| a.status.as_ref());
-                status::write(&uas, name, current, st).await?;
+                let current = cached(&obs.inputs.user_assignments, name)
+                    .and_then(|a| a.status.as_ref()?.cached_digest);
+                status::write_unless_digest(&uas, name, current, st).await?;
             }
         }
     }
     Ok(())
+}
+
+/// The cached assignment `name`.
+fn cached<'a, A: Resource>(assignments: &'a [std::sync::Arc<A>], name: &str) -> Option<&'a A> {
+    assignments
+        .iter()
+        .find(|a| a.name_any() == name)
+        .map(|a| &**a)
 }
 
 /// Publishes events on an object; a failure to publish is logged, never fatal.
@@ -174,18 +296,7 @@ where
 {
     let reference = obj.object_ref(&());
     for n in notes {
-        let event = Event {
-            type_: if n.warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: n.reason.clone(),
-            note: Some(n.note.clone()),
-            action: n.action.into(),
-            secondary: None,
-        };
-        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+        if let Err(e) = ctx.events.publish(n, &reference).await {
             tracing::warn!("publishing an event: {e}");
         }
     }

@@ -7,7 +7,7 @@
 //! the store, and answers with references that are resolved through the store: what a
 //! lookup returns is always the store's current object, re-checked by the caller.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -17,6 +17,11 @@ use kube::runtime::watcher;
 pub struct Index<K> {
     key: fn(&K) -> String,
     state: Arc<RwLock<State<K>>>,
+    /// Whether the store beside it holds its first list. kube's own
+    /// `Store::wait_until_ready` keeps one waker only, so a check of it from one task
+    /// (`now_or_never`) silently drops the waiter of another: /readyz once came 30 s late
+    /// that way. This one wakes every waiter.
+    listed: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl<K> Clone for Index<K> {
@@ -24,48 +29,55 @@ impl<K> Clone for Index<K> {
         Self {
             key: self.key,
             state: self.state.clone(),
+            listed: self.listed.clone(),
         }
     }
 }
 
 /// An object by namespace and name: lighter than an `ObjectRef`, which also carries the
-/// resource version and uid (and was cloned on every event).
-type Name = (String, String);
+/// resource version and uid (and was cloned on every event). Shared by both maps, as the
+/// key is: at 40,000 objects each copy counts (measured with `appattach bench`).
+type Name = Arc<(Box<str>, Box<str>)>;
 
 fn name_of<K: kube::Resource>(o: &K) -> Name {
-    (
-        o.meta().namespace.clone().unwrap_or_default(),
-        o.meta().name.clone().unwrap_or_default(),
-    )
+    Arc::new((
+        o.meta().namespace.as_deref().unwrap_or_default().into(),
+        o.meta().name.as_deref().unwrap_or_default().into(),
+    ))
 }
 
 struct State<K> {
-    by_key: HashMap<String, HashSet<Name>>,
-    key_of: HashMap<Name, String>,
+    /// A key's objects: one or two (a Vec, not a set: a set's table is larger than that).
+    by_key: HashMap<Arc<str>, Vec<Name>>,
+    key_of: HashMap<Name, Arc<str>>,
     /// The keys of a relist in progress (between `Init` and `InitDone`), which replace
     /// everything at its end, as the store's buffer does.
-    relist: Option<HashMap<Name, String>>,
+    relist: Option<HashMap<Name, Arc<str>>>,
     kind: std::marker::PhantomData<fn() -> K>,
 }
 
 impl<K> State<K> {
     fn remove(&mut self, r: &Name) {
         if let Some(key) = self.key_of.remove(r)
-            && let Some(set) = self.by_key.get_mut(&key)
+            && let Some(names) = self.by_key.get_mut(&key)
         {
-            set.remove(r);
-            if set.is_empty() {
+            names.retain(|n| n != r);
+            if names.is_empty() {
                 self.by_key.remove(&key);
             }
         }
     }
 
-    fn insert(&mut self, r: Name, key: String) {
+    fn insert(&mut self, r: Name, key: Arc<str>) {
         self.remove(&r);
-        self.by_key
-            .entry(key.clone())
-            .or_default()
-            .insert(r.clone());
+        // One copy of a key shared by several objects.
+        let key = match self.by_key.get_key_value(&key) {
+            Some((k, _)) => k.clone(),
+            None => key,
+        };
+        let names = self.by_key.entry(key.clone()).or_default();
+        names.push(r.clone());
+        names.shrink_to_fit();
         self.key_of.insert(r, key);
     }
 }
@@ -84,18 +96,38 @@ where
                 relist: None,
                 kind: std::marker::PhantomData,
             })),
+            listed: Arc::new(tokio::sync::watch::Sender::new(false)),
         }
+    }
+
+    /// Marks the store beside it as holding its first list: called once the store has
+    /// taken the `InitDone` event, never before.
+    pub fn mark_listed(&self) {
+        self.listed
+            .send_if_modified(|l| !std::mem::replace(l, true));
+    }
+
+    /// Whether the store beside it holds its first list.
+    pub fn is_listed(&self) -> bool {
+        *self.listed.borrow()
+    }
+
+    /// Waits until the store beside it holds its first list.
+    pub async fn listed(&self) {
+        let mut rx = self.listed.subscribe();
+        // The sender lives as long as this index.
+        let _ = rx.wait_for(|l| *l).await;
     }
 
     /// Takes in one watch event.
     pub fn apply(&self, event: &watcher::Event<K>) {
         let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
         match event {
-            watcher::Event::Apply(o) => state.insert(name_of(o), (self.key)(o)),
+            watcher::Event::Apply(o) => state.insert(name_of(o), (self.key)(o).into()),
             watcher::Event::Delete(o) => state.remove(&name_of(o)),
             watcher::Event::Init => state.relist = Some(HashMap::new()),
             watcher::Event::InitApply(o) => {
-                let key = (self.key)(o);
+                let key: Arc<str> = (self.key)(o).into();
                 state
                     .relist
                     .get_or_insert_with(HashMap::new)
@@ -123,7 +155,7 @@ where
             .get(key)
             .map(|set| {
                 set.iter()
-                    .map(|(ns, name)| ObjectRef::new(name).within(ns))
+                    .map(|n| ObjectRef::new(&n.1).within(&n.0))
                     .collect()
             })
             .unwrap_or_default();
@@ -231,5 +263,29 @@ mod tests {
         let (store, index) = both(vec![Apply(hpa("a", "app")), Apply(hpa("a", "next"))]);
         assert!(index.get(&store, "ns/app").is_empty());
         assert_eq!(names(index.get(&store, "ns/next")), ["a"]);
+    }
+
+    /// Readiness waits for the first list while passes check it now and then; every
+    /// waiter wakes when it is in. (With kube's `Store::wait_until_ready`, a pass's check
+    /// took the waker of /readyz's waiter, which then woke only at its 30 s timeout.)
+    #[tokio::test]
+    async fn every_waiter_wakes_when_the_first_list_is_in_whoever_checked_before() {
+        let index: Index<HostPoolAssignment> = Index::new(by_package);
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let index = index.clone();
+                tokio::spawn(async move { index.listed().await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        assert!(!index.is_listed(), "listed before its first list");
+        index.mark_listed();
+        assert!(index.is_listed());
+        for w in waiters {
+            tokio::time::timeout(std::time::Duration::from_secs(5), w)
+                .await
+                .expect("a waiter was not woken")
+                .expect("the waiter's task");
+        }
     }
 }

@@ -91,6 +91,21 @@ pub struct Metrics {
     resources: Family<ResourceLabels, Gauge>,
     count_resources: std::sync::OnceLock<ResourceCounter>,
     not_ready: Mutex<Option<String>>,
+    /// Whether the first full sync is done (readiness also needs a fresh picture).
+    first_sync: std::sync::atomic::AtomicBool,
+    /// Why the picture of the backend is too old to act on, when it is.
+    stale: Mutex<Option<String>>,
+    snapshot_age: Gauge<f64, std::sync::atomic::AtomicU64>,
+    snapshot_calls: Gauge,
+    snapshot_refreshes: Family<ResultLabels, Counter>,
+    snapshot_seconds: Histogram,
+}
+
+/// Labels of an outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// `success` or `error`.
+    pub result: String,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -160,8 +175,38 @@ impl Metrics {
             "Watched resources, by kind and the status of their Ready condition",
             resources.clone(),
         );
+        let snapshot_age = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "backend_snapshot_age_seconds",
+            "How old the controller's picture of the backend is, since its last complete refresh (-1 before the first)",
+            snapshot_age.clone(),
+        );
+        let snapshot_calls = Gauge::default();
+        registry.register(
+            "backend_snapshot_calls",
+            "List and read calls the last complete refresh of the picture of the backend made",
+            snapshot_calls.clone(),
+        );
+        let snapshot_refreshes = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "backend_snapshot_refreshes",
+            "Refreshes of the picture of the backend, by result",
+            snapshot_refreshes.clone(),
+        );
+        let snapshot_seconds = duration_histogram();
+        registry.register(
+            "backend_snapshot_refresh_duration_seconds",
+            "How long refreshes of the picture of the backend take",
+            snapshot_seconds.clone(),
+        );
         Self {
             registry,
+            first_sync: std::sync::atomic::AtomicBool::new(false),
+            stale: Mutex::default(),
+            snapshot_age,
+            snapshot_calls,
+            snapshot_refreshes,
+            snapshot_seconds,
             resources,
             count_resources: std::sync::OnceLock::new(),
             not_ready: Mutex::default(),
@@ -206,9 +251,48 @@ impl Metrics {
         self.leader.set(i64::from(leading));
     }
 
-    /// Marks the first full sync done: `/readyz` answers ready from now on.
+    /// Marks the first full sync done: `/readyz` answers ready from now on, while the
+    /// picture of the backend is fresh enough to act on.
     pub fn set_synced(&self) {
-        self.synced.set(1);
+        self.first_sync
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.publish_ready();
+    }
+
+    fn publish_ready(&self) {
+        let stale = self
+            .stale
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some();
+        let synced = self.first_sync.load(std::sync::atomic::Ordering::SeqCst);
+        self.synced.set(i64::from(synced && !stale));
+    }
+
+    /// Says why the picture of the backend is too old to act on (`None`: it is not).
+    pub fn set_stale(&self, why: Option<String>) {
+        *self.stale.lock().unwrap_or_else(|p| p.into_inner()) = why;
+        self.publish_ready();
+    }
+
+    /// Records a refresh of the picture of the backend.
+    pub fn snapshot_refreshed(&self, ok: bool, took: std::time::Duration, calls: u64) {
+        let result = if ok { "success" } else { "error" };
+        self.snapshot_refreshes
+            .get_or_create(&ResultLabels {
+                result: result.into(),
+            })
+            .inc();
+        self.snapshot_seconds.observe(took.as_secs_f64());
+        if ok {
+            self.snapshot_calls
+                .set(i64::try_from(calls).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Publishes how old the picture of the backend is.
+    pub fn snapshot_age(&self, age: Option<std::time::Duration>) {
+        self.snapshot_age.set(age.map_or(-1.0, |a| a.as_secs_f64()));
     }
 
     /// Says why the process is not ready yet (`None`: no known reason), for `/readyz`.
@@ -216,15 +300,20 @@ impl Metrics {
         *self.not_ready.lock().unwrap_or_else(|p| p.into_inner()) = why;
     }
 
-    /// Why the process is not ready, when known.
+    /// Why the process is not ready, when known: a picture of the backend too old to act
+    /// on, or what the first sync waits for.
     pub fn not_ready(&self) -> Option<String> {
-        self.not_ready
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        let stale = self.stale.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        stale.or_else(|| {
+            self.not_ready
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+        })
     }
 
-    /// Whether the first full sync is done.
+    /// Whether the process is ready: the first full sync done, and the picture of the
+    /// backend fresh enough to act on.
     pub fn is_synced(&self) -> bool {
         self.synced.get() == 1
     }

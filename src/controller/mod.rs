@@ -10,6 +10,7 @@
 
 pub mod build;
 pub mod decide;
+mod events;
 mod execute;
 #[cfg(test)]
 mod fidelity;
@@ -18,22 +19,24 @@ pub mod metrics;
 pub mod observe;
 pub mod planner;
 mod reconcile;
+mod refresh;
 mod runtime;
 pub use reconcile::Assignment;
-pub use runtime::{run, run_until, typed_event};
+pub use runtime::{run, run_until};
 mod status;
 pub mod validate;
+mod warmup;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kube::runtime::controller::Action;
-use kube::runtime::events::Recorder;
 use kube::runtime::reflector::Store;
 use kube::{Client, ResourceExt};
 
 use crate::backend::BackendError;
+use crate::backend::snapshot::Snapshot;
 use crate::resources::{AppAttachPackage, HostPoolAssignment, UserAssignment};
 use index::Index;
 
@@ -60,6 +63,9 @@ pub struct Config {
     pub rollout_poll: Duration,
     /// Where the controller's metrics are kept.
     pub metrics: Arc<metrics::Metrics>,
+    /// How often the shared picture of the backend is read again with list calls. Passes
+    /// read it, not the backend; writes wait when it is older than three periods.
+    pub backend_refresh: Duration,
 }
 
 impl Default for Config {
@@ -70,7 +76,15 @@ impl Default for Config {
             concurrency: 8,
             rollout_poll: Duration::from_secs(15),
             metrics: Arc::default(),
+            backend_refresh: Duration::from_secs(10 * 60),
         }
+    }
+}
+
+impl Config {
+    /// How old the picture of the backend may be before writes wait for a fresh one.
+    pub fn max_snapshot_age(&self) -> Duration {
+        self.backend_refresh * 3
     }
 }
 
@@ -134,13 +148,17 @@ pub struct Context<B> {
     pub backend: B,
     /// Settings.
     pub config: Config,
+    /// The picture of the backend every pass reads.
+    pub snapshot: Arc<Snapshot>,
     packages: Store<AppAttachPackage>,
     host_pool_assignments: Store<HostPoolAssignment>,
     user_assignments: Store<UserAssignment>,
     packages_by_full_name: Index<AppAttachPackage>,
     hpa_by_package: Index<HostPoolAssignment>,
     ua_by_package: Index<UserAssignment>,
-    recorder: Recorder,
+    events: events::Publisher,
+    /// Paces a start's first passes behind real changes.
+    warm_up: Arc<warmup::WarmUp>,
     failures: Mutex<HashMap<String, u32>>,
 }
 

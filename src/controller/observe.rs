@@ -3,11 +3,12 @@
 //! from manifests); the backend's side of them from the backend; the rollout record from
 //! the package's status; the time from the clock. Nothing here decides anything.
 //!
-//! The backend is read per pass, as little as the pass needs: each assigned host pool, its
-//! session hosts and MSIX packages, the backend packages this object owns (found by the
-//! names it gives them and by the host pools' references) with their role assignments,
-//! and user sessions while a rollout or a retained image needs them. [`BackendView`] is
-//! the seam where a snapshot shared by every pass can take the place of these reads.
+//! The backend's side comes from the snapshot shared by every pass
+//! ([`crate::backend::snapshot`]): the assigned host pools with their session hosts and
+//! MSIX packages, the backend packages this object owns (by their owner tag) with their
+//! role assignments, the directory. A pass reads the backend itself only for what must be
+//! fresh: user sessions while a rollout or a retained image needs them, the session hosts
+//! of the ring a rollout's gate watches.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -15,15 +16,20 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use kube::ResourceExt;
 
+use std::time::Duration;
+
 use super::build::OWNER_TAG;
 use crate::arm::Scope;
 use crate::arm::models::{
     AppAttachPackage as ArmPackage, HostPool, MsixPackage, RoleAssignment, SessionHost, UserSession,
 };
+use crate::backend::snapshot::{Change, Health, Picture, Snapshot};
 use crate::backend::{Backend, BackendError};
 use crate::domain::directory::Directory;
 use crate::domain::naming;
-use crate::resources::{AppAttachPackage, HostPoolAssignment, PackageMode, UserAssignment};
+use crate::resources::{
+    AppAttachPackage, HostPoolAssignment, PackageMode, RolloutStep, UserAssignment,
+};
 
 /// What a pass over one package looks at besides the package itself: the controller takes
 /// it from its watch caches, `appattach plan` and `validate` from manifests.
@@ -84,10 +90,12 @@ pub struct BackendView {
     /// App attach: the backend packages this object owns, and an untagged one under the
     /// name it maps to (which it may adopt).
     pub packages: Vec<HeldPackage>,
-    /// The directory, where the backend has one and sessions were read.
-    pub directory: Option<Directory>,
+    /// The directory, where the backend has one.
+    pub directory: Option<std::sync::Arc<Directory>>,
     /// Whether the pools' user sessions were read.
     pub sessions_read: bool,
+    /// Why the picture is too old to act on, when it is: the decision writes nothing.
+    pub stale: Option<String>,
 }
 
 /// One host pool, as the backend has it.
@@ -138,16 +146,24 @@ impl HeldPackage {
     }
 }
 
-/// Reads what one pass over `pkg` needs from `backend`. Without a backend (`appattach
-/// validate` with no world), nothing is read and the host pools are not looked at.
+/// Reads what one pass over `pkg` needs: the backend's side from the shared `snapshot`,
+/// and, fresh from `backend`, only what a pass must see as it is now: the user sessions
+/// while a rollout runs or images are retained, the session hosts of the ring whose gate
+/// is watched, and a host pool outside the resource group the snapshot does not hold yet.
+/// Without a backend (`appattach validate` with no world), nothing is read. A snapshot
+/// older than `max_age` is marked stale: the decision then writes nothing.
 pub async fn observe<B: Backend>(
+    snapshot: &Snapshot,
     backend: Option<&B>,
     package: Arc<AppAttachPackage>,
     inputs: Inputs,
     now: Timestamp,
+    max_age: Duration,
 ) -> Result<Observation, BackendError> {
     let view = match backend {
-        Some(b) if !package.spec.suspend => Some(read(b, &package, &inputs).await?),
+        Some(b) if !package.spec.suspend => {
+            Some(read(snapshot, b, &package, &inputs, max_age).await?)
+        }
         _ => None,
     };
     Ok(Observation {
@@ -168,40 +184,131 @@ fn needs_sessions(pkg: &AppAttachPackage) -> bool {
         })
 }
 
+/// The ring whose gate a running rollout watches (or whose session hosts it drains).
+fn gated_ring(pkg: &AppAttachPackage) -> Option<i32> {
+    let r = pkg.status.as_ref()?.rollout.as_ref()?;
+    let watched = matches!(
+        r.step,
+        RolloutStep::Switching | RolloutStep::Staging | RolloutStep::Soaking
+    );
+    (r.phase.is_active() && watched).then_some(r.ring).flatten()
+}
+
 async fn read<B: Backend>(
+    snapshot: &Snapshot,
     b: &B,
     pkg: &AppAttachPackage,
     inputs: &Inputs,
+    max_age: Duration,
 ) -> Result<BackendView, BackendError> {
-    let mut view = BackendView::default();
-    read_pools(b, &inputs.host_pool_assignments, &mut view).await?;
-    let deleting = pkg.metadata.deletion_timestamp.is_some();
-    if pkg.spec.mode == PackageMode::MsixAppAttach || deleting {
-        read_former_pools(b, pkg, &mut view).await?;
+    let (mut view, outside) = snapshot.with(|p| from_picture(p, b.scope(), pkg, inputs));
+    for (name, field, ring, id) in outside {
+        read_outside(snapshot, b, &mut view, (name, field, ring, id)).await?;
     }
-    if pkg.spec.mode == PackageMode::AppAttach {
-        read_packages(b, pkg, &mut view).await?;
+    if let Some(ring) = gated_ring(pkg) {
+        for p in view.pools.iter_mut().filter(|p| p.ring == ring) {
+            p.hosts = b.list_session_hosts(&p.id).await?;
+            snapshot.record(Change::Hosts(p.id.clone(), p.hosts.clone()));
+        }
     }
     if needs_sessions(pkg) {
         for p in view.pools.iter_mut().chain(view.former.iter_mut()) {
             p.sessions = b.list_user_sessions(&p.id).await?;
         }
-        view.directory = b.directory().await?;
         view.sessions_read = true;
+    }
+    let health = snapshot.health();
+    if health.age.is_some_and(|a| a > max_age) {
+        view.stale = Some(stale_reason(&health));
     }
     Ok(view)
 }
 
-/// Each assigned host pool once: the pool, its session hosts and MSIX packages.
-async fn read_pools<B: Backend>(
+/// Why writes wait on a snapshot too old to act on.
+fn stale_reason(h: &Health) -> String {
+    let age = h
+        .age
+        .map(|a| humantime::format_duration(Duration::from_secs(a.as_secs())).to_string());
+    format!(
+        "the controller's picture of the backend is {} old{}; nothing is written until it is refreshed",
+        age.unwrap_or_else(|| "of unknown age".into()),
+        h.last_error
+            .as_ref()
+            .map(|e| format!(" (its last refresh failed: {e})"))
+            .unwrap_or_default()
+    )
+}
+
+/// A host pool named by full id outside the resource group: read now, and watched by the
+/// snapshot from its next refresh.
+async fn read_outside<B: Backend>(
+    snapshot: &Snapshot,
     b: &B,
-    hpas: &[Arc<HostPoolAssignment>],
     view: &mut BackendView,
+    (name, field, ring, id): (String, String, i32, String),
 ) -> Result<(), BackendError> {
+    snapshot.watch_outside(&id);
+    let Some(pool) = b.get_host_pool(&id).await? else {
+        view.missing.push(MissingPool { name, field });
+        return Ok(());
+    };
+    view.pools.push(PoolView {
+        name,
+        field,
+        id: pool.id.clone().unwrap_or(id.clone()),
+        ring,
+        hosts: b.list_session_hosts(&id).await?,
+        msix: b.list_msix_packages(&id).await?,
+        sessions: vec![],
+        pool,
+    });
+    Ok(())
+}
+
+/// A host pool of the picture, as a pass sees it.
+fn pool_view(
+    p: &Picture,
+    pool: &HostPool,
+    id: &str,
+    name: &str,
+    field: String,
+    ring: i32,
+) -> PoolView {
+    let key = id.to_ascii_lowercase();
+    PoolView {
+        name: name.to_string(),
+        field,
+        id: pool.id.clone().unwrap_or_else(|| id.to_string()),
+        ring,
+        pool: pool.clone(),
+        hosts: p.session_hosts.get(&key).cloned().unwrap_or_default(),
+        msix: p.msix.get(&key).cloned().unwrap_or_default(),
+        sessions: vec![],
+    }
+}
+
+type Outside = Vec<(String, String, i32, String)>;
+
+/// The view of one package from the picture: its assigned pools (each once; a pool of
+/// the resource group the picture lacks is missing, one outside it is read on its own),
+/// the pools its status lists that are no longer assigned, and the backend packages it
+/// owns (and the one under the name it maps to, for the ownership check).
+fn from_picture(
+    p: &Picture,
+    scope: &Scope,
+    pkg: &AppAttachPackage,
+    inputs: &Inputs,
+) -> (BackendView, Outside) {
+    let mut view = BackendView::default();
+    let mut outside = vec![];
     let mut seen = BTreeSet::new();
-    for a in hpas {
+    let rg = scope
+        .host_pool_id("x")
+        .trim_end_matches('x')
+        .to_ascii_lowercase();
+    for a in &inputs.host_pool_assignments {
         for (i, hp) in a.spec.host_pools.iter().enumerate() {
-            let id = b.host_pool_id(&hp.name);
+            let id = scope.host_pool_id(&hp.name);
             if !seen.insert(id.to_ascii_lowercase()) {
                 continue;
             }
@@ -209,123 +316,57 @@ async fn read_pools<B: Backend>(
                 "HostPoolAssignment/{} spec.hostPools[{i}].name",
                 a.name_any()
             );
-            let Some(pool) = b.get_host_pool(&id).await? else {
-                view.missing.push(MissingPool {
+            match p.host_pools.get(&id.to_ascii_lowercase()) {
+                Some(pool) => view
+                    .pools
+                    .push(pool_view(p, pool, &id, &hp.name, field, hp.ring)),
+                None if !id.to_ascii_lowercase().starts_with(&rg) => {
+                    outside.push((hp.name.clone(), field, hp.ring, id))
+                }
+                None => view.missing.push(MissingPool {
                     name: hp.name.clone(),
                     field,
-                });
-                continue;
-            };
-            view.pools.push(PoolView {
-                name: hp.name.clone(),
-                field,
-                id: pool.id.clone().unwrap_or(id.clone()),
-                ring: hp.ring,
-                hosts: b.list_session_hosts(&id).await?,
-                msix: b.list_msix_packages(&id).await?,
-                sessions: vec![],
-                pool,
-            });
+                }),
+            }
         }
     }
-    Ok(())
-}
-
-/// The host pools the status lists that are not assigned any more, with their MSIX
-/// packages (one the backend no longer has is skipped).
-async fn read_former_pools<B: Backend>(
-    b: &B,
-    pkg: &AppAttachPackage,
-    view: &mut BackendView,
-) -> Result<(), BackendError> {
-    let assigned: BTreeSet<String> = view
-        .pools
-        .iter()
-        .map(|p| p.name.to_ascii_lowercase())
-        .collect();
     let recorded = pkg.status.iter().flat_map(|s| &s.host_pools);
-    for row in recorded.filter(|r| !assigned.contains(&r.name.to_ascii_lowercase())) {
-        let id = b.host_pool_id(&row.name);
-        let Some(pool) = b.get_host_pool(&id).await? else {
-            continue;
-        };
-        view.former.push(PoolView {
-            name: row.name.clone(),
-            field: String::new(),
-            id: pool.id.clone().unwrap_or(id.clone()),
-            ring: row.ring,
-            hosts: b.list_session_hosts(&id).await?,
-            msix: b.list_msix_packages(&id).await?,
-            sessions: vec![],
-            pool,
-        });
-    }
-    Ok(())
-}
-
-/// The names this object's backend packages may have: the one it maps to, the one its
-/// status names, each version's of the rollout recorded, and every package an assigned
-/// host pool references under a name of this object's (which finds them without a status).
-fn candidate_names(pkg: &AppAttachPackage, view: &BackendView) -> Vec<String> {
-    let (ns, name) = (pkg.namespace().unwrap_or_default(), pkg.name_any());
-    let home = naming::backend_name(&ns, &name);
-    let status = pkg.status.clone().unwrap_or_default();
-    let mut names = vec![home.clone()];
-    names.extend(status.backend_name.clone());
-    if let Some(r) = &status.rollout {
-        names.extend(
-            std::iter::once(&r.target)
-                .chain(&r.previous)
-                .map(|v| v.backend_name.clone()),
-        );
-    }
-    let referenced = view
-        .pools
-        .iter()
-        .flat_map(|p| {
-            p.pool
-                .properties
-                .app_attach_package_references
-                .iter()
-                .flatten()
-        })
-        .filter_map(|id| id.rsplit('/').next())
-        .filter(|leaf| leaf.starts_with(&home));
-    names.extend(referenced.map(str::to_string));
-    let mut seen = BTreeSet::new();
-    names.retain(|n| seen.insert(n.to_ascii_lowercase()));
-    names
-}
-
-/// The backend packages this object owns (tagged with its key), and an untagged one under
-/// a name of its own, each with its role assignments.
-async fn read_packages<B: Backend>(
-    b: &B,
-    pkg: &AppAttachPackage,
-    view: &mut BackendView,
-) -> Result<(), BackendError> {
-    let key = key_of(pkg);
-    for name in candidate_names(pkg, view) {
-        let Some(package) = b.get_package(&name).await? else {
-            continue;
-        };
-        let owner = package.tags.as_ref().and_then(|t| t.get(OWNER_TAG));
-        if owner.is_some_and(|o| *o != key) {
-            // Another object's: reported by the ownership check when it is the name this
-            // object maps to, never touched.
-            view.packages.push(HeldPackage {
-                name,
-                package,
-                roles: vec![],
-            });
-            continue;
+    for row in
+        recorded.filter(|r| !seen.contains(&scope.host_pool_id(&r.name).to_ascii_lowercase()))
+    {
+        let id = scope.host_pool_id(&row.name);
+        if let Some(pool) = p.host_pools.get(&id.to_ascii_lowercase()) {
+            view.former
+                .push(pool_view(p, pool, &id, &row.name, String::new(), row.ring));
         }
-        let roles = b.list_role_assignments(&b.package_id(&name)).await?;
-        view.packages.push(HeldPackage {
-            name,
-            package,
-            roles,
-        });
     }
-    Ok(())
+    if pkg.spec.mode == PackageMode::AppAttach {
+        view.packages = held_packages(p, scope, pkg);
+    }
+    view.directory.clone_from(&p.directory);
+    (view, outside)
+}
+
+/// The backend packages this object owns (by its owner tag: found whatever their names,
+/// with or without a status), and the one under the name it maps to.
+fn held_packages(p: &Picture, scope: &Scope, pkg: &AppAttachPackage) -> Vec<HeldPackage> {
+    let key = key_of(pkg);
+    let home = naming::backend_name(&pkg.namespace().unwrap_or_default(), &pkg.name_any());
+    let mut names: Vec<&String> = p.owned_by(&key).collect();
+    let home_key = home.to_ascii_lowercase();
+    if !names.contains(&&home_key) && p.packages.contains_key(&home_key) {
+        names.push(&home_key);
+    }
+    names
+        .into_iter()
+        .filter_map(|n| {
+            let package = (**p.packages.get(n)?).clone();
+            let id = scope.package_id(n).to_ascii_lowercase();
+            Some(HeldPackage {
+                name: package.name.clone().unwrap_or_else(|| n.clone()),
+                roles: p.roles_at(&id, &scope.subscription),
+                package,
+            })
+        })
+        .collect()
 }

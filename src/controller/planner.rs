@@ -89,26 +89,39 @@ const OFF: [&str; 3] = ["Shutdown", "NoHeartbeat", "Disconnected"];
 
 /// Reads the health checks of `hosts` since `since` for the image `image`. A failed check
 /// counts against the image when its message names the image; a check that fails on
-/// another package says the host did stage this one.
+/// another package says the host did stage this one. But a check that fails on one of
+/// `earlier` (this package's versions the rollout leaves: a superseded target, the version
+/// rolled back from) says nothing of `image` yet: such a report, come late from a slow
+/// host, once passed a ring's gate for a version its failing host never staged (found by
+/// the rollout property test).
 pub fn gate<'a>(
     hosts: impl IntoIterator<Item = &'a HostObs>,
     since: Timestamp,
     image: &str,
+    earlier: &[VersionRef],
 ) -> Gate {
     let mut g = Gate::default();
     let image = image.to_ascii_lowercase();
+    let earlier: Vec<String> = earlier
+        .iter()
+        .map(|v| v.image_path.to_ascii_lowercase())
+        .filter(|e| !e.is_empty() && *e != image)
+        .collect();
     for h in hosts {
         match h.checked_at {
             Some(t) if t >= since => {
-                let mentions = h
+                let message = h
                     .message
                     .as_deref()
-                    .is_some_and(|m| m.to_ascii_lowercase().contains(&image));
-                if h.succeeded || !mentions {
-                    g.staged.push(h.name.clone());
-                } else {
+                    .unwrap_or_default()
+                    .to_ascii_lowercase();
+                if !h.succeeded && message.contains(&image) {
                     g.failed
                         .push((h.name.clone(), h.message.clone().unwrap_or_default()));
+                } else if !h.succeeded && earlier.iter().any(|e| message.contains(e)) {
+                    g.pending.push(h.name.clone());
+                } else {
+                    g.staged.push(h.name.clone());
                 }
             }
             _ if h.status.as_deref().is_some_and(|s| OFF.contains(&s)) => {
@@ -402,7 +415,12 @@ pub fn ring_gate(r: &RolloutStatus, pools: &[PoolObs], ring: i32) -> Gate {
     let started = parse_time(r.step_started_at.as_deref()).unwrap_or(Timestamp::UNIX_EPOCH);
     let mut g = Gate::default();
     for p in pools.iter().filter(|p| p.ring == ring) {
-        g.add(gate(&p.hosts, gate_start(p, started), &r.target.image_path));
+        g.add(gate(
+            &p.hosts,
+            gate_start(p, started),
+            &r.target.image_path,
+            &r.previous,
+        ));
     }
     g
 }

@@ -13,7 +13,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+
 use tracing::Instrument as _;
 
 use super::build;
@@ -23,8 +23,13 @@ use super::index::{self, Index};
 use super::observe::{self, Inputs, Observation};
 use super::status;
 use super::{Context, Error, FINALIZER};
+use crate::backend::snapshot::Change;
 use crate::backend::{Backend, BackendError};
-use crate::resources::{AppAttachPackage, HostPoolAssignment, UserAssignment, condition};
+use crate::domain::naming;
+use crate::resources::{
+    AppAttachPackage, HostPoolAssignment, HostPoolAssignmentStatus, UserAssignment,
+    UserAssignmentStatus, condition,
+};
 
 /// Reconciles one package (the controller's entry point), counted in the metrics.
 pub async fn reconcile_package<B: Backend>(
@@ -33,9 +38,11 @@ pub async fn reconcile_package<B: Backend>(
 ) -> Result<Action, Error> {
     let started = std::time::Instant::now();
     let span = object_span("AppAttachPackage", &*pkg);
+    let (ns, name) = (pkg.namespace().unwrap_or_default(), pkg.name_any());
     let result = reconcile_package_pass(pkg, ctx.clone())
         .instrument(span.clone())
         .await;
+    ctx.warm_up.done(&ns, &name);
     let reason = result.as_ref().err().map(Error::metric_label);
     ctx.config
         .metrics
@@ -72,14 +79,13 @@ async fn reconcile_package_pass<B: Backend>(
     let api: Api<AppAttachPackage> = Api::namespaced(ctx.client.clone(), &ns);
     // A rollout decides from its own last status write, which the watch cache may not
     // have yet (a pass requeued moments after the last): read it fresh from the API server.
-    let pkg = if rolling(&pkg) {
-        match api.get_opt(&pkg.name_any()).await? {
-            Some(fresh) => Arc::new(fresh),
-            None => return Ok(Action::await_change()),
-        }
-    } else {
-        pkg
+    // The package whole, as the API server has it now: the cache keeps only what the
+    // triggers and the metrics need of its status, and a rollout decides from its own last
+    // status write, which the cache may not have yet.
+    let Some(pkg) = api.get_opt(&pkg.name_any()).await? else {
+        return Ok(Action::await_change());
     };
+    let pkg = Arc::new(pkg);
     let result = finalizer(&api, FINALIZER, pkg, |event| async {
         match event {
             finalizer::Event::Apply(p) => apply(&p, &ctx).await,
@@ -109,17 +115,6 @@ async fn reconcile_package_pass<B: Backend>(
         }
         Err(e) => Err(Error::Finalizer(e.to_string())),
     }
-}
-
-/// Whether the package is in, or about to start, a rollout.
-fn rolling(pkg: &AppAttachPackage) -> bool {
-    pkg.status.as_ref().is_some_and(|st| {
-        st.rollout.as_ref().is_some_and(|r| r.phase.is_active())
-            || st
-                .current_version
-                .as_ref()
-                .is_some_and(|v| *v != pkg.spec.package.version)
-    })
 }
 
 /// Retries a failed pass with per-object exponential backoff (capped at five minutes),
@@ -178,18 +173,26 @@ async fn observe_package<B: Backend>(
     let inputs = inputs(pkg, ctx);
     let package = Arc::new(pkg.clone());
     let now = jiff::Timestamp::now();
-    observe::observe(Some(&ctx.backend), package.clone(), inputs.clone(), now)
-        .await
-        .map_err(|e| {
-            let blind = Observation {
-                package,
-                inputs,
-                backend: None,
-                scope: ctx.backend.scope().clone(),
-                now,
-            };
-            (blind, e)
-        })
+    let max_age = ctx.config.max_snapshot_age();
+    observe::observe(
+        &ctx.snapshot,
+        Some(&ctx.backend),
+        package.clone(),
+        inputs.clone(),
+        now,
+        max_age,
+    )
+    .await
+    .map_err(|e| {
+        let blind = Observation {
+            package,
+            inputs,
+            backend: None,
+            scope: ctx.backend.scope().clone(),
+            now,
+        };
+        (blind, e)
+    })
 }
 
 /// The package's assignments and the packages of its full name, from the caches (by
@@ -226,15 +229,90 @@ fn settings<B>(ctx: &Context<B>) -> Settings {
 async fn apply<B: Backend>(pkg: &AppAttachPackage, ctx: &Context<B>) -> Result<Action, Error> {
     // Never decide on half-listed assignments: right after a start, a package could look
     // unassigned and lose its role assignments.
-    if !is_listed(&ctx.host_pool_assignments) || !is_listed(&ctx.user_assignments) {
+    if !ctx.hpa_by_package.is_listed() || !ctx.ua_by_package.is_listed() {
         return Ok(Action::requeue(CACHE_FILLING_RETRY));
+    }
+    // Nor on a picture of the backend not read yet: every pool would look missing. Why
+    // it is not there yet (a refresh that failed) is the package's to report.
+    if !ctx.snapshot.is_ready() {
+        return match ctx.snapshot.health().last_error {
+            Some(e) => {
+                let blind = blind(pkg, ctx);
+                unobserved(ctx, &blind, e).await
+            }
+            None => Ok(Action::requeue(CACHE_FILLING_RETRY)),
+        };
     }
     let obs = match observe_package(pkg, ctx).await {
         Ok(obs) => obs,
         Err((obs, e)) => return unobserved(ctx, &obs, e).await,
     };
-    let decision = decide::decide(&obs, &settings(ctx));
+    let mut decision = decide::decide(&obs, &settings(ctx));
+    let obs = if decision.refused_by_backend_facts() {
+        // Refused on what the picture says of the host pools or of the backend name: read
+        // them again before saying so (the picture may predate a fix made in the portal).
+        match confirm(pkg, ctx, &obs).await {
+            Ok(again) => {
+                decision = decide::decide(&again, &settings(ctx));
+                again
+            }
+            Err((obs, e)) => return unobserved(ctx, &obs, e).await,
+        }
+    } else {
+        obs
+    };
     execute::execute(ctx, &obs, decision).await
+}
+
+/// An observation of the package alone, for a pass that could not read the backend.
+fn blind<B: Backend>(pkg: &AppAttachPackage, ctx: &Context<B>) -> Observation {
+    Observation {
+        package: Arc::new(pkg.clone()),
+        inputs: inputs(pkg, ctx),
+        backend: None,
+        scope: ctx.backend.scope().clone(),
+        now: jiff::Timestamp::now(),
+    }
+}
+
+/// Reads again, fresh, the assigned host pools and the backend package the object maps
+/// to, records them in the picture, and observes again.
+async fn confirm<B: Backend>(
+    pkg: &AppAttachPackage,
+    ctx: &Context<B>,
+    obs: &Observation,
+) -> Result<Observation, (Observation, BackendError)> {
+    let fresh = async {
+        let ids: Vec<String> = obs
+            .inputs
+            .host_pool_assignments
+            .iter()
+            .flat_map(|a| &a.spec.host_pools)
+            .map(|h| ctx.backend.host_pool_id(&h.name))
+            .collect();
+        for id in ids {
+            let read = match ctx.backend.get_host_pool(&id).await? {
+                Some(pool) => Some(Box::new((
+                    pool,
+                    ctx.backend.list_session_hosts(&id).await?,
+                    ctx.backend.list_msix_packages(&id).await?,
+                ))),
+                None => None,
+            };
+            ctx.snapshot.record(Change::Pool(id, read));
+        }
+        let home = naming::backend_name(&pkg.namespace().unwrap_or_default(), &pkg.name_any());
+        ctx.snapshot
+            .record(match ctx.backend.get_package(&home).await? {
+                Some(p) => Change::Package(home, p),
+                None => Change::PackageGone(home),
+            });
+        Ok::<(), BackendError>(())
+    };
+    match fresh.await {
+        Ok(()) => observe_package(pkg, ctx).await,
+        Err(e) => Err((blind(pkg, ctx), e)),
+    }
 }
 
 /// The backend could not be read: say so in `Synced` (unless it is only our own pacing)
@@ -255,6 +333,9 @@ async fn unobserved<B: Backend>(
 
 /// Removes the package's backend resources (unless the policy keeps them).
 async fn cleanup<B: Backend>(pkg: &AppAttachPackage, ctx: &Context<B>) -> Result<Action, Error> {
+    if !ctx.snapshot.is_ready() {
+        return Ok(Action::requeue(CACHE_FILLING_RETRY));
+    }
     let obs = match observe_package(pkg, ctx).await {
         Ok(obs) => obs,
         Err((_, e)) => return Err(e.into()),
@@ -270,21 +351,6 @@ async fn cleanup<B: Backend>(pkg: &AppAttachPackage, ctx: &Context<B>) -> Result
 /// How soon a pass that found a cache still filling tries again.
 const CACHE_FILLING_RETRY: Duration = Duration::from_millis(500);
 
-/// Whether a watch cache holds its initial list. Checked, never awaited: the caches fill
-/// only while the controller polls its streams, which it stops doing while every
-/// reconcile slot is taken, so a pass that waited for them could wait for ever.
-fn is_listed<K>(store: &Store<K>) -> bool
-where
-    K: kube::Resource + Clone + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    use futures::FutureExt;
-    store
-        .wait_until_ready()
-        .now_or_never()
-        .is_some_and(|r| r.is_ok())
-}
-
 /// An assignment kind, for the status of assignments whose package does not exist.
 pub trait Assignment:
     Resource<DynamicType = (), Scope = NamespaceResourceScope>
@@ -296,10 +362,16 @@ pub trait Assignment:
     + Sync
     + 'static
 {
+    /// Its status.
+    type Status: Serialize + Send + Sync;
     /// The package it points at.
     fn package_ref(&self) -> &str;
-    /// Its status as JSON.
-    fn status_json(&self) -> Option<Value>;
+    /// Its status's conditions.
+    fn conditions(&self) -> &[Condition];
+    /// The digest of the whole status the cached copy was cut from.
+    fn cached_digest(&self) -> Option<u64>;
+    /// Its status while its package does not exist: the conditions alone.
+    fn orphan_status(generation: Option<i64>, conditions: Vec<Condition>) -> Self::Status;
 }
 
 /// The index key of an assignment: the package it points at.
@@ -318,24 +390,44 @@ pub fn by_full_name(p: &AppAttachPackage) -> String {
 }
 
 impl Assignment for HostPoolAssignment {
+    type Status = HostPoolAssignmentStatus;
     fn package_ref(&self) -> &str {
         &self.spec.package_ref.name
     }
-    fn status_json(&self) -> Option<Value> {
-        self.status
-            .as_ref()
-            .map(|s| serde_json::to_value(s).expect("JSON"))
+    fn conditions(&self) -> &[Condition] {
+        self.status.as_ref().map_or(&[], |s| &s.conditions)
+    }
+    fn cached_digest(&self) -> Option<u64> {
+        self.status.as_ref()?.cached_digest
+    }
+    fn orphan_status(generation: Option<i64>, conditions: Vec<Condition>) -> Self::Status {
+        HostPoolAssignmentStatus {
+            observed_generation: generation,
+            conditions,
+            host_pools: Vec::new(),
+            cached_digest: None,
+        }
     }
 }
 
 impl Assignment for UserAssignment {
+    type Status = UserAssignmentStatus;
     fn package_ref(&self) -> &str {
         &self.spec.package_ref.name
     }
-    fn status_json(&self) -> Option<Value> {
-        self.status
-            .as_ref()
-            .map(|s| serde_json::to_value(s).expect("JSON"))
+    fn conditions(&self) -> &[Condition] {
+        self.status.as_ref().map_or(&[], |s| &s.conditions)
+    }
+    fn cached_digest(&self) -> Option<u64> {
+        self.status.as_ref()?.cached_digest
+    }
+    fn orphan_status(generation: Option<i64>, conditions: Vec<Condition>) -> Self::Status {
+        UserAssignmentStatus {
+            observed_generation: generation,
+            conditions,
+            principals: Vec::new(),
+            cached_digest: None,
+        }
     }
 }
 
@@ -366,7 +458,7 @@ async fn orphan_pass<A: Assignment, B: Backend>(
     packages: Store<AppAttachPackage>,
 ) -> Result<Action, Error> {
     // Until the packages are listed, every assignment would look orphaned.
-    if !is_listed(&packages) {
+    if !ctx.packages_by_full_name.is_listed() {
         return Ok(Action::requeue(CACHE_FILLING_RETRY));
     }
     let ns = a.namespace().unwrap_or_default();
@@ -376,22 +468,19 @@ async fn orphan_pass<A: Assignment, B: Backend>(
     if exists || a.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let previous: Vec<Condition> = a
-        .status_json()
-        .and_then(|s| serde_json::from_value(s["conditions"].clone()).ok())
-        .unwrap_or_default();
+    let previous = a.conditions();
     let generation = a.meta().generation;
     let (conditions, message) = decide::orphan(
-        &previous,
+        previous,
         a.package_ref(),
         &ns,
         generation,
         jiff::Timestamp::now(),
     );
-    let st = json!({ "observedGeneration": generation, "conditions": conditions });
+    let st = A::orphan_status(generation, conditions);
     let api: Api<A> = Api::namespaced(ctx.client.clone(), &ns);
-    let before = status::find(&previous, condition::READY).map(|c| c.reason.clone());
-    if status::write(&api, &a.name_any(), a.status_json().as_ref(), &st).await?
+    let before = status::find(previous, condition::READY).map(|c| c.reason.clone());
+    if status::write_unless_digest(&api, &a.name_any(), a.cached_digest(), &st).await?
         && before.as_deref() != Some("PackageNotFound")
     {
         let note = Note {

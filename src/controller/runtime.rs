@@ -9,17 +9,18 @@ use std::time::Duration;
 use futures::{StreamExt, TryStreamExt};
 use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::controller::{self, Controller};
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::utils::Predicate;
-use kube::runtime::{WatchStreamExt, predicates, watcher};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
+use super::events::Publisher;
 use super::index::{self, Index};
-use super::{Config, Context, MANAGER, metrics, reconcile};
+use super::warmup::{self, WarmUp};
+use super::{Config, Context, MANAGER, metrics, reconcile, refresh};
 use crate::backend::Backend;
+use crate::backend::snapshot::Snapshot;
 use crate::resources::{AppAttachPackage, HostPoolAssignment, UserAssignment};
 
 /// A kind the controller watches and caches.
@@ -32,17 +33,40 @@ pub(super) trait Watched:
     + Sync
     + 'static
 {
+    /// Shrinks an object to what its cache keeps.
+    fn cache_form(&mut self) {}
 }
 
-impl<K> Watched for K where
-    K: kube::Resource<DynamicType = ()>
-        + serde::de::DeserializeOwned
-        + Clone
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static
-{
+impl Watched for AppAttachPackage {}
+
+impl Watched for HostPoolAssignment {
+    fn cache_form(&mut self) {
+        if let Some(st) = self.status.as_mut() {
+            st.cached_digest = Some(super::status::digest(st));
+            st.host_pools = Vec::new();
+            forget_messages(&mut st.conditions);
+        }
+    }
+}
+
+impl Watched for UserAssignment {
+    fn cache_form(&mut self) {
+        if let Some(st) = self.status.as_mut() {
+            st.cached_digest = Some(super::status::digest(st));
+            st.principals = Vec::new();
+            forget_messages(&mut st.conditions);
+        }
+    }
+}
+
+/// What the cache keeps of an assignment's status: its conditions without their messages
+/// (for their transition times), and the digest of the whole (to write only a change). The
+/// rows themselves (host pools with resource ids, principals with role-assignment ids)
+/// would cost tens of MiB at 30,000 assignments (measured with `appattach bench`).
+fn forget_messages(conditions: &mut [Condition]) {
+    for c in conditions {
+        c.message = String::new();
+    }
 }
 
 /// A watcher of `K` that skips (and logs) an object it cannot read, instead of failing
@@ -63,40 +87,10 @@ where
     watcher(api, wc).try_filter_map(|event| futures::future::ready(Ok(typed_event::<K>(event))))
 }
 
-/// The objects of a watch whose spec changed (a new generation), that appeared, or that
-/// were deleted; status and metadata writes, and relists of what is known, pass nothing.
-/// (kube's `predicate_filter` would drop deletions, which an object without a finalizer
-/// only announces by its Delete event.)
-fn spec_changes<K, E>(
-    events: impl futures::Stream<Item = Result<watcher::Event<K>, E>>,
-) -> impl futures::Stream<Item = Result<K, E>>
-where
-    K: kube::Resource,
-{
-    let mut seen: HashMap<(String, String), Option<i64>> = HashMap::new();
-    events
-        .map_ok(move |event| {
-            let key = |o: &K| (o.meta().namespace.clone().unwrap_or_default(), o.name_any());
-            let passed = match event {
-                watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {
-                    let generation = o.meta().generation;
-                    (seen.insert(key(&o), generation) != Some(generation)).then_some(o)
-                }
-                watcher::Event::Delete(o) => {
-                    seen.remove(&key(&o));
-                    Some(o)
-                }
-                watcher::Event::Init | watcher::Event::InitDone => None,
-            };
-            futures::stream::iter(passed.map(Ok))
-        })
-        .try_flatten()
-}
-
 /// The typed form of a watch event; `None` (logged) for an object that does not read as `K`.
-pub fn typed_event<K>(event: watcher::Event<DynamicObject>) -> Option<watcher::Event<K>>
+pub(super) fn typed_event<K>(event: watcher::Event<DynamicObject>) -> Option<watcher::Event<K>>
 where
-    K: kube::Resource<DynamicType = ()> + serde::de::DeserializeOwned,
+    K: Watched,
 {
     let typed = |mut o: DynamicObject| -> Option<K> {
         // Nothing reads them, and they are the largest part of a cached object: every
@@ -105,12 +99,18 @@ where
         if let Some(a) = o.metadata.annotations.as_mut() {
             a.remove("kubectl.kubernetes.io/last-applied-configuration");
         }
+        if K::kind(&()) == "AppAttachPackage" {
+            trim_status(&mut o.data);
+        }
         let (ns, name) = (
             o.metadata.namespace.clone().unwrap_or_default(),
             o.metadata.name.clone().unwrap_or_default(),
         );
         match serde_json::to_value(&o).and_then(serde_json::from_value::<K>) {
-            Ok(k) => Some(k),
+            Ok(mut k) => {
+                k.cache_form();
+                Some(k)
+            }
             Err(e) => {
                 tracing::warn!(kind = %K::kind(&()), namespace = %ns, name = %name, "skipping an object that cannot be read: {e}");
                 None
@@ -126,8 +126,29 @@ where
     }
 }
 
+/// What the cache keeps of a package's status: its `Ready`-style conditions without their
+/// messages, for the resource counts of the metrics. A pass reads the package whole from
+/// the API server; the rest of a status (rows, rollout record, history: several KiB
+/// each) would cost tens of MiB at 10,000 packages (measured with `appattach bench`).
+fn trim_status(data: &mut serde_json::Value) {
+    let Some(status) = data.get_mut("status").and_then(|s| s.as_object_mut()) else {
+        return;
+    };
+    status.retain(|k, _| k == "conditions" || k == "observedGeneration");
+    if let Some(conditions) = status.get_mut("conditions").and_then(|c| c.as_array_mut()) {
+        for c in conditions.iter_mut().filter_map(|c| c.as_object_mut()) {
+            c.insert("message".into(), serde_json::Value::String(String::new()));
+        }
+    }
+}
+
+/// The package an assignment points at.
+fn to_package<A: reconcile::Assignment>(a: &A) -> ObjectRef<AppAttachPackage> {
+    ObjectRef::new(a.package_ref()).within(&a.namespace().unwrap_or_default())
+}
+
 /// Runs the controllers until the process stops.
-pub async fn run<B: Backend>(client: Client, backend: B, config: Config) {
+pub async fn run<B: Backend + Clone>(client: Client, backend: B, config: Config) {
     run_until(client, backend, config, std::future::pending()).await;
 }
 
@@ -215,7 +236,7 @@ fn watch_all(
 /// Runs the controllers until `stop` resolves, then lets the passes in flight finish (each
 /// is bounded by its requests' timeouts) and returns. A caller that cannot wait that long
 /// drops the future instead: a pass cut short resumes from the intent it recorded.
-pub async fn run_until<B: Backend>(
+pub async fn run_until<B: Backend + Clone>(
     client: Client,
     backend: B,
     config: Config,
@@ -223,28 +244,31 @@ pub async fn run_until<B: Backend>(
 ) {
     let stop = futures::FutureExt::shared(stop);
     let (caches, streams, watches) = watch_all(&client, &config);
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: MANAGER.into(),
-            instance: None,
-        },
-    );
+    let snapshot = Arc::new(Snapshot::new());
+    let (refreshes, changed, snapshot_ready) = refresh::task(snapshot.clone(), &backend, &config);
+    let events = Publisher::new(client.clone(), MANAGER);
+    let (warm_up, warm_passes) = WarmUp::new(config.concurrency.into());
     let ctx = Arc::new(Context {
         client: client.clone(),
         backend,
         config: config.clone(),
+        snapshot,
         packages: caches.packages.clone(),
         host_pool_assignments: caches.hpas.clone(),
         user_assignments: caches.uas.clone(),
         packages_by_full_name: caches.packages_by_full_name.clone(),
         hpa_by_package: caches.hpa_by_package.clone(),
         ua_by_package: caches.ua_by_package.clone(),
-        recorder,
+        events,
+        warm_up,
         failures: Mutex::new(HashMap::new()),
     });
     count_resources(&config, &caches);
-    tokio::spawn(readiness(&config, &caches));
+    tokio::spawn(readiness(
+        &config,
+        &caches,
+        (snapshot_ready, ctx.snapshot.clone()),
+    ));
     let Streams {
         packages,
         packages_for_hpa_orphans,
@@ -254,8 +278,18 @@ pub async fn run_until<B: Backend>(
         uas,
         ua_orphans,
     } = streams;
-    let package_controller =
-        package_controller(&caches, packages, hpas, uas, ctx.clone(), stop.clone());
+    let changed =
+        futures::stream::unfold(
+            changed,
+            |mut rx| async move { rx.recv().await.map(|o| (o, rx)) },
+        );
+    let package_controller = package_controller(
+        &caches,
+        (packages, hpas, uas),
+        (changed, warm_passes),
+        ctx.clone(),
+        stop.clone(),
+    );
     // Assignments whose package does not exist get their own status.
     let hpa_orphans = orphans(
         caches.hpas.clone(),
@@ -282,6 +316,7 @@ pub async fn run_until<B: Backend>(
     tokio::select! {
         _ = async { futures::join!(package_controller, hpa_orphans, ua_orphans) } => {}
         () = watches => {}
+        () = refreshes => {}
     }
 }
 
@@ -289,37 +324,47 @@ pub async fn run_until<B: Backend>(
 /// finalizers, and by its assignments' specs.
 fn package_controller<B: Backend>(
     caches: &Caches,
-    packages: Events<AppAttachPackage>,
-    hpas: Events<HostPoolAssignment>,
-    uas: Events<UserAssignment>,
+    (packages, hpas, uas): (
+        Events<AppAttachPackage>,
+        Events<HostPoolAssignment>,
+        Events<UserAssignment>,
+    ),
+    (changed, warm_passes): (
+        impl futures::Stream<Item = ObjectRef<AppAttachPackage>> + Send + 'static,
+        impl futures::Stream<Item = ObjectRef<AppAttachPackage>> + Send + 'static,
+    ),
     ctx: Arc<Context<B>>,
     stop: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static,
 ) -> impl std::future::Future<Output = ()> + Send {
-    let package_stream = packages
-        .touched_objects()
-        // Our own status writes must not trigger a pass (that would defeat backoff): only
-        // spec (generation), annotations (policy) and finalizers do.
-        .predicate_filter(
-            predicates::generation
-                .combine(predicates::annotations)
-                .combine(predicates::finalizers),
-            Default::default(),
-        );
-    // Assignments trigger the package they point at; packageRef is immutable, so a deleted
-    // assignment still names the package it used to reach. An assignment's own status
-    // writes do not: on a cold start they tripled the passes (measured with `appattach
-    // bench`).
-    let to_package = |ns: Option<String>, name: &str| {
-        Some(ObjectRef::<AppAttachPackage>::new(name).within(&ns.unwrap_or_default()))
-    };
+    // A start's first passes wait their turn behind real changes (see `warmup`): only a
+    // change of spec (generation), annotations (policy) or finalizers passes at once. Our
+    // own status writes trigger nothing (that would defeat backoff), and neither do an
+    // assignment's (on a cold start they tripled the passes, measured with `appattach
+    // bench`). Assignments trigger the package they point at; packageRef is immutable, so
+    // a deleted assignment still names the package it used to reach.
+    let warm = ctx.warm_up.clone();
+    let package_stream = warmup::split(packages, warm.clone(), ObjectRef::from_obj, |p| {
+        // A hash, not a copy: one is kept per package.
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        p.metadata.annotations.hash(&mut h);
+        p.metadata.finalizers.hash(&mut h);
+        (p.metadata.generation, h.finish())
+    });
+    let hpa_stream = warmup::split(hpas, warm.clone(), to_package, |a: &HostPoolAssignment| {
+        a.metadata.generation
+    });
+    let ua_stream = warmup::split(uas, warm, to_package, |a: &UserAssignment| {
+        a.metadata.generation
+    });
     let concurrency = ctx.config.concurrency;
     Controller::for_stream(package_stream, caches.packages.clone())
-        .watches_stream(spec_changes(hpas), move |a: HostPoolAssignment| {
-            to_package(a.namespace(), &a.spec.package_ref.name)
-        })
-        .watches_stream(spec_changes(uas), move |a: UserAssignment| {
-            to_package(a.namespace(), &a.spec.package_ref.name)
-        })
+        .watches_stream(hpa_stream, |a: HostPoolAssignment| Some(to_package(&a)))
+        .watches_stream(ua_stream, |a: UserAssignment| Some(to_package(&a)))
+        .reconcile_on(warm_passes)
+        // A refresh of the picture of the backend that finds a package's objects changed
+        // (drift made in the portal) reconciles it.
+        .reconcile_on(changed)
         .with_config(controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(stop)
         .run(reconcile::reconcile_package, reconcile::error_policy, ctx)
@@ -345,57 +390,70 @@ fn count_resources(config: &Config, caches: &Caches) {
     }));
 }
 
-/// Ready (for /readyz) once every kind's first list is in its store; a first sync that
-/// takes long says which kinds it waits for, every 30 s.
+/// Ready (for /readyz) once every kind's first list is in its store and the first picture
+/// of the backend is read; a first sync that takes long says which kinds it waits for,
+/// every 30 s.
 fn readiness(
     config: &Config,
     caches: &Caches,
+    (mut snapshot_ready, snapshot): (tokio::sync::watch::Receiver<bool>, Arc<Snapshot>),
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
     let (packages, hpas, uas) = (
-        caches.packages.clone(),
-        caches.hpas.clone(),
-        caches.uas.clone(),
+        caches.packages_by_full_name.clone(),
+        caches.hpa_by_package.clone(),
+        caches.ua_by_package.clone(),
     );
     let metrics = config.metrics.clone();
     async move {
-        let all = async {
-            tokio::try_join!(
-                packages.wait_until_ready(),
-                hpas.wait_until_ready(),
-                uas.wait_until_ready()
-            )
-        };
+        let all = async { futures::join!(packages.listed(), hpas.listed(), uas.listed()) };
         tokio::pin!(all);
-        let synced = loop {
-            match tokio::time::timeout(Duration::from_secs(30), &mut all).await {
-                Ok(synced) => break synced,
-                Err(_) => {
-                    use futures::FutureExt as _;
-                    let pending: Vec<&str> = [
-                        (
-                            "AppAttachPackage",
-                            packages.wait_until_ready().now_or_never(),
-                        ),
-                        ("HostPoolAssignment", hpas.wait_until_ready().now_or_never()),
-                        ("UserAssignment", uas.wait_until_ready().now_or_never()),
-                    ]
-                    .iter()
-                    .filter(|(_, ready)| ready.is_none())
-                    .map(|(k, _)| *k)
-                    .collect();
-                    let why = format!(
-                        "the first list of {} is not done after 30s or more",
-                        pending.join(", ")
-                    );
-                    tracing::warn!("{why}");
-                    metrics.set_not_ready(Some(why));
-                }
-            }
+        while tokio::time::timeout(Duration::from_secs(30), &mut all)
+            .await
+            .is_err()
+        {
+            let pending: Vec<&str> = [
+                ("AppAttachPackage", packages.is_listed()),
+                ("HostPoolAssignment", hpas.is_listed()),
+                ("UserAssignment", uas.is_listed()),
+            ]
+            .iter()
+            .filter(|(_, listed)| !listed)
+            .map(|(k, _)| *k)
+            .collect();
+            let why = format!(
+                "the first list of {} is not done after 30s or more",
+                pending.join(", ")
+            );
+            tracing::warn!("{why}");
+            metrics.set_not_ready(Some(why));
+        }
+        // The first complete picture of the backend (a sender gone: the process stops).
+        if !first_picture(&mut snapshot_ready, &snapshot, &metrics).await {
+            return;
+        }
+        tracing::info!("first full sync done: ready");
+        metrics.set_not_ready(None);
+        metrics.set_synced();
+    }
+}
+
+/// Waits for the first complete picture of the backend, saying on /readyz why it is not
+/// there yet (with the last refresh's error, every few seconds). False: the process stops.
+async fn first_picture(
+    ready: &mut tokio::sync::watch::Receiver<bool>,
+    snapshot: &Snapshot,
+    metrics: &metrics::Metrics,
+) -> bool {
+    loop {
+        let why = match snapshot.health().last_error {
+            Some(e) => format!("the first picture of the backend is not read yet: {e}"),
+            None => "the first picture of the backend is not read yet".into(),
         };
-        if synced.is_ok() {
-            tracing::info!("first full sync done: ready");
-            metrics.set_not_ready(None);
-            metrics.set_synced();
+        metrics.set_not_ready(Some(why));
+        match tokio::time::timeout(Duration::from_secs(2), ready.wait_for(|r| *r)).await {
+            Ok(Ok(_)) => return true,
+            Ok(Err(_)) => return false,
+            Err(_) => {}
         }
     }
 }
@@ -431,7 +489,7 @@ where
     });
     let events = index::feed(
         tolerant_watcher::<K>(client, namespace, wc).default_backoff(),
-        index,
+        index.clone(),
     )
     .reflect(writer);
     let drive = async move {
@@ -439,6 +497,10 @@ where
         while let Some(event) = events.next().await {
             match event {
                 Ok(event) => {
+                    // The store has taken it: the first list is in.
+                    if matches!(event, watcher::Event::InitDone) {
+                        index.mark_listed();
+                    }
                     for tx in &senders {
                         // A consumer that is gone has stopped with the controllers.
                         let _ = tx.send(event.clone()).await;
@@ -583,5 +645,50 @@ mod tests {
             typed_event::<AppAttachPackage>(watcher::Event::InitDone),
             Some(watcher::Event::InitDone)
         ));
+    }
+
+    /// The cache keeps an assignment's conditions (for their transition times) and the
+    /// digest of its whole status (to write only a change), not its rows.
+    #[test]
+    fn a_cached_assignment_keeps_its_conditions_and_the_digest_of_its_status() {
+        let whole: HostPoolAssignment = serde_json::from_value(serde_json::json!({
+            "apiVersion": "appattach.io/v1alpha1",
+            "kind": "HostPoolAssignment",
+            "metadata": {"name": "a", "namespace": "ns"},
+            "spec": {"packageRef": {"name": "p"}, "hostPools": [{"name": "hp-1"}]},
+            "status": {
+                "observedGeneration": 2,
+                "conditions": [{"type": "Ready", "status": "True", "reason": "Reconciled",
+                    "message": "package p is Ready", "lastTransitionTime": "2026-12-01T00:00:00Z"}],
+                "hostPools": [{"name": "hp-1", "found": true, "version": "1.0.0.0"}]
+            }
+        }))
+        .unwrap();
+        let dynamic: DynamicObject =
+            serde_json::from_value(serde_json::to_value(&whole).unwrap()).unwrap();
+        let Some(watcher::Event::Apply(cached)) =
+            typed_event::<HostPoolAssignment>(watcher::Event::Apply(dynamic))
+        else {
+            panic!("not read");
+        };
+        let st = cached.status.as_ref().unwrap();
+        assert!(st.host_pools.is_empty(), "rows cached: {st:?}");
+        assert_eq!(st.conditions[0].status, "True");
+        assert_eq!(
+            st.conditions[0].last_transition_time,
+            whole.status.as_ref().unwrap().conditions[0].last_transition_time
+        );
+        let before = whole.status.clone().unwrap();
+        assert_eq!(
+            st.cached_digest,
+            Some(super::super::status::digest(&before))
+        );
+        // Any change to the whole status changes its digest.
+        let mut changed = before.clone();
+        changed.host_pools[0].version = Some("1.0.1.0".into());
+        assert_ne!(
+            super::super::status::digest(&changed),
+            super::super::status::digest(&before)
+        );
     }
 }

@@ -100,6 +100,42 @@ where
     if current == Some(status) {
         return Ok(false);
     }
+    apply(api, name, status).await
+}
+
+/// A digest of a status: equal for equal statuses, within one process (it is never stored
+/// outside memory).
+pub fn digest<S: Serialize>(status: &S) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    // A status always serializes.
+    serde_json::to_vec(status).unwrap_or_default().hash(&mut h);
+    h.finish()
+}
+
+/// Patches `status` of an object by server-side apply, unless its digest is `current`'s
+/// (the digest of the status the cache last saw). Returns whether it wrote.
+pub async fn write_unless_digest<K, S>(
+    api: &Api<K>,
+    name: &str,
+    current: Option<u64>,
+    status: &S,
+) -> kube::Result<bool>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    S: Serialize,
+{
+    if current == Some(digest(status)) {
+        return Ok(false);
+    }
+    apply(api, name, status).await
+}
+
+async fn apply<K, S>(api: &Api<K>, name: &str, status: &S) -> kube::Result<bool>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    S: Serialize,
+{
     let patch = serde_json::json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),

@@ -4,6 +4,7 @@
 //! request leaves no trace; the caller commits a request's writes in one transaction.
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -12,9 +13,11 @@ use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+use super::ratelimit::{self, Admission};
 use super::{Emulator, Inner, World, now, store};
 use crate::arm::models::{self, PrincipalType};
 use crate::arm::{self, ArmError, ResourceId, ResourceType};
+use crate::budget::Kind;
 
 /// A parsed request.
 pub struct Request<'a> {
@@ -35,7 +38,8 @@ pub enum Reply {
 
 type Result<T> = std::result::Result<T, ArmError>;
 
-/// The fallback handler: every path that is not the emulator's own.
+/// The fallback handler: every path that is not the emulator's own. With a request
+/// budget, a request over it is refused here, before faults and before it is served.
 pub async fn handle(
     State(emulator): State<Emulator>,
     method: Method,
@@ -48,19 +52,45 @@ pub async fn handle(
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .map(String::from);
-    let mut response = serve(emulator.clone(), method.clone(), uri, headers, body).await;
+    let kind = Kind::of(&method);
+    let admitted = {
+        let mut inner = emulator.lock();
+        let admission = inner.budget.as_mut().map(|b| {
+            let admission = b.admit(&ratelimit::caller(&headers), kind, Instant::now());
+            (admission, b.limits())
+        });
+        if let Some((Admission::Refused { .. }, _)) = admission {
+            inner.counts.record(method.as_str(), &path);
+            inner.counts.record_refused(kind);
+        }
+        admission
+    };
+    let mut response = match admitted {
+        Some((Admission::Refused { retry_after }, limits)) => {
+            ratelimit::too_many_requests(kind, limits, retry_after)
+        }
+        _ => serve(emulator.clone(), method.clone(), uri, headers, body).await,
+    };
     let status = response.status().as_u16();
-    let remaining = emulator
+    let hourly = emulator
         .lock()
         .counts
         .log(method.as_str(), &path, status, agent);
-    // As ARM does: how many requests of this kind the caller has left.
-    let (name, left) = remaining;
-    if let (Ok(name), Ok(left)) = (
-        axum::http::HeaderName::try_from(name),
-        axum::http::HeaderValue::try_from(left.to_string()),
-    ) {
-        response.headers_mut().insert(name, left);
+    // As ARM does: how many requests of this kind the caller has left (with a budget, the
+    // tokens left in its bucket; without, what the emulator counts of an hourly budget).
+    match admitted {
+        Some((admission, _)) => {
+            ratelimit::set_remaining(&mut response, kind, admission.remaining())
+        }
+        None => {
+            let (name, left) = hourly;
+            if let (Ok(name), Ok(left)) = (
+                axum::http::HeaderName::try_from(name),
+                axum::http::HeaderValue::try_from(left.to_string()),
+            ) {
+                response.headers_mut().insert(name, left);
+            }
+        }
     }
     response
 }

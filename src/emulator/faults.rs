@@ -181,6 +181,7 @@ pub struct Counts {
     applied: BTreeMap<(String, String), u64>,
     log: std::collections::VecDeque<LoggedRequest>,
     per_kind: BTreeMap<&'static str, u64>,
+    refused: KindCounts,
 }
 
 /// One request in the log, with when it was answered and how.
@@ -221,6 +222,19 @@ pub struct CountsView {
     /// Writes that took effect (answered 2xx), by method and path: a write refused by a
     /// fault, or by validation, is in `byPath` but not here.
     pub applied: Vec<PathCount>,
+    /// Requests the request budget (`--arm-budget`) refused with 429, by kind; all zero
+    /// when there is none. They are in `total`, `byMethod` and `byPath` too.
+    #[serde(default)]
+    pub budget_refused: KindCounts,
+}
+
+/// A count per operation kind, as ARM's budget counts them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub struct KindCounts {
+    pub reads: u64,
+    pub writes: u64,
+    pub deletes: u64,
 }
 
 /// Requests to one path with one method.
@@ -239,6 +253,16 @@ impl Counts {
             .by_request
             .entry((method.to_string(), path.to_ascii_lowercase()))
             .or_default() += 1;
+    }
+
+    /// Counts one request the budget refused (it is counted by [`Self::record`] too).
+    pub fn record_refused(&mut self, kind: crate::budget::Kind) {
+        let n = match kind {
+            crate::budget::Kind::Reads => &mut self.refused.reads,
+            crate::budget::Kind::Writes => &mut self.refused.writes,
+            crate::budget::Kind::Deletes => &mut self.refused.deletes,
+        };
+        *n += 1;
     }
 
     /// Counts one write that took effect.
@@ -289,6 +313,7 @@ impl Counts {
         self.applied.clear();
         self.log.clear();
         self.per_kind.clear();
+        self.refused = KindCounts::default();
     }
 
     /// The counts so far.
@@ -315,6 +340,7 @@ impl Counts {
                 count: *n,
             })
             .collect();
+        v.budget_refused = self.refused;
         v
     }
 }
@@ -469,6 +495,41 @@ mod tests {
         log.record("POST", "/y", 200, b"not json");
         assert_eq!(log.writes()[0].seq, WRITES as u64 + 4);
         assert_eq!(log.writes()[0].body, serde_json::json!("not json"));
+    }
+
+    #[test]
+    fn the_budgets_refusals_are_counted_by_kind_until_a_reset() {
+        use crate::budget::Kind;
+        let mut c = Counts::default();
+        assert_eq!(c.view().budget_refused, KindCounts::default());
+        for kind in [Kind::Reads, Kind::Reads, Kind::Deletes] {
+            c.record("GET", "/x");
+            c.record_refused(kind);
+        }
+        let v = c.view();
+        assert_eq!(
+            (v.total, v.budget_refused),
+            (
+                3,
+                KindCounts {
+                    reads: 2,
+                    writes: 0,
+                    deletes: 1
+                }
+            )
+        );
+        let json = serde_json::to_value(&v).unwrap();
+        assert_eq!(
+            json["budgetRefused"],
+            serde_json::json!({"reads": 2, "writes": 0, "deletes": 1})
+        );
+        // What an emulator without the field sends still reads.
+        let mut old = json;
+        old.as_object_mut().unwrap().remove("budgetRefused");
+        let read: CountsView = serde_json::from_value(old).unwrap();
+        assert_eq!(read.budget_refused, KindCounts::default());
+        c.reset();
+        assert_eq!(c.view().budget_refused, KindCounts::default());
     }
 
     #[test]

@@ -4,11 +4,13 @@
 //!
 //! ARM requests are served by [`arm_api`]; the emulator's own controls (sign-in, staging,
 //! faults, request counts) live under `/_emulator/` in [`admin`]. State lives in memory
-//! and in an embedded transactional store ([`store`]).
+//! and in an embedded transactional store ([`store`]). When asked, ARM's request budget
+//! is enforced on the callers ([`ratelimit`]).
 
 pub mod admin;
 pub mod arm_api;
 pub mod faults;
+pub mod ratelimit;
 pub mod staging;
 pub mod store;
 pub mod world;
@@ -21,6 +23,12 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 pub use world::World;
+
+/// ARM's request budget per caller, as burst and rate a second of each operation kind:
+/// [`Budget::ARM`] is Azure's (reads 250 at once then 25 a second; writes and deletes 200
+/// then 10). The same type as the ARM client's own budget
+/// ([`crate::backend::throttle::Limits`]), so a test can give both the same numbers.
+pub use crate::budget::Limits as Budget;
 
 /// A UNC share prefix mapped to a local directory: `\\fs\appattach=/srv/images`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +91,9 @@ pub struct Config {
     pub token: Option<String>,
     /// How often session hosts stage; never on their own when absent (stage on demand).
     pub staging_interval: Option<Duration>,
+    /// ARM's request budget, enforced per caller when set (429 `TooManyRequests` beyond
+    /// it; see [`ratelimit`]); none when absent. `Some(Budget::ARM)` for Azure's limits.
+    pub arm_budget: Option<Budget>,
 }
 
 /// Everything the handlers share, behind one lock.
@@ -101,6 +112,8 @@ pub struct Inner {
     pub writes: faults::WriteLog,
     /// Required bearer token.
     pub token: Option<String>,
+    /// The request budget enforced, if any.
+    pub budget: Option<ratelimit::Limiter>,
 }
 
 /// A running emulator.
@@ -203,6 +216,7 @@ impl Emulator {
                 counts: Default::default(),
                 writes: Default::default(),
                 token: config.token,
+                budget: config.arm_budget.map(ratelimit::Limiter::new),
             })),
         })
     }

@@ -13,9 +13,9 @@ use serde_json::Value;
 
 use super::validate::{Objects, PackageCheck};
 use crate::arm::models::{
-    AppAttachPackage as ArmPackage, ApplicationGroupType, HostPool, MsixPackage, RoleAssignment,
+    AppAttachPackage as ArmPackage, ApplicationGroupType, HostPool, MsixPackage,
 };
-use crate::backend::{ArmClient, Backend, BackendError};
+use crate::backend::snapshot::Picture;
 use crate::controller::build::{self, OWNER_TAG};
 use crate::domain::entitlements::{self, AppGroup, AppGroupKind, Feature};
 use crate::emulator::World;
@@ -213,7 +213,7 @@ struct Held {
     packages: Vec<ArmPackage>,
     /// Role assignments of the Desktop Virtualization User role at each package, by
     /// lower-case package id.
-    roles: BTreeMap<String, Vec<RoleAssignment>>,
+    roles: BTreeMap<String, Vec<crate::backend::snapshot::Grant>>,
     /// The host pools of the resource group.
     pools: Vec<HostPool>,
     /// The MSIX packages of each host pool, by lower-case host pool id.
@@ -221,32 +221,18 @@ struct Held {
 }
 
 impl Held {
-    async fn read(client: &ArmClient) -> Result<Self, BackendError> {
-        let packages = client.list_packages().await?;
-        let mut roles = BTreeMap::new();
-        for id in packages.iter().filter_map(|p| p.id.as_ref()) {
-            let at = client.list_role_assignments(id).await?;
-            roles.insert(
-                id.to_ascii_lowercase(),
-                at.into_iter()
-                    .filter(RoleAssignment::is_desktop_virtualization_user)
-                    .collect(),
-            );
+    /// What the picture of the backend holds.
+    fn of(p: &Picture) -> Self {
+        Self {
+            packages: p.packages.values().map(|b| (**b).clone()).collect(),
+            roles: p
+                .roles
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            pools: p.host_pools.values().cloned().collect(),
+            msix: p.msix.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         }
-        let pools = client.list_host_pools().await?;
-        let mut msix = BTreeMap::new();
-        for id in pools.iter().filter_map(|p| p.id.as_ref()) {
-            msix.insert(
-                id.to_ascii_lowercase(),
-                client.list_msix_packages(id).await?,
-            );
-        }
-        Ok(Self {
-            packages,
-            roles,
-            pools,
-            msix,
-        })
     }
 
     fn role_count(&self, package_id: &str) -> usize {
@@ -274,14 +260,14 @@ fn leaf(id: &str) -> &str {
 
 /// Computes the plan of validated manifests against a backend. `directory`, when known,
 /// expands groups to their members for the entitlement changes.
-pub async fn plan(
-    client: &ArmClient,
+pub fn plan(
+    picture: &Picture,
     against: &str,
     objects: &Objects,
     checks: &[PackageCheck],
     directory: Option<&World>,
-) -> Result<Plan, BackendError> {
-    let held = Held::read(client).await?;
+) -> Plan {
+    let held = Held::of(picture);
     let names = principal_names(objects);
     let mut packages = Vec::new();
     // The packages sign-in would see after the changes, replacing those of each object.
@@ -329,15 +315,16 @@ pub async fn plan(
             replaced.insert(id.to_ascii_lowercase());
         }
     }
-    let (entitlements, entitlements_of) =
-        entitlement_changes(client, &held, &replaced, &added, objects, directory, &names).await?;
-    Ok(Plan {
+    let (entitlements, entitlements_of) = entitlement_changes(
+        picture, &held, &replaced, &added, objects, directory, &names,
+    );
+    Plan {
         against: against.to_string(),
         packages,
         removals,
         entitlements,
         entitlements_of,
-    })
+    }
 }
 
 fn key(p: &AppAttachPackage) -> String {
@@ -490,46 +477,43 @@ fn json_differences(desired: &Value, held: &Value, prefix: &str) -> Vec<String> 
 }
 
 /// Who gains and who loses what, per host pool: sign-in's rule before and after.
-async fn entitlement_changes(
-    client: &ArmClient,
+fn entitlement_changes(
+    picture: &Picture,
     held: &Held,
     replaced: &BTreeSet<String>,
     added: &[entitlements::Package],
     objects: &Objects,
     directory: Option<&World>,
     names: &BTreeMap<String, String>,
-) -> Result<(Vec<EntitlementChange>, String), BackendError> {
+) -> (Vec<EntitlementChange>, String) {
     // Host pools and their application groups: members are the role's principals there.
-    let groups = client.list_application_groups().await?;
     let mut views = Vec::new();
     for pool in &held.pools {
         let Some(pool_id) = &pool.id else { continue };
         let mut app_groups = Vec::new();
-        for g in groups.iter().filter(|g| {
+        for g in picture.application_groups.iter().filter(|g| {
             g.properties
                 .host_pool_arm_path
                 .eq_ignore_ascii_case(pool_id)
         }) {
             let Some(gid) = &g.id else { continue };
-            let members = client
-                .list_role_assignments(gid)
-                .await?
+            let gid = gid.to_ascii_lowercase();
+            let members = picture
+                .roles
+                .get(&gid)
                 .into_iter()
-                .filter(RoleAssignment::is_desktop_virtualization_user)
-                .map(|r| r.properties.principal_id.to_ascii_lowercase())
+                .flatten()
+                .map(|g| g.principal.to_string())
                 .collect();
             let remote = g.properties.application_group_type == ApplicationGroupType::RemoteApp;
-            let published_families = if remote {
-                client
-                    .list_applications(gid)
-                    .await?
-                    .into_iter()
-                    .filter_map(|a| a.properties.msix_package_family_name)
-                    .map(|f| f.to_ascii_lowercase())
-                    .collect()
-            } else {
-                BTreeSet::new()
-            };
+            let published_families = picture
+                .applications
+                .get(&gid)
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a.properties.msix_package_family_name.clone())
+                .map(|f| f.to_ascii_lowercase())
+                .collect();
             app_groups.push(AppGroup {
                 kind: if remote {
                     AppGroupKind::RemoteApp
@@ -572,7 +556,7 @@ async fn entitlement_changes(
                 .get(&id.to_ascii_lowercase())
                 .into_iter()
                 .flatten()
-                .map(|r| r.properties.principal_id.to_ascii_lowercase())
+                .map(|g| g.principal.to_string())
                 .collect(),
         });
     }
@@ -671,5 +655,5 @@ async fn entitlement_changes(
         }
     }
     changes.sort();
-    Ok((changes, of.to_string()))
+    (changes, of.to_string())
 }

@@ -137,6 +137,8 @@ pub struct Report {
     pub skipped: Vec<Skipped>,
     /// Documents read.
     pub documents: usize,
+    /// The picture of the backend the checks were made on (when there was a backend).
+    pub picture: Option<crate::backend::snapshot::Picture>,
 }
 
 impl Report {
@@ -323,6 +325,7 @@ pub fn admit(
 pub async fn reconcilable<B: Backend>(
     objects: &Objects,
     backend: Option<&B>,
+    snapshot: &crate::backend::snapshot::Snapshot,
     now: jiff::Timestamp,
 ) -> Result<(Vec<PackageCheck>, Vec<Problem>), crate::backend::BackendError> {
     let mut problems = Vec::new();
@@ -390,7 +393,15 @@ pub async fn reconcilable<B: Backend>(
         // A suspended package is read too: `plan` shows what it holds back.
         let mut readable = (**pkg).clone();
         readable.spec.suspend = false;
-        let mut observed = observe::observe(backend, Arc::new(readable), inputs, now).await?;
+        let mut observed = observe::observe(
+            snapshot,
+            backend,
+            Arc::new(readable),
+            inputs,
+            now,
+            std::time::Duration::MAX,
+        )
+        .await?;
         observed.package = pkg.clone();
         // The controller's own check sequence, on what it would observe.
         let findings = crate::controller::decide::check(&observed);
@@ -465,7 +476,11 @@ pub async fn validate<B: Backend>(
 ) -> Result<Report, crate::backend::BackendError> {
     let documents = docs.len();
     let (objects, mut problems, skipped) = admit(docs, read_errors, namespace, base);
-    let (packages, more) = reconcilable(&objects, backend, now).await?;
+    let snapshot = crate::backend::snapshot::Snapshot::new();
+    if let Some(b) = backend {
+        snapshot.refresh(b).await?;
+    }
+    let (packages, more) = reconcilable(&objects, backend, &snapshot, now).await?;
     problems.extend(more);
     problems.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
     Ok(Report {
@@ -474,6 +489,7 @@ pub async fn validate<B: Backend>(
         problems,
         skipped,
         documents,
+        picture: backend.map(|_| snapshot.with(Clone::clone)),
     })
 }
 

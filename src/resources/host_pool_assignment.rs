@@ -70,6 +70,12 @@ pub struct HostPoolAssignmentStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub host_pools: Vec<HostPoolStatus>,
+
+    /// In memory only, never read or written: on the controller's cached copy, which keeps
+    /// the conditions alone, the digest of the whole status it was cut from.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub cached_digest: Option<u64>,
 }
 
 /// One host pool of the assignment, as the controller found it.

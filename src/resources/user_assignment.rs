@@ -89,6 +89,12 @@ pub struct UserAssignmentStatus {
     /// The principals as resolved in the directory.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub principals: Vec<ResolvedPrincipal>,
+
+    /// In memory only, never read or written: on the controller's cached copy, which keeps
+    /// the conditions alone, the digest of the whole status it was cut from.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub cached_digest: Option<u64>,
 }
 
 /// A principal of the assignment, as resolved in the directory.

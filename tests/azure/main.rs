@@ -290,6 +290,7 @@ async fn the_client_reports_what_arm_says_is_left_and_its_own_waits() {
         state_dir: None,
         token: None,
         staging_interval: None,
+        arm_budget: None,
     })
     .await
     .unwrap();

@@ -580,16 +580,22 @@ async fn without_the_crds_it_stays_unready_and_says_how_to_install_them() {
     let bare = appattach_operator::controlplane::ControlPlane::start(&binaries)
         .await
         .unwrap();
-    let args = [
-        "--arm-endpoint",
-        "http://127.0.0.1:9",
-        "--subscription",
-        SUB,
-    ]
-    .into_iter()
-    .chain(["--resource-group", RG])
-    .map(String::from)
-    .collect::<Vec<_>>();
+    // A backend that answers: readiness also waits for the first picture of it.
+    let backend =
+        appattach_operator::emulator::Emulator::start(appattach_operator::emulator::Config {
+            world: Some(
+                serde_yaml_ng::from_str(&format!("subscription: {SUB}\nresourceGroup: {RG}\n"))
+                    .unwrap(),
+            ),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let args = ["--arm-endpoint", &backend.url(), "--subscription", SUB]
+        .into_iter()
+        .chain(["--resource-group", RG])
+        .map(String::from)
+        .collect::<Vec<_>>();
     let mut p = launch(
         bare.kubeconfig(),
         &args,

@@ -97,6 +97,11 @@ impl Env {
         .await
     }
 
+    /// An environment with a world of its own.
+    pub async fn with_world(test: &str, resync: Duration, world: World) -> Self {
+        Self::build_in(test, resync, false, None, world).await
+    }
+
     async fn build(test: &str, resync: Duration, staging: bool) -> Self {
         Self::build_with(test, resync, staging, None).await
     }
@@ -106,6 +111,16 @@ impl Env {
         resync: Duration,
         staging: bool,
         token: Option<String>,
+    ) -> Self {
+        Self::build_in(test, resync, staging, token, world()).await
+    }
+
+    async fn build_in(
+        test: &str,
+        resync: Duration,
+        staging: bool,
+        token: Option<String>,
+        world: World,
     ) -> Self {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
@@ -119,7 +134,7 @@ impl Env {
         let share = state.path().join("share");
         std::fs::create_dir_all(&share).unwrap();
         let emulator = Emulator::start(emulator::Config {
-            world: Some(world()),
+            world: Some(world),
             shares: if staging {
                 vec![format!("{SHARE}={}", share.display()).parse().unwrap()]
             } else {
@@ -128,6 +143,7 @@ impl Env {
             state_dir: Some(state.path().join("s")),
             token,
             staging_interval: staging.then_some(TICK),
+            arm_budget: None,
         })
         .await
         .unwrap();
@@ -159,6 +175,7 @@ impl Env {
             concurrency: self.concurrency,
             rollout_poll: TICK,
             metrics: self.metrics.clone(),
+            backend_refresh: self.resync,
         };
         self.controller = Some(tokio::spawn(controller::run(
             self.ns.client.clone(),
@@ -258,6 +275,16 @@ impl Env {
     /// Whether `kind/name` exists in this namespace.
     pub async fn exists(&self, kind: &str, name: &str) -> bool {
         self.ns.api(kind).get_opt(name).await.unwrap().is_some()
+    }
+
+    /// Passes the controller has made over objects of `kind` (its reconcile counter).
+    pub fn passes(&self, kind: &str) -> u64 {
+        let text = self.metrics.render();
+        let prefix = format!("appattach_reconciles_total{{kind=\"{kind}\",");
+        text.lines()
+            .filter(|l| l.starts_with(&prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
     }
 
     pub async fn counts(&self) -> Value {

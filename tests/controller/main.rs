@@ -24,5 +24,6 @@ mod readme;
 mod reconcile;
 mod rollout;
 mod rollout_support;
+mod snapshot;
 mod throttling;
 mod validation;

@@ -178,13 +178,10 @@ async fn a_steady_state_writes_nothing_to_the_backend_or_the_api_server() {
     env.wait_package("expenses", 2, 1).await;
     env.wait_ready("HostPoolAssignment", "pilot").await;
     env.wait_ready("UserAssignment", "finance").await;
-    // Let the passes that the status writes themselves triggered settle.
-    env.eventually("a resync pass reads the package", || async {
-        env.counts().await["byPath"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["method"] == "GET")
+    // Let the passes that the status writes themselves triggered settle: one resync pass.
+    let settled = env.passes("AppAttachPackage") + 1;
+    env.eventually("a resync pass", || async {
+        env.passes("AppAttachPackage") >= settled
     })
     .await;
     env.reset_counts().await;
@@ -205,18 +202,24 @@ async fn a_steady_state_writes_nothing_to_the_backend_or_the_api_server() {
         versions(out)
     };
     let before = snapshot().await;
-    let package_path = env.package_path("expenses").to_ascii_lowercase();
-    // Wait (on a condition, not a clock) for three more resync passes: three GETs of the package.
-    env.eventually("three resync passes", || async {
-        env.counts().await["byPath"]
+    // Wait (on a condition, not a clock) for three more resync passes, and two refreshes
+    // of the controller's picture of the backend (each lists the packages).
+    let passes = env.passes("AppAttachPackage") + 3;
+    let list = format!(
+        "/subscriptions/{}/resourcegroups/{}/providers/microsoft.desktopvirtualization/appattachpackages",
+        crate::harness::SUB,
+        crate::harness::RG
+    )
+    .to_ascii_lowercase();
+    env.eventually("three resync passes and two refreshes", || async {
+        let refreshes = env.counts().await["byPath"]
             .as_array()
             .into_iter()
             .flatten()
             .any(|c| {
-                c["method"] == "GET"
-                    && c["path"] == package_path
-                    && c["count"].as_u64().unwrap_or(0) >= 3
-            })
+                c["method"] == "GET" && c["path"] == list && c["count"].as_u64().unwrap_or(0) >= 2
+            });
+        refreshes && env.passes("AppAttachPackage") >= passes
     })
     .await;
     let counts = env.counts().await;

@@ -227,25 +227,10 @@ async fn a_missing_image_fails_ring_zero_and_rolls_back_without_touching_later_r
 
     // With the image now on the share, a pass without a spec change does not try again.
     put_image(&env, "miss", "2.0.0.0");
-    let package_gets = |counts: &Value| -> u64 {
-        counts["byPath"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|c| {
-                c["method"] == "GET"
-                    && c["path"]
-                        .as_str()
-                        .unwrap()
-                        .ends_with(&format!("appattachpackages/{old}"))
-            })
-            .map(|c| c["count"].as_u64().unwrap())
-            .sum()
-    };
     // Two passes, each triggered by an annotation: once the second has started, the first
     // has ended (passes of one object never overlap).
     for poke in ["1", "2"] {
-        let before = package_gets(&env.counts().await);
+        let before = env.passes("AppAttachPackage");
         env.ns
             .apply(&set(
                 manifest("miss", "2.0.0.0", json!({"soak": "1s"})),
@@ -255,8 +240,8 @@ async fn a_missing_image_fails_ring_zero_and_rolls_back_without_touching_later_r
             .await
             .unwrap();
         poll("a pass after the annotation", || async {
-            let now = package_gets(&env.counts().await);
-            (now > before).then_some(()).ok_or(format!("{now} GETs"))
+            let now = env.passes("AppAttachPackage");
+            (now > before).then_some(()).ok_or(format!("{now} passes"))
         })
         .await;
     }

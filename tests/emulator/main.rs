@@ -4,9 +4,11 @@
 mod support;
 
 mod bad_input;
+mod budget;
 mod durability;
 mod faults;
 mod operations;
 mod roles;
 mod signin;
+mod snapshot;
 mod staging;

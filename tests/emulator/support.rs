@@ -86,6 +86,7 @@ impl TestEmulator {
             state_dir: Some(state.clone()),
             token: None,
             staging_interval: None,
+            arm_budget: None,
         };
         adjust(&mut config);
         let served = Emulator::start(config).await.expect("the emulator starts");

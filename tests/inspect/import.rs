@@ -24,6 +24,7 @@ async fn emulator(share: &Path) -> Served {
         state_dir: None,
         token: None,
         staging_interval: None,
+        arm_budget: None,
     })
     .await
     .expect("the emulator starts")

@@ -181,6 +181,23 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// Whether the package is refused for what the backend says of its host pools (missing,
+    /// in another region, of an unsupported identity provider, using the other feature) or
+    /// of the name it maps to (made elsewhere, or another object's).
+    pub fn refused_by_backend_facts(&self) -> bool {
+        const FACTS: [&str; 6] = [
+            "HostPoolNotFound",
+            "HostPoolFeatureConflict",
+            "RegionMismatch",
+            "IdentityProviderNotSupported",
+            "AlreadyExists",
+            "BackendNameTaken",
+        ];
+        self.findings
+            .iter()
+            .any(|f| f.severity == Severity::Error && FACTS.contains(&f.reason))
+    }
+
     /// Whether, under policy skip, the backend differs from the spec.
     pub fn drift(&self) -> bool {
         self.drift
@@ -288,6 +305,20 @@ pub fn decide(obs: &Observation, settings: &Settings) -> Decision {
     };
     steps.requeue = steps.requeue.or(plan.requeue);
     sessions::pass(&s, &mut steps);
+    if let Some(why) = &view.stale
+        && !steps.writes.is_empty()
+    {
+        // Nothing is decided from a picture of the backend too old to act on.
+        let outcome = Outcome {
+            drift: false,
+            failure: Some(conditions::SyncFailure {
+                reason: "BackendSnapshotStale",
+                message: why.clone(),
+            }),
+        };
+        let poll = Some(settings.rollout_poll);
+        return report::decision(&s, None, vec![], recorded(), findings, outcome, poll);
+    }
     if policy == Policy::Skip {
         // Observe only: nothing is recorded or written; what would be is drift.
         let outcome = Outcome {

@@ -239,7 +239,7 @@ fn rows(
             {
                 let since = gate_since(r, &remembered, held.since.get(&p.id.to_ascii_lowercase()));
                 let hosts: Vec<_> = p.hosts.iter().map(super::holdings::host_obs).collect();
-                let g = gate(&hosts, since, &r.target.image_path);
+                let g = gate(&hosts, since, &r.target.image_path, &r.previous);
                 row.staged_hosts = Some(g.staged.len() as i32);
                 row.failed_hosts = Some(g.failed.len() as i32);
             }
@@ -359,6 +359,7 @@ pub(crate) fn assignments(
                     .iter()
                     .map(|h| pool_row(&h.name, status, after))
                     .collect(),
+                cached_digest: None,
             };
             AssignmentStatus::HostPools(kube::ResourceExt::name_any(&**a), st)
         })
@@ -390,6 +391,7 @@ pub(crate) fn assignments(
             observed_generation: generation,
             conditions: conditions::mirror(s.obs, status, &previous.conditions, generation),
             principals,
+            cached_digest: None,
         };
         AssignmentStatus::Users(kube::ResourceExt::name_any(&**a), st)
     }));

@@ -307,6 +307,36 @@ fn paused_holds_before_a_switch_and_the_gate_waits_for_every_host() {
     assert_eq!(failed.action, Action::RollBack);
 }
 
+/// A slow host's failure of the version a newer spec superseded comes in after the switch
+/// to the newer one: it says nothing yet of the newer image, so the host waits in the gate
+/// rather than counting as staged. (The rollout property test found a ring-2 pool given
+/// 3.0.0.0 because ring 0's failing host had reported its 2.0.0.0 failure late.)
+#[test]
+fn a_late_failure_of_a_superseded_version_is_not_a_success_of_the_target() {
+    let hosts = [
+        host(
+            "a",
+            Some(10),
+            false,
+            Some(r"cannot open \\fs\apps\app_2.0.0.0.cim"),
+        ),
+        host("b", Some(10), true, None),
+    ];
+    let g = gate(
+        &hosts,
+        t(5),
+        &v("3.0.0.0").image_path,
+        &[v("1.0.0.0"), v("2.0.0.0")],
+    );
+    assert_eq!(g.pending, ["a"]);
+    assert_eq!(g.staged, ["b"]);
+    assert!(g.failed.is_empty());
+    // Without the superseded version among the rollout's earlier ones: another package's
+    // failure, which says the host staged this one.
+    let g = gate(&hosts, t(5), &v("3.0.0.0").image_path, &[v("1.0.0.0")]);
+    assert_eq!(g.staged, ["a", "b"]);
+}
+
 #[test]
 fn a_failure_naming_another_image_does_not_count_against_this_one() {
     let hosts = [
@@ -327,7 +357,7 @@ fn a_failure_naming_another_image_does_not_count_against_this_one() {
             ..host("c", None, false, None)
         },
     ];
-    let g = gate(&hosts, t(5), r"\\fs\apps\app_2.0.0.0.cim");
+    let g = gate(&hosts, t(5), r"\\fs\apps\app_2.0.0.0.cim", &[]);
     assert_eq!(g.staged, ["a"]);
     assert_eq!(g.failed.len(), 1);
     assert_eq!(g.skipped, ["c"]);

@@ -155,7 +155,7 @@ pub fn estate(pkg: AppAttachPackage, rings: &[(&str, i32)]) -> Sim {
         .collect();
     let view = BackendView {
         pools,
-        directory: Some(directory()),
+        directory: Some(std::sync::Arc::new(directory())),
         sessions_read: true,
         ..BackendView::default()
     };
