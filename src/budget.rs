@@ -52,26 +52,6 @@ impl Bucket {
         }
     }
 
-    /// Takes the next token at `now` even if it is not there yet, and says how long to
-    /// wait for it: callers are served in the order they asked, each at its own time,
-    /// rather than all waking for the same token. A wait longer than `max_wait` is
-    /// refused instead, and takes nothing.
-    pub fn reserve_at(&self, now: Instant, max_wait: Duration) -> Result<Duration, Duration> {
-        let mut s = self.refilled(now);
-        let wait = if s.0 >= 1.0 {
-            Duration::ZERO
-        } else if self.rate <= 0.0 {
-            return Err(Duration::from_secs(60));
-        } else {
-            Duration::from_secs_f64((1.0 - s.0) / self.rate)
-        };
-        if wait > max_wait {
-            return Err(wait);
-        }
-        s.0 -= 1.0;
-        Ok(wait)
-    }
-
     /// Takes in what the server says is left at `now`: the bucket holds no more than that.
     /// (A restarted process starts full, while the server remembers what its previous
     /// life spent.)
@@ -233,29 +213,6 @@ mod tests {
             b.try_take_at(t0 + Duration::from_micros(687_500)),
             Err(Duration::from_micros(62_500))
         );
-    }
-
-    #[test]
-    fn reservations_are_served_in_order_each_at_its_own_time() {
-        let t0 = Instant::now();
-        let b = Bucket::new_at(1, 10.0, t0);
-        let max = Duration::from_secs(1);
-        assert_eq!(b.reserve_at(t0, max), Ok(Duration::ZERO));
-        // The next three tokens, 100 ms apart, to three callers in turn.
-        for n in 1..=3u64 {
-            let wait = b.reserve_at(t0, max).unwrap();
-            assert!(
-                wait.abs_diff(Duration::from_millis(100 * n)) < Duration::from_micros(1),
-                "{wait:?}"
-            );
-        }
-        // Beyond the longest wait: refused, and nothing taken.
-        let refused = b.reserve_at(t0, Duration::from_millis(350)).unwrap_err();
-        assert!(refused > Duration::from_millis(350), "{refused:?}");
-        assert!(b.reserve_at(t0, Duration::from_millis(400)).is_ok());
-        // Nothing is left before the reservations are paid.
-        assert!(b.try_take_at(t0 + Duration::from_millis(400)).is_err());
-        assert!(b.try_take_at(t0 + Duration::from_millis(500)).is_ok());
     }
 
     #[test]

@@ -196,12 +196,9 @@ impl ArmClient {
             } else {
                 MAX_BUDGET_WAIT
             };
-            match t.reserve(kind, max_wait) {
-                Ok(wait) if wait.is_zero() => {}
-                Ok(wait) => {
-                    self.metrics.waited("client", wait);
-                    tokio::time::sleep(wait).await;
-                }
+            match t.take(kind, max_wait).await {
+                Ok(waited) if waited < Duration::from_millis(1) => {}
+                Ok(waited) => self.metrics.waited("client", waited),
                 Err(wait) => {
                     self.metrics.waited("client", wait);
                     return Err(BackendError::Budget(wait));

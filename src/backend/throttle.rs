@@ -22,6 +22,10 @@ pub struct Throttle {
     reads: Bucket,
     writes: Bucket,
     deletes: Bucket,
+    /// Whose turn it is, per kind: a fair queue, so that waiting requests go in the order
+    /// they asked, each taking its token when it is sent (a token reserved ahead and sent
+    /// late would let the next ones bunch up behind it).
+    turns: [tokio::sync::Mutex<()>; 3],
 }
 
 impl Throttle {
@@ -31,6 +35,7 @@ impl Throttle {
             reads: Bucket::new(limits.reads.0, limits.reads.1),
             writes: Bucket::new(limits.writes.0, limits.writes.1),
             deletes: Bucket::new(limits.deletes.0, limits.deletes.1),
+            turns: Default::default(),
         }
     }
 
@@ -42,10 +47,31 @@ impl Throttle {
         }
     }
 
-    /// Reserves the next token for a request of this kind, and says how long to wait for
-    /// it; a wait longer than `max_wait` is refused (and says how long it would be).
-    pub fn reserve(&self, kind: &str, max_wait: Duration) -> Result<Duration, Duration> {
-        self.bucket(kind).reserve_at(Instant::now(), max_wait)
+    /// Takes a token for a request of this kind, waiting its turn behind the requests that
+    /// asked before; returns how long it waited. A wait longer than `max_wait` gives up,
+    /// saying how long the next token still is.
+    pub async fn take(&self, kind: &str, max_wait: Duration) -> Result<Duration, Duration> {
+        let bucket = self.bucket(kind);
+        let turn = &self.turns[match kind {
+            "reads" => 0,
+            "deletes" => 1,
+            _ => 2,
+        }];
+        let started = Instant::now();
+        let wait = async {
+            let _turn = turn.lock().await;
+            while let Err(wait) = bucket.try_take_at(Instant::now()) {
+                tokio::time::sleep(wait).await;
+            }
+        };
+        match tokio::time::timeout(max_wait, wait).await {
+            Ok(()) => Ok(started.elapsed()),
+            Err(_) => Err(bucket
+                .try_take_at(Instant::now())
+                .err()
+                .unwrap_or(Duration::ZERO)
+                .max(Duration::from_millis(1))),
+        }
     }
 
     /// Takes in ARM's `x-ms-ratelimit-remaining-subscription-*` for this kind.
