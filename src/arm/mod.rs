@@ -64,6 +64,22 @@ impl Scope {
         }
     }
 
+    /// The ARM id of an application group given by name (in the resource group) or by full
+    /// id.
+    pub fn application_group_id(&self, name_or_id: &str) -> String {
+        if name_or_id.starts_with('/') {
+            name_or_id.to_string()
+        } else {
+            ResourceId::new(
+                &self.subscription,
+                &self.resource_group,
+                ResourceType::ApplicationGroup,
+                &[name_or_id],
+            )
+            .to_string()
+        }
+    }
+
     /// The ARM id of an app attach package of the resource group.
     pub fn package_id(&self, name: &str) -> String {
         ResourceId::new(

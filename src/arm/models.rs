@@ -395,6 +395,10 @@ pub struct ApplicationProperties {
     pub command_line_arguments: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub show_in_portal: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icon_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icon_index: Option<i32>,
 }
 
 /// A session host.

@@ -384,6 +384,21 @@ impl Backend for ArmClient {
             .await
     }
 
+    async fn put_application(
+        &self,
+        group_id: &str,
+        name: &str,
+        application: &Application,
+    ) -> Result<Application> {
+        self.put_json(&format!("{group_id}/applications/{name}"), DV, application)
+            .await
+    }
+
+    async fn delete_application(&self, group_id: &str, name: &str) -> Result<()> {
+        self.delete_path(&format!("{group_id}/applications/{name}"), DV)
+            .await
+    }
+
     async fn list_role_assignments_in_resource_group(&self) -> Result<Vec<RoleAssignment>> {
         let rg = format!(
             "/subscriptions/{}/resourceGroups/{}",

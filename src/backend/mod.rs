@@ -173,6 +173,19 @@ pub trait Backend: Send + Sync + 'static {
         &self,
         group_id: &str,
     ) -> impl Future<Output = Result<Vec<Application>>> + Send;
+    /// PUT an application of a RemoteApp application group (by the group's id).
+    fn put_application(
+        &self,
+        group_id: &str,
+        name: &str,
+        application: &Application,
+    ) -> impl Future<Output = Result<Application>> + Send;
+    /// DELETE an application of an application group.
+    fn delete_application(
+        &self,
+        group_id: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<()>> + Send;
     /// Every role assignment at, above or below the resource group: one list for the
     /// role assignments of every package and application group.
     fn list_role_assignments_in_resource_group(

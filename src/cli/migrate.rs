@@ -189,6 +189,7 @@ pub fn manifests(
                 host_pools: vec![HostPoolRef {
                     name: pool.into(),
                     ring: 0,
+                    remote_app_groups: vec![],
                 }],
             },
         );

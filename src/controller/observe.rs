@@ -21,11 +21,13 @@ use std::time::Duration;
 use super::build::OWNER_TAG;
 use crate::arm::Scope;
 use crate::arm::models::{
-    AppAttachPackage as ArmPackage, HostPool, MsixPackage, RoleAssignment, SessionHost, UserSession,
+    AppAttachPackage as ArmPackage, Application, ApplicationGroupType, HostPool, MsixPackage,
+    RoleAssignment, SessionHost, UserSession,
 };
 use crate::backend::snapshot::{Change, Health, Picture, Snapshot};
 use crate::backend::{Backend, BackendError};
 use crate::domain::directory::Directory;
+use crate::domain::entitlements;
 use crate::domain::naming;
 use crate::resources::{
     AppAttachPackage, HostPoolAssignment, PackageMode, RolloutStep, UserAssignment,
@@ -90,6 +92,10 @@ pub struct BackendView {
     /// App attach: the backend packages this object owns, and an untagged one under the
     /// name it maps to (which it may adopt).
     pub packages: Vec<HeldPackage>,
+    /// The application groups of the assigned (and formerly assigned) host pools, the
+    /// ones the assignments name, and the ones holding applications this object
+    /// published: who signs in where, and what is published there.
+    pub app_groups: Vec<GroupView>,
     /// The directory, where the backend has one.
     pub directory: Option<std::sync::Arc<Directory>>,
     /// Whether the pools' user sessions were read.
@@ -119,6 +125,28 @@ pub struct PoolView {
     pub sessions: Vec<UserSession>,
 }
 
+/// An application group, as sign-in and publishing see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupView {
+    /// ARM id, as the backend spells it.
+    pub id: String,
+    /// Its host pool's id (`hostPoolArmPath`).
+    pub pool_id: String,
+    /// Desktop or RemoteApp.
+    pub kind: ApplicationGroupType,
+    /// Object ids (lower case) with a Desktop Virtualization User role assignment at it.
+    pub members: BTreeSet<String>,
+    /// Its applications (RemoteApp groups).
+    pub applications: Vec<Application>,
+}
+
+impl GroupView {
+    /// Its name.
+    pub fn name(&self) -> &str {
+        self.id.rsplit('/').next().unwrap_or(&self.id)
+    }
+}
+
 /// An assigned host pool the backend does not have.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MissingPool {
@@ -143,6 +171,34 @@ impl HeldPackage {
     /// The owner tag, if any.
     pub fn owner(&self) -> Option<&String> {
         self.package.tags.as_ref().and_then(|t| t.get(OWNER_TAG))
+    }
+
+    /// The package as sign-in sees it (its id is `id`; its family `family` where the
+    /// backend does not say).
+    pub fn sign_in(&self, id: &str, family: &str) -> entitlements::Package {
+        let image = self.package.properties.image.clone().unwrap_or_default();
+        entitlements::Package {
+            id: id.to_string(),
+            feature: entitlements::Feature::AppAttach,
+            family_name: image
+                .package_family_name
+                .unwrap_or_else(|| family.to_string()),
+            version: image.version.unwrap_or_default(),
+            image_path: image.image_path.unwrap_or_default(),
+            active: image.is_active == Some(true),
+            host_pools: self
+                .package
+                .properties
+                .host_pool_references
+                .clone()
+                .unwrap_or_default(),
+            principals: self
+                .roles
+                .iter()
+                .filter(|r| r.is_desktop_virtualization_user())
+                .map(|r| r.properties.principal_id.to_ascii_lowercase())
+                .collect(),
+        }
     }
 }
 
@@ -343,8 +399,59 @@ fn from_picture(
     if pkg.spec.mode == PackageMode::AppAttach {
         view.packages = held_packages(p, scope, pkg);
     }
+    view.app_groups = app_groups(p, scope, pkg, inputs, &view);
     view.directory.clone_from(&p.directory);
     (view, outside)
+}
+
+/// The application groups a pass looks at: those of its host pools (assigned or formerly
+/// assigned), those its assignments name, and those holding applications it published.
+fn app_groups(
+    p: &Picture,
+    scope: &Scope,
+    pkg: &AppAttachPackage,
+    inputs: &Inputs,
+    view: &BackendView,
+) -> Vec<GroupView> {
+    let mut wanted: BTreeSet<String> = p
+        .groups_with_applications_of(&key_of(pkg))
+        .cloned()
+        .collect();
+    wanted.extend(
+        inputs
+            .host_pool_assignments
+            .iter()
+            .flat_map(|a| &a.spec.host_pools)
+            .flat_map(|h| &h.remote_app_groups)
+            .map(|g| scope.application_group_id(&g.name).to_ascii_lowercase()),
+    );
+    let pools: BTreeSet<String> = view
+        .pools
+        .iter()
+        .chain(&view.former)
+        .map(|v| v.id.to_ascii_lowercase())
+        .collect();
+    p.application_groups
+        .iter()
+        .filter_map(|g| {
+            let id = g.id.as_deref()?;
+            let key = id.to_ascii_lowercase();
+            let pool = g.properties.host_pool_arm_path.to_ascii_lowercase();
+            (pools.contains(&pool) || wanted.contains(&key)).then(|| GroupView {
+                id: id.to_string(),
+                pool_id: g.properties.host_pool_arm_path.clone(),
+                kind: g.properties.application_group_type,
+                members: p
+                    .roles
+                    .get(&key)
+                    .into_iter()
+                    .flatten()
+                    .map(|r| r.principal.to_string())
+                    .collect(),
+                applications: p.applications.get(&key).cloned().unwrap_or_default(),
+            })
+        })
+        .collect()
 }
 
 /// The backend packages this object owns (by its owner tag: found whatever their names,

@@ -819,6 +819,22 @@ fn put(inner: &mut Inner, req: &Request, id: &ResourceId) -> Result<Reply> {
                     }
                 }
             }
+            // Type, family name and application id are set at creation only.
+            if let Some(held) = inner.store.get(id) {
+                for field in [
+                    "applicationType",
+                    "msixPackageFamilyName",
+                    "msixPackageApplicationId",
+                ] {
+                    let now = to_value(&properties)[field].clone();
+                    let before = held.body["properties"][field].clone();
+                    if now != before {
+                        return Err(ArmError::invalid(format!(
+                            "properties.{field} cannot be changed once the application is created ({before} -> {now}); delete the application and create it again."
+                        )));
+                    }
+                }
+            }
             properties.object_id = Some(object_id(id));
             envelope(id, None, None, to_value(&properties))
         }

@@ -13,7 +13,7 @@ mod user_assignment;
 pub use common::{PackageRef, condition};
 pub use host_pool_assignment::{
     HostPoolAssignment, HostPoolAssignmentSpec, HostPoolAssignmentStatus, HostPoolRef,
-    HostPoolStatus,
+    HostPoolStatus, PublishedApplication, RemoteAppGroupRef,
 };
 pub use package::{
     AppAttachPackage, AppAttachPackageSpec, AppAttachPackageStatus, Application, Architecture,

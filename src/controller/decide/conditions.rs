@@ -32,6 +32,9 @@ pub(crate) struct Summary {
     pub pools: usize,
     /// Principals it is assigned to in the backend.
     pub principals: usize,
+    /// Of the assigned principals, those who get it at sign-in and those the backend
+    /// cannot tell (no directory), when that is computed.
+    pub reach: Option<(usize, usize)>,
 }
 
 /// The package's conditions.
@@ -107,8 +110,17 @@ fn reconciled(s: &Subject<'_>, summary: &Summary) -> Vec<Cond> {
             READY,
             "Reconciled",
             format!(
-                "{kind} {} {what}: {} host pool(s), {} principal(s)",
-                summary.name, summary.pools, summary.principals
+                "{kind} {} {what}: {} host pool(s), {} principal(s){}",
+                summary.name,
+                summary.pools,
+                summary.principals,
+                match summary.reach {
+                    Some((reached, 0)) => format!(", {reached} of them get it at sign-in"),
+                    Some((reached, unknown)) => format!(
+                        ", {reached} of them get it at sign-in ({unknown} not known: without a directory, membership through groups cannot be told)"
+                    ),
+                    None => String::new(),
+                }
             ),
         ),
         Cond::yes(SYNCED, "ReconcileSucceeded", "the last reconcile succeeded"),

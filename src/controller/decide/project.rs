@@ -6,6 +6,7 @@ use super::super::observe::{BackendView, HeldPackage, PoolView};
 use super::Write;
 use crate::arm::Scope;
 use crate::arm::models::{AppAttachPackage as ArmPackage, RoleAssignment};
+use crate::backend::snapshot::application_name;
 
 /// `view` with `writes` applied in order.
 pub fn project(view: &BackendView, scope: &Scope, writes: &[Write]) -> BackendView {
@@ -57,6 +58,34 @@ pub fn apply(v: &mut BackendView, scope: &Scope, w: &Write) {
                 {
                     h.properties.allow_new_session = Some(*allow);
                 }
+            }
+        }
+        Write::PutApplication {
+            group_id,
+            name,
+            body,
+        } => {
+            for g in v
+                .app_groups
+                .iter_mut()
+                .filter(|g| g.id.eq_ignore_ascii_case(group_id))
+            {
+                g.applications
+                    .retain(|a| !application_name(a).eq_ignore_ascii_case(name));
+                let mut body = body.clone();
+                body.id = Some(format!("{}/applications/{name}", g.id));
+                body.name = Some(format!("{}/{name}", g.name()));
+                g.applications.push(body);
+            }
+        }
+        Write::DeleteApplication { group_id, name } => {
+            for g in v
+                .app_groups
+                .iter_mut()
+                .filter(|g| g.id.eq_ignore_ascii_case(group_id))
+            {
+                g.applications
+                    .retain(|a| !application_name(a).eq_ignore_ascii_case(name));
             }
         }
         Write::SendMessage { .. } => {}

@@ -390,7 +390,7 @@ fn after(obs: &Observation, start: &BackendView, end: &BackendView) -> After {
                     .collect(),
                 packages: ours(end)
                     .into_iter()
-                    .map(|p| app_attach_entitlement(obs, &family, &p))
+                    .map(|p| p.sign_in(&obs.scope.package_id(&p.name), &family))
                     .collect(),
             }
         }
@@ -413,36 +413,6 @@ fn after(obs: &Observation, start: &BackendView, end: &BackendView) -> After {
                 })
                 .collect(),
         },
-    }
-}
-
-fn app_attach_entitlement(
-    obs: &Observation,
-    family: &str,
-    p: &crate::controller::observe::HeldPackage,
-) -> entitlements::Package {
-    let image = p.package.properties.image.clone().unwrap_or_default();
-    entitlements::Package {
-        id: obs.scope.package_id(&p.name),
-        feature: Feature::AppAttach,
-        family_name: image
-            .package_family_name
-            .unwrap_or_else(|| family.to_string()),
-        version: image.version.unwrap_or_default(),
-        image_path: image.image_path.unwrap_or_default(),
-        active: image.is_active == Some(true),
-        host_pools: p
-            .package
-            .properties
-            .host_pool_references
-            .clone()
-            .unwrap_or_default(),
-        principals: p
-            .roles
-            .iter()
-            .filter(|r| r.is_desktop_virtualization_user())
-            .map(|r| r.properties.principal_id.to_ascii_lowercase())
-            .collect(),
     }
 }
 

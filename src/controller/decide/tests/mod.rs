@@ -5,6 +5,7 @@
 mod fixtures;
 mod properties;
 mod regressions;
+mod remote_app;
 
 use super::simulate::Sim;
 use super::{Decision, Write};
