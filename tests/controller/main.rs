@@ -22,6 +22,7 @@ mod one_pass;
 mod plan;
 mod readme;
 mod reconcile;
+mod remote_app;
 mod rollout;
 mod rollout_support;
 mod snapshot;
