@@ -190,9 +190,6 @@ async fn check(
     )
     .await
     .context("reading the backend")?;
-    for p in &report.problems {
-        println!("{p}");
-    }
     Ok(report)
 }
 
@@ -218,6 +215,9 @@ fn summary(report: &Report) -> String {
 pub async fn validate(args: ValidateArgs) -> anyhow::Result<std::process::ExitCode> {
     let target = connect(&args.sources, false).await?;
     let report = check(&args.sources, &args.base, target.as_ref()).await?;
+    for p in &report.problems {
+        println!("{p}");
+    }
     for s in &report.skipped {
         eprintln!("{}:{}: skipped: {}", s.file, s.line, s.what);
     }
@@ -236,12 +236,16 @@ pub async fn validate(args: ValidateArgs) -> anyhow::Result<std::process::ExitCo
     })
 }
 
-/// `appattach plan`: the plan on stdout in the format asked; problems first.
+/// `appattach plan`: the plan on stdout in the format asked (nothing else: `-o json` is
+/// read by programs); the problems on stderr, before it.
 pub async fn plan(args: PlanArgs) -> anyhow::Result<std::process::ExitCode> {
     let target = connect(&args.sources, true)
         .await?
         .expect("plan always has a target");
     let report = check(&args.sources, &[], Some(&target)).await?;
+    for p in &report.problems {
+        eprintln!("{p}");
+    }
     let picture = report.picture.clone().unwrap_or_default();
     let plan = plan::plan(
         &picture,

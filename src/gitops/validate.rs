@@ -404,7 +404,15 @@ pub async fn reconcilable<B: Backend>(
         .await?;
         observed.package = pkg.clone();
         // The controller's own check sequence, on what it would observe.
-        let findings = crate::controller::decide::check(&observed);
+        let mut findings = crate::controller::decide::check(&observed);
+        let refused = findings.iter().any(|f| f.severity == Severity::Error);
+        if backend.is_some() && !refused {
+            let mut writing = observed.clone();
+            let mut settled = (*writing.package).clone();
+            settled.spec.suspend = false;
+            writing.package = Arc::new(settled);
+            findings.extend(crate::controller::decide::reach_warnings(&writing));
+        }
         for f in &findings {
             problems.push(locate(objects, p, f));
         }

@@ -358,6 +358,27 @@ pub fn decide(obs: &Observation, settings: &Settings) -> Decision {
     )
 }
 
+/// Who will not get the package once the controller has done its work: the
+/// `PrincipalNotReached` warnings of the last pass of a simulation of the controller on
+/// `obs` (every gate passes, every drained session ends). `appattach validate --against`
+/// gives them as the controller would.
+pub fn reach_warnings(obs: &Observation) -> Vec<Finding> {
+    let settings = Settings {
+        rollout_poll: Duration::from_secs(3600),
+    };
+    let mut sim = simulate::Sim::new(obs.clone(), settings);
+    sim.run(500)
+        .last()
+        .map(|d| {
+            d.findings
+                .iter()
+                .filter(|f| f.reason == reach::NOT_REACHED)
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Decides what deleting the package does: its backend resources go (unless the policy
 /// or suspend keeps them), and users are told whether its image is still in use.
 pub fn cleanup(obs: &Observation, settings: &Settings) -> Decision {
