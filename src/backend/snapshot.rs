@@ -698,3 +698,106 @@ fn changed_group_pools(old: &Picture, new: &Picture) -> BTreeSet<String> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const RG: &str = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.DesktopVirtualization";
+
+    fn app(group: &str, name: &str, owner: Option<&str>, family: &str) -> Application {
+        serde_json::from_value(json!({
+            "name": format!("{group}/{name}"),
+            "properties": {"commandLineSetting": "DoNotAllow", "applicationType": "MsixApplication",
+                           "msixPackageFamilyName": family, "msixPackageApplicationId": "App",
+                           "description": owner.map(|o| format!("{APPLICATION_OWNER}{o}"))}
+        }))
+        .unwrap()
+    }
+
+    /// A picture with host pool `hp` running package `pkg` (owned by `ns/pkg`) and a
+    /// RemoteApp group `ag` of it.
+    fn picture() -> Picture {
+        let mut p = Picture::default();
+        let pool: HostPool = serde_json::from_value(json!({
+            "id": format!("{RG}/hostPools/hp"), "name": "hp", "location": "westeurope",
+            "properties": {"hostPoolType": "Pooled", "loadBalancerType": "BreadthFirst",
+                           "preferredAppGroupType": "Desktop"}
+        }))
+        .unwrap();
+        p.host_pools
+            .insert(format!("{RG}/hostPools/hp").to_ascii_lowercase(), pool);
+        let pkg: AppAttachPackage = serde_json::from_value(json!({
+            "id": format!("{RG}/appAttachPackages/pkg"), "name": "pkg", "location": "westeurope",
+            "tags": {OWNER_TAG: "ns/pkg"},
+            "properties": {"hostPoolReferences": [format!("{RG}/hostPools/hp")]}
+        }))
+        .unwrap();
+        p.put_package("pkg", pkg);
+        p.application_groups = vec![
+            serde_json::from_value(json!({
+                "id": format!("{RG}/applicationGroups/ag"), "name": "ag", "location": "westeurope",
+                "properties": {"applicationGroupType": "RemoteApp",
+                               "hostPoolArmPath": format!("{RG}/hostPools/hp")}
+            }))
+            .unwrap(),
+        ];
+        p
+    }
+
+    fn group() -> String {
+        format!("{RG}/applicationGroups/ag").to_ascii_lowercase()
+    }
+
+    #[test]
+    fn applications_are_filed_by_owner_and_forgotten_by_name() {
+        let mut p = picture();
+        p.put_application(&group(), app("ag", "aa-1", Some("ns/a"), "F"));
+        p.put_application(&group(), app("ag", "aa-2", Some("ns/a"), "G"));
+        p.put_application(&group(), app("ag", "byhand", None, "F"));
+        assert_eq!(
+            p.groups_with_applications_of("ns/a").collect::<Vec<_>>(),
+            vec![&group()]
+        );
+        // Put again: replaced, not added.
+        p.put_application(&group(), app("ag", "AA-1", Some("ns/a"), "F"));
+        assert_eq!(p.applications[&group()].len(), 3);
+        p.remove_application(&group(), "aa-1");
+        assert_eq!(p.groups_with_applications_of("ns/a").count(), 1);
+        p.remove_application(&group(), "aa-2");
+        assert_eq!(p.groups_with_applications_of("ns/a").count(), 0);
+        assert_eq!(
+            p.applications[&group()].len(),
+            1,
+            "the one made by hand stays"
+        );
+    }
+
+    #[test]
+    fn a_refresh_that_finds_an_application_removed_or_a_member_added_wakes_its_owners() {
+        let mut old = picture();
+        old.put_application(&group(), app("ag", "aa-1", Some("ns/a"), "F"));
+        // The application ns/a published was deleted in the portal.
+        let new = picture();
+        let changed = changed_owners(&old, &new);
+        assert!(changed.contains("ns/a"), "{changed:?}");
+        // Someone joined the RemoteApp group of hp: who gets the packages of hp changes.
+        let mut joined = picture();
+        joined.put_role(
+            serde_json::from_value(json!({
+                "id": format!("{}/providers/Microsoft.Authorization/roleAssignments/r1", group()),
+                "name": "r1",
+                "properties": {
+                    "roleDefinitionId": crate::arm::models::role_definition_id("s", crate::arm::DESKTOP_VIRTUALIZATION_USER_ROLE),
+                    "principalId": "u1", "scope": group()
+                }
+            }))
+            .unwrap(),
+        );
+        let changed = changed_owners(&picture(), &joined);
+        assert_eq!(changed, BTreeSet::from(["ns/pkg".to_string()]));
+        // Nothing changed: nobody is woken.
+        assert!(changed_owners(&picture(), &picture()).is_empty());
+    }
+}
