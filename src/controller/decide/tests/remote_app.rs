@@ -374,3 +374,72 @@ fn without_a_directory_membership_through_groups_is_unknown_not_reported() {
         .clone();
     assert!(ready.contains("1 not known"), "{ready}");
 }
+
+#[test]
+fn msix_app_attach_publishes_the_package_of_the_pool_too() {
+    let mut sim = estate(msix_package("1.0.0.0", json!({})), &RINGS);
+    let v = sim.obs.backend.as_mut().unwrap();
+    v.app_groups.push(group(
+        REMOTE,
+        "hp-r1",
+        ApplicationGroupType::RemoteApp,
+        &[BOB],
+    ));
+    publish(&mut sim, json!([{"name": REMOTE}]));
+    sim.run(20);
+    let published = apps(&sim, REMOTE);
+    assert_eq!(published.len(), 1, "{published:?}");
+    assert_eq!(
+        published[0].properties.msix_package_family_name.as_deref(),
+        Some(crate::domain::naming::family_name("Contoso.App", "CN=Contoso").as_str())
+    );
+    let hpa = sim.decide().assignments;
+    let rows = hpa
+        .iter()
+        .find_map(|a| match a {
+            crate::controller::decide::AssignmentStatus::HostPools(_, st) => Some(st.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let r1 = rows.host_pools.iter().find(|r| r.name == "hp-r1").unwrap();
+    assert_eq!(r1.published_applications, Some(1));
+}
+
+#[test]
+fn an_application_on_another_family_is_made_again_not_changed_in_place() {
+    // The service sets family name and application id at creation only: a pool whose
+    // version has another family (or an application changed behind our back) gets its
+    // application deleted and created again, in that order.
+    let mut sim = bob_estate();
+    publish(&mut sim, json!([{"name": REMOTE}]));
+    sim.run(20);
+    let v = sim.obs.backend.as_mut().unwrap();
+    let g = v
+        .app_groups
+        .iter_mut()
+        .find(|g| g.name() == REMOTE)
+        .unwrap();
+    g.applications[0].properties.msix_package_family_name = Some("Contoso.Old_abc".into());
+    let d = sim.pass();
+    let name = naming::application_name("ns/app", "App");
+    let kinds: Vec<(&str, &str)> = d
+        .writes
+        .iter()
+        .filter_map(|w| match w {
+            Write::DeleteApplication { name, .. } => Some(("delete", name.as_str())),
+            Write::PutApplication { name, .. } => Some(("put", name.as_str())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![("delete", name.as_str()), ("put", name.as_str())]
+    );
+    assert_eq!(
+        apps(&sim, REMOTE)[0]
+            .properties
+            .msix_package_family_name
+            .as_deref(),
+        Some(crate::domain::naming::family_name("Contoso.App", "CN=Contoso").as_str())
+    );
+}
