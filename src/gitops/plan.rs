@@ -274,7 +274,7 @@ pub fn plan(
     // The packages sign-in would see after the changes, replacing those of each object.
     let mut replaced: BTreeSet<String> = BTreeSet::new();
     let mut added: Vec<entitlements::Package> = Vec::new();
-    let mut publishing: Vec<(String, Vec<(String, Vec<Application>)>)> = Vec::new();
+    let mut publishing: Vec<(String, Publishes)> = Vec::new();
     for check in checks {
         let (p, after) = plan_package(check, &names);
         if let Some(after) = after {
@@ -357,6 +357,9 @@ fn principal_names(objects: &Objects) -> BTreeMap<String, String> {
 
 /// What sign-in sees of one object after the change: the backend package ids it replaces
 /// and the packages that take their place.
+/// The applications an object publishes in each application group (lower-case id).
+type Publishes = Vec<(String, Vec<Application>)>;
+
 #[derive(Default)]
 struct After {
     replaces: Vec<String>,
@@ -364,7 +367,7 @@ struct After {
     /// The object (`namespace/name`), and the applications it publishes afterwards in
     /// each application group it looks at (lower-case group id).
     owner: String,
-    publishes: Vec<(String, Vec<Application>)>,
+    publishes: Publishes,
 }
 
 mod package;
@@ -493,7 +496,7 @@ fn json_differences(desired: &Value, held: &Value, prefix: &str) -> Vec<String> 
 /// what the group holds from others, and what each planned object publishes there.
 fn published_after(
     picture: &Picture,
-    publishing: &[(String, Vec<(String, Vec<Application>)>)],
+    publishing: &[(String, Publishes)],
 ) -> BTreeMap<String, BTreeSet<String>> {
     let planned: BTreeSet<&str> = publishing.iter().map(|(o, _)| o.as_str()).collect();
     let family = |a: &Application| {
