@@ -55,6 +55,18 @@ async fn dave_gets(env: &Env) -> Vec<String> {
         .collect()
 }
 
+/// Waits until the package reports a principal who gets it nowhere.
+async fn not_reached(env: &Env) -> Value {
+    env.wait_condition(
+        "AppAttachPackage",
+        "design",
+        "Degraded",
+        "True",
+        Some("PrincipalNotReached"),
+    )
+    .await
+}
+
 async fn applications(env: &Env) -> Vec<Value> {
     let (code, body) = env
         .get(&format!(
@@ -86,15 +98,7 @@ async fn a_remote_app_user_gets_the_app_once_published_keeps_it_through_a_rollou
     env.wait_package("design", 3, 2).await;
 
     // Designers sign in to hp-r1 through its RemoteApp group only: nothing is published.
-    let obj = env
-        .wait_condition(
-            "AppAttachPackage",
-            "design",
-            "Degraded",
-            "True",
-            Some("PrincipalNotReached"),
-        )
-        .await;
+    let obj = not_reached(&env).await;
     let message = obj["status"]["conditions"]
         .as_array()
         .unwrap()
@@ -164,14 +168,7 @@ async fn a_remote_app_user_gets_the_app_once_published_keeps_it_through_a_rollou
 
     // Unpublished: the application goes, Dave loses the app and is reported again.
     env.ns.apply(&ring_pools(json!([]))).await.unwrap();
-    env.wait_condition(
-        "AppAttachPackage",
-        "design",
-        "Degraded",
-        "True",
-        Some("PrincipalNotReached"),
-    )
-    .await;
+    not_reached(&env).await;
     assert!(applications(&env).await.is_empty());
     assert!(dave_gets(&env).await.is_empty());
 }

@@ -64,30 +64,8 @@ pub fn apply(v: &mut BackendView, scope: &Scope, w: &Write) {
             group_id,
             name,
             body,
-        } => {
-            for g in v
-                .app_groups
-                .iter_mut()
-                .filter(|g| g.id.eq_ignore_ascii_case(group_id))
-            {
-                g.applications
-                    .retain(|a| !application_name(a).eq_ignore_ascii_case(name));
-                let mut body = body.clone();
-                body.id = Some(format!("{}/applications/{name}", g.id));
-                body.name = Some(format!("{}/{name}", g.name()));
-                g.applications.push(body);
-            }
-        }
-        Write::DeleteApplication { group_id, name } => {
-            for g in v
-                .app_groups
-                .iter_mut()
-                .filter(|g| g.id.eq_ignore_ascii_case(group_id))
-            {
-                g.applications
-                    .retain(|a| !application_name(a).eq_ignore_ascii_case(name));
-            }
-        }
+        } => put_application(v, group_id, name, Some(body)),
+        Write::DeleteApplication { group_id, name } => put_application(v, group_id, name, None),
         Write::SendMessage { .. } => {}
         Write::LogOff { session_id } => {
             for p in pools_mut(v) {
@@ -144,6 +122,29 @@ fn put_role(v: &mut BackendView, scope: &Scope, at: &str, name: &str, body: &Rol
         body.name = Some(name.to_string());
         body.properties.scope = Some(at.to_string());
         p.roles.push(body);
+    }
+}
+
+/// Puts (or with `None`, deletes) an application of a group.
+fn put_application(
+    v: &mut BackendView,
+    group_id: &str,
+    name: &str,
+    body: Option<&crate::arm::models::Application>,
+) {
+    for g in v
+        .app_groups
+        .iter_mut()
+        .filter(|g| g.id.eq_ignore_ascii_case(group_id))
+    {
+        g.applications
+            .retain(|a| !application_name(a).eq_ignore_ascii_case(name));
+        if let Some(body) = body {
+            let mut body = body.clone();
+            body.id = Some(format!("{}/applications/{name}", g.id));
+            body.name = Some(format!("{}/{name}", g.name()));
+            g.applications.push(body);
+        }
     }
 }
 

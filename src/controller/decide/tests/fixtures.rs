@@ -75,12 +75,20 @@ pub fn hpa(pools: &[(&str, i32)]) -> HostPoolAssignment {
 }
 
 pub fn ua() -> UserAssignment {
+    users(&[("Group", "Finance", FINANCE)])
+}
+
+/// A UserAssignment of `app` to these principals (kind, name, object id).
+pub fn users(principals: &[(&str, &str, &str)]) -> UserAssignment {
+    let principals: Vec<Value> = principals
+        .iter()
+        .map(|(k, n, o)| json!({"kind": k, "name": n, "objectId": o}))
+        .collect();
     serde_json::from_value(json!({
         "apiVersion": "appattach.io/v1alpha1",
         "kind": "UserAssignment",
         "metadata": {"name": "app-users", "namespace": NS, "generation": 1},
-        "spec": {"packageRef": {"name": "app"},
-                 "principals": [{"kind": "Group", "name": "Finance", "objectId": FINANCE}]}
+        "spec": {"packageRef": {"name": "app"}, "principals": principals}
     }))
     .unwrap()
 }

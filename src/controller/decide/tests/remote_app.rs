@@ -12,7 +12,7 @@ use super::fixtures::*;
 use crate::arm::models::{Application, ApplicationGroupType};
 use crate::backend::snapshot::{application_name, application_owner};
 use crate::domain::naming;
-use crate::resources::{HostPoolAssignment, UserAssignment};
+use crate::resources::HostPoolAssignment;
 
 const REMOTE: &str = "ag-r1-remote";
 
@@ -32,20 +32,6 @@ fn bob_estate() -> super::super::simulate::Sim {
         ("User", "bob@contoso.com", BOB),
     ]))];
     sim
-}
-
-fn users(principals: &[(&str, &str, &str)]) -> UserAssignment {
-    let principals: Vec<_> = principals
-        .iter()
-        .map(|(k, n, o)| json!({"kind": k, "name": n, "objectId": o}))
-        .collect();
-    serde_json::from_value(json!({
-        "apiVersion": "appattach.io/v1alpha1",
-        "kind": "UserAssignment",
-        "metadata": {"name": "app-users", "namespace": NS, "generation": 1},
-        "spec": {"packageRef": {"name": "app"}, "principals": principals}
-    }))
-    .unwrap()
 }
 
 /// The ring pools, with `groups` (JSON `remoteAppGroups`) on hp-r1.
@@ -77,7 +63,8 @@ fn apps(sim: &super::super::simulate::Sim, name: &str) -> Vec<Application> {
         .unwrap_or_default()
 }
 
-fn degraded(sim: &super::super::simulate::Sim) -> (String, String, String) {
+/// A condition's status, reason and message.
+fn condition_of(sim: &super::super::simulate::Sim, type_: &str) -> (String, String, String) {
     let c = sim
         .obs
         .package
@@ -86,9 +73,13 @@ fn degraded(sim: &super::super::simulate::Sim) -> (String, String, String) {
         .unwrap()
         .conditions
         .iter()
-        .find(|c| c.type_ == "Degraded")
+        .find(|c| c.type_ == type_)
         .unwrap();
     (c.status.clone(), c.reason.clone(), c.message.clone())
+}
+
+fn degraded(sim: &super::super::simulate::Sim) -> (String, String, String) {
+    condition_of(sim, "Degraded")
 }
 
 fn reached(sim: &super::super::simulate::Sim) -> Option<i32> {
@@ -360,18 +351,7 @@ fn without_a_directory_membership_through_groups_is_unknown_not_reported() {
     sim.run(20);
     assert_eq!(degraded(&sim).0, "False");
     assert_eq!(reached(&sim), Some(0));
-    let ready = sim
-        .obs
-        .package
-        .status
-        .as_ref()
-        .unwrap()
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .unwrap()
-        .message
-        .clone();
+    let ready = condition_of(&sim, "Ready").2;
     assert!(ready.contains("1 not known"), "{ready}");
 }
 
