@@ -464,9 +464,11 @@ fn envelope(
     body
 }
 
-fn required_location(location: &Option<String>) -> Result<&str> {
+/// The location of a resource `id` names, required, and normalized as ARM stores it;
+/// refused, as ARM does, where the resource type is not offered.
+fn required_location(location: &Option<String>, id: &ResourceId) -> Result<String> {
     match location.as_deref() {
-        Some(l) if !l.trim().is_empty() => Ok(l),
+        Some(l) if !l.trim().is_empty() => arm::location::check_available(l, &id.kind.arm_type()),
         _ => Err(ArmError::new(
             400,
             "LocationRequired",
@@ -674,7 +676,9 @@ impl Filter {
                                 .is_some_and(|l| l.eq_ignore_ascii_case(want))
                         })
                 }
-                FilterProperty::Location => eq(&body["location"]),
+                FilterProperty::Location => body["location"]
+                    .as_str()
+                    .is_some_and(|l| arm::location::same(l, want)),
                 FilterProperty::PackageName => eq(&body["properties"]["image"]["packageName"]),
                 FilterProperty::PackageFamilyName => {
                     eq(&body["properties"]["image"]["packageFamilyName"])
@@ -719,7 +723,7 @@ fn put(inner: &mut Inner, req: &Request, id: &ResourceId) -> Result<Reply> {
         ResourceType::AppAttachPackage => {
             check_name(id)?;
             let pkg: models::AppAttachPackage = parse(req.body)?;
-            let location = required_location(&pkg.location)?.to_string();
+            let location = required_location(&pkg.location, id)?;
             let properties = validated_package_properties(inner, id, pkg.properties)?;
             envelope(
                 id,
@@ -731,7 +735,7 @@ fn put(inner: &mut Inner, req: &Request, id: &ResourceId) -> Result<Reply> {
         ResourceType::HostPool => {
             check_name(id)?;
             let mut pool: models::HostPool = parse(req.body)?;
-            let location = required_location(&pool.location)?.to_string();
+            let location = required_location(&pool.location, id)?;
             pool.properties.application_group_references = None;
             pool.properties.app_attach_package_references = None;
             pool.properties.object_id = Some(object_id(id));
@@ -759,7 +763,7 @@ fn put(inner: &mut Inner, req: &Request, id: &ResourceId) -> Result<Reply> {
         ResourceType::ApplicationGroup => {
             check_name(id)?;
             let group: models::ApplicationGroup = parse(req.body)?;
-            let location = required_location(&group.location)?.to_string();
+            let location = required_location(&group.location, id)?;
             let mut properties = group.properties;
             let pool = ResourceId::parse(&properties.host_pool_arm_path)
                 .filter(|p| p.kind == ResourceType::HostPool)
@@ -1430,7 +1434,12 @@ pub fn load_world(store: &mut store::State, world: &World) {
         )]);
         store.put(
             &id,
-            envelope(&id, Some(&hp.location), Some(&tags), properties),
+            envelope(
+                &id,
+                Some(&arm::location::normalize(&hp.location)),
+                Some(&tags),
+                properties,
+            ),
         );
         for sh in &hp.session_hosts {
             let sid = id.child(ResourceType::SessionHost, &sh.name);
@@ -1461,7 +1470,7 @@ pub fn load_world(store: &mut store::State, world: &World) {
             .host_pools
             .iter()
             .find(|h| h.name.eq_ignore_ascii_case(&ag.host_pool))
-            .map(|h| h.location.clone());
+            .map(|h| arm::location::normalize(&h.location));
         let props = json!({
             "hostPoolArmPath": pool.to_string(),
             "applicationGroupType": ag.group_type,
