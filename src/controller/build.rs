@@ -174,6 +174,8 @@ fn roles(
                     principal_type: Some(pr.kind),
                     scope: None,
                     description: Some(format!("app attach: {owner}")),
+                    condition: None,
+                    condition_version: None,
                     created_on: None,
                     updated_on: None,
                 },

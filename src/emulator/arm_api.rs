@@ -1266,6 +1266,7 @@ fn put_role(inner: &mut Inner, req: &Request, scope: &str, name: &str, id: &str)
     check_scope(inner, scope)?;
     let create: models::RoleAssignment = parse(req.body)?;
     let mut props = create.properties;
+    check_condition(&props)?;
     let role = props
         .role_definition_id
         .rsplit_once("/providers/Microsoft.Authorization/roleDefinitions/")
@@ -1318,7 +1319,21 @@ fn put_role(inner: &mut Inner, req: &Request, scope: &str, name: &str, id: &str)
     };
     if let Some(existing) = inner.store.role(id) {
         return if same(existing) {
-            Ok(Reply::Json(StatusCode::CREATED, existing.clone()))
+            // What ARM lets change under the same name: the description and the
+            // condition. Anything else sent again is the assignment as it is.
+            let mut kept: models::RoleAssignment =
+                serde_json::from_value(existing.clone()).expect("stored role assignments parse");
+            let old = kept.properties.clone();
+            kept.properties.description = props.description;
+            kept.properties.condition = props.condition;
+            kept.properties.condition_version = props.condition_version;
+            if kept.properties == old {
+                return Ok(Reply::Json(StatusCode::CREATED, existing.clone()));
+            }
+            kept.properties.updated_on = Some(now());
+            let body = to_value(&kept);
+            inner.store.put_role(id, body.clone());
+            Ok(Reply::Json(StatusCode::CREATED, body))
         } else {
             Err(ArmError::new(
                 409,
@@ -1347,6 +1362,40 @@ fn put_role(inner: &mut Inner, req: &Request, scope: &str, name: &str, id: &str)
     });
     inner.store.put_role(id, body.clone());
     Ok(Reply::Json(StatusCode::CREATED, body))
+}
+
+/// The only version of the condition language ARM accepts.
+const CONDITION_VERSION: &str = "2.0";
+
+/// Refuses a condition ARM would refuse: one without `conditionVersion` "2.0", an empty
+/// one, or a version without a condition.
+fn check_condition(props: &models::RoleAssignmentProperties) -> Result<()> {
+    let refuse = |what: String| {
+        Err(ArmError::new(
+            400,
+            "InvalidRoleAssignmentCondition",
+            format!("The given role assignment condition is invalid: {what}."),
+        ))
+    };
+    match (
+        props.condition.as_deref(),
+        props.condition_version.as_deref(),
+    ) {
+        (None, None) => Ok(()),
+        (Some(c), _) if c.trim().is_empty() => refuse(format!(
+            "properties.condition is empty; give the condition, with properties.conditionVersion \"{CONDITION_VERSION}\", or leave both out"
+        )),
+        (Some(_), None) => refuse(format!(
+            "properties.conditionVersion is required with properties.condition; set it to \"{CONDITION_VERSION}\""
+        )),
+        (Some(_), Some(CONDITION_VERSION)) => Ok(()),
+        (Some(_), Some(v)) => refuse(format!(
+            "properties.conditionVersion '{v}' is not supported; the only version is \"{CONDITION_VERSION}\""
+        )),
+        (None, Some(_)) => refuse(format!(
+            "properties.conditionVersion is set without properties.condition; give the condition (version \"{CONDITION_VERSION}\") or leave both out"
+        )),
+    }
 }
 
 fn roles_list(inner: &Inner, req: &Request, scope: &str) -> Result<Reply> {
@@ -1508,6 +1557,8 @@ pub fn load_world(store: &mut store::State, world: &World) {
                     description: Some(
                         "application group membership from the emulator's world".into(),
                     ),
+                    condition: None,
+                    condition_version: None,
                     created_on: Some(stamp.clone()),
                     updated_on: Some(stamp),
                 },
