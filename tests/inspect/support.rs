@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+use appattach_operator::inspect::tools;
 use sha2::{Digest, Sha256};
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, ZipArchive, ZipWriter};
@@ -360,9 +361,44 @@ fn describe(dir: &Path, pem: &str, key: &str) -> Cert {
     }
 }
 
+// ---- the Debian tools ---------------------------------------------------------------
+
+/// What a test says when a Debian tool it runs is missing: one line naming the tool and
+/// the Debian package to install, from the product's one table of them.
+pub fn missing_tool(name: &str) -> String {
+    format!(
+        "{name} not found: {}, or run bash .ci/install-test-tools",
+        tools::install_advice(name)
+    )
+}
+
+/// Where the Debian tool `name` is (on `PATH` or in the sbin folders); a missing one fails
+/// the test with [`missing_tool`]'s one line, never with a bare "No such file".
+pub fn tool(name: &str) -> PathBuf {
+    tools::locate(name).unwrap_or_else(|| panic!("{}", missing_tool(name)))
+}
+
+/// [`tool`], looking in `dirs` only.
+pub fn tool_in(name: &str, dirs: &[PathBuf]) -> PathBuf {
+    tools::locate_in(name, dirs.iter().cloned()).unwrap_or_else(|| panic!("{}", missing_tool(name)))
+}
+
+/// A command running the Debian tool `name`.
+pub fn command(name: &str) -> Command {
+    Command::new(tool(name))
+}
+
+/// Fails the test with [`missing_tool`]'s line unless each of `names` is there: for a test
+/// that runs them through the product (`appattach image create`).
+pub fn require_tools(names: &[&str]) {
+    for name in names {
+        tool(name);
+    }
+}
+
 /// Runs `openssl` in `dir`; fails the test with its output when it fails.
 pub fn openssl(dir: &Path, args: &[&str]) -> String {
-    run(Command::new("openssl").current_dir(dir).args(args))
+    run(command("openssl").current_dir(dir).args(args))
 }
 
 /// Runs a command; fails the test with its stderr when it fails; its stdout.
@@ -821,7 +857,7 @@ pub fn try_sign(
     fs::create_dir_all(&out_dir).unwrap();
     let out = out_dir.join(package.file_name().unwrap());
     let _ = fs::remove_file(&out);
-    let mut command = Command::new("osslsigncode");
+    let mut command = command("osslsigncode");
     command
         .arg("sign")
         .arg("-certs")
@@ -882,7 +918,7 @@ pub fn keep_seed_bytes(target: &str, bytes: &[u8]) {
 /// `osslsigncode verify` of a signed package against `ca` (and `tsa_ca` for the
 /// timestamp); its output, or the error with the output.
 pub fn verify(signed: &Path, ca: &Cert, tsa_ca: Option<&Cert>) -> Result<String, String> {
-    let mut command = Command::new("osslsigncode");
+    let mut command = command("osslsigncode");
     command.arg("verify").arg("-CAfile").arg(&ca.cert);
     if let Some(tsa) = tsa_ca {
         command.arg("-TSA-CAfile").arg(&tsa.cert);
