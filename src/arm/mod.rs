@@ -7,6 +7,7 @@
 
 pub mod error;
 pub mod id;
+pub mod location;
 pub mod models;
 
 pub use error::ArmError;

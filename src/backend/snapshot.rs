@@ -286,6 +286,8 @@ impl Grant {
                 principal_type: self.kind,
                 scope: Some(scope.to_string()),
                 description: None,
+                condition: None,
+                condition_version: None,
                 created_on: None,
                 updated_on: None,
             },

@@ -1696,12 +1696,18 @@ mod tests {
     fn a_generated_world_and_its_manifests_agree() {
         for size in shapes() {
             let world = world(&size);
+            world
+                .check_locations()
+                .expect("ARM takes the world's regions");
             assert_eq!(world.host_pools.len(), size.host_pools);
             let hosts: usize = world.host_pools.iter().map(|p| p.session_hosts.len()).sum();
             assert_eq!(hosts, size.session_hosts);
             assert_eq!(world.directory.users.len(), size.users);
             for i in 0..size.packages {
                 let [pkg, pools, users0, users1] = manifests(&size, i);
+                let location = pkg["spec"]["location"].as_str().unwrap();
+                let kind = crate::arm::ResourceType::AppAttachPackage.arm_type();
+                crate::arm::location::check_available(location, &kind).unwrap();
                 assert_eq!(pools["spec"]["packageRef"]["name"], pkg["metadata"]["name"]);
                 let listed = pools["spec"]["hostPools"].as_array().unwrap();
                 assert_eq!(listed.len(), size.pools_per_package, "{size:?}");

@@ -158,7 +158,7 @@ fn pool_findings(
             ),
         ));
     }
-    if !pool.location.eq_ignore_ascii_case(&spec.location) {
+    if !crate::arm::location::same(&pool.location, &spec.location) {
         out.push(Finding::error(
             "RegionMismatch",
             format!(
@@ -301,6 +301,16 @@ package: {type: Msix, name: Contoso.App, publisher: CN=Contoso, version: 1.0.0.0
         );
         assert_eq!(reasons(&f), ["RegionMismatch"]);
         assert!(f[0].message.contains("northeurope") && f[0].message.contains("spec.location"));
+        // ARM's spelling of the region the spec names in words is the same region.
+        let spaced = spec(&BASE.replace("westeurope", "West Europe"));
+        assert!(
+            validate(
+                &spaced,
+                &[pool("ADDS", "westeurope", &[])],
+                jiff::Timestamp::now()
+            )
+            .is_empty()
+        );
     }
 
     #[test]

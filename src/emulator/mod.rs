@@ -128,6 +128,9 @@ pub enum StartError {
     /// The state could not be opened.
     #[error(transparent)]
     Store(#[from] store::StoreError),
+    /// The world cannot be loaded.
+    #[error(transparent)]
+    World(#[from] world::WorldError),
     /// The listener could not bind.
     #[error("binding {addr}: {source}")]
     Bind {
@@ -200,6 +203,9 @@ impl Emulator {
                 stored
             }
             (None, Some(world)) => {
+                // Only what is cheap at any scale: a world file was checked whole when
+                // it was read, and a world built in code (tests, bench) is consistent.
+                world.check_locations()?;
                 arm_api::load_world(&mut store, &world);
                 store.set_meta("world", Some(serde_json::to_value(&world).expect("JSON")));
                 store.commit()?;

@@ -245,8 +245,22 @@ impl World {
         Ok(world)
     }
 
-    /// Checks references: members, host pools and groups must exist; object ids are unique.
+    /// Checks that every host pool is in a region where host pools can be created, as ARM
+    /// would refuse to create it anywhere else.
+    pub fn check_locations(&self) -> Result<(), WorldError> {
+        let host_pools = crate::arm::ResourceType::HostPool.arm_type();
+        for hp in &self.host_pools {
+            crate::arm::location::check_available(&hp.location, &host_pools).map_err(|e| {
+                WorldError::Inconsistent(format!("host pool {}: {}", hp.name, e.message))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Checks locations and references: host pools are in regions where they can be
+    /// created; members, host pools and groups must exist; object ids are unique.
     pub fn check(&self) -> Result<(), WorldError> {
+        self.check_locations()?;
         let mut ids = BTreeSet::new();
         for id in self
             .directory

@@ -434,12 +434,10 @@ fn differences(
     if !parts.is_empty() {
         out.push(format!("hostPoolReferences: {}", parts.join(", ")));
     }
-    if !desired
-        .location
-        .as_deref()
-        .unwrap_or_default()
-        .eq_ignore_ascii_case(held.location.as_deref().unwrap_or_default())
-    {
+    if !crate::arm::location::same(
+        desired.location.as_deref().unwrap_or_default(),
+        held.location.as_deref().unwrap_or_default(),
+    ) {
         out.push(format!(
             "location: {} -> {}",
             held.location.as_deref().unwrap_or("-"),

@@ -48,6 +48,10 @@ pub fn api_resource(kind: &str) -> kube::api::ApiResource {
     }
 }
 
+/// The command that installs the CRDs, run from the repository root: what the
+/// controller tells a user whose cluster lacks them, and what the README says.
+pub const INSTALL_CRDS: &str = "kubectl apply --server-side -f crds/";
+
 /// The CustomResourceDefinitions of all three kinds, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
     [
