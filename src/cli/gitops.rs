@@ -216,7 +216,7 @@ pub async fn validate(args: ValidateArgs) -> anyhow::Result<std::process::ExitCo
     let target = connect(&args.sources, false).await?;
     let report = check(&args.sources, &args.base, target.as_ref()).await?;
     for p in &report.problems {
-        println!("{p}");
+        super::out(&format!("{p}\n"))?;
     }
     for s in &report.skipped {
         eprintln!("{}:{}: skipped: {}", s.file, s.line, s.what);
@@ -255,9 +255,9 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<std::process::ExitCode> {
         target.directory.as_ref(),
     );
     match args.output.as_str() {
-        "json" => println!("{}", serde_json::to_string_pretty(&plan)?),
-        "markdown" => print!("{}", markdown(&plan)),
-        _ => print!("{}", text(&plan)),
+        "json" => super::out(&format!("{}\n", serde_json::to_string_pretty(&plan)?))?,
+        "markdown" => super::out(&markdown(&plan))?,
+        _ => super::out(&text(&plan))?,
     }
     eprintln!("appattach plan: {}", summary(&report));
     Ok(if report.has_errors() || plan.has_errors() {

@@ -427,3 +427,38 @@ async fn plan_shows_remote_app_publishing_and_whom_it_reaches_and_validate_warns
         assert!(warning.contains(needed), "{needed} missing: {warning}");
     }
 }
+
+#[tokio::test]
+async fn output_piped_into_a_reader_that_stops_early_ends_quietly() {
+    // `appattach plan ... | head -1`: the reader goes after one line.
+    use tokio::io::AsyncBufReadExt;
+    for args in [
+        &["crd"][..],
+        &[
+            "plan",
+            "-f",
+            "examples/",
+            "--against",
+            "world",
+            "examples/world.yaml",
+        ][..],
+    ] {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_appattach"))
+            .args(args)
+            .current_dir(repo_path(""))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        assert!(lines.next_line().await.unwrap().is_some(), "{args:?}");
+        drop(lines);
+        let out = child.wait_with_output().await.unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !err.contains("panicked") && !err.contains("Broken pipe"),
+            "{args:?}: {err}"
+        );
+        assert!(out.status.success(), "{args:?}: {:?} {err}", out.status);
+    }
+}
