@@ -24,6 +24,7 @@ mod readme;
 mod reconcile;
 mod rollout;
 mod rollout_support;
+mod session_host_os;
 mod snapshot;
 mod throttling;
 mod validation;

@@ -5,6 +5,7 @@
 mod fixtures;
 mod properties;
 mod regressions;
+mod session_host_os;
 
 use super::simulate::Sim;
 use super::{Decision, Write};
