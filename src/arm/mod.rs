@@ -5,6 +5,7 @@
 //! controller's ARM client will. Field names and enums follow the published schema
 //! definitions.
 
+pub mod compute;
 pub mod error;
 pub mod id;
 pub mod location;

@@ -410,6 +410,19 @@ impl Backend for ArmClient {
         .await
     }
 
+    async fn list_virtual_machines(
+        &self,
+        resource_group_id: &str,
+    ) -> Result<Vec<crate::arm::compute::VirtualMachine>> {
+        self.list_all(&format!(
+            "{}/providers/{}?api-version={}",
+            resource_group_id.trim_end_matches('/'),
+            crate::arm::compute::VIRTUAL_MACHINE_TYPE,
+            crate::arm::compute::COMPUTE_API_VERSION
+        ))
+        .await
+    }
+
     fn patient(&self) -> Self {
         Self {
             patient: true,

@@ -2,6 +2,7 @@
 //! talks to Azure Resource Manager or to the embedded emulator alike.
 
 mod client;
+pub mod machines;
 pub mod snapshot;
 pub mod throttle;
 
@@ -191,6 +192,12 @@ pub trait Backend: Send + Sync + 'static {
     fn list_role_assignments_in_resource_group(
         &self,
     ) -> impl Future<Output = Result<Vec<RoleAssignment>>> + Send;
+    /// The virtual machines of a resource group (`/subscriptions/{s}/resourceGroups/{rg}`),
+    /// every page: what their images and licence types say of the session hosts they are.
+    fn list_virtual_machines(
+        &self,
+        resource_group_id: &str,
+    ) -> impl Future<Output = Result<Vec<crate::arm::compute::VirtualMachine>>> + Send;
     /// The same client, waiting for its own request budget rather than failing at once
     /// when it is spent (for background reads such as the snapshot's refresh).
     fn patient(&self) -> Self

@@ -1,7 +1,9 @@
 //! One picture of the backend, shared by every pass: the resource group's host pools with
 //! their session hosts and MSIX packages, its app attach packages, the Desktop
 //! Virtualization User role assignments at and below it, its application groups with
-//! their applications, and the directory where the backend has one.
+//! their applications, the session hosts' virtual machines (see [`super::machines`]: the
+//! one list a refresh may find refused and still succeed), and the directory where the
+//! backend has one.
 //!
 //! It is read with ARM's list operations (every page), refreshed on a period, and kept
 //! current by the controller's own writes, so a pass reads nothing per host pool: reads
@@ -69,6 +71,8 @@ pub struct Picture {
     app_owners: HashMap<String, BTreeSet<String>>,
     /// Users and their groups, where the backend has a directory.
     pub directory: Option<std::sync::Arc<Directory>>,
+    /// The session hosts' virtual machines (one list per resource group holding them).
+    pub machines: super::machines::Machines,
 }
 
 impl Picture {
@@ -582,6 +586,9 @@ async fn read_all<B: Backend>(
                 reads += 1;
             }
         }
+        let (machines, calls) = super::machines::read(b, p.session_hosts.values().flatten()).await;
+        reads += calls;
+        p.machines = machines?;
         p.directory = b.directory().await?.map(std::sync::Arc::new);
         Ok(p)
     }

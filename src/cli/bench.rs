@@ -292,7 +292,9 @@ pub fn package_groups(size: &Size, i: usize) -> [usize; 4] {
     ]
 }
 
-/// The world of a size: `westeurope` host pools with Windows 11 session hosts, a Desktop
+/// The world of a size: `westeurope` host pools with Windows 11 session hosts (each a VM
+/// of the Windows 11 image in the world's resource group, so a snapshot refresh lists the
+/// VMs once, every page), a Desktop
 /// application group each whose members are the groups of the packages on its pool, and a
 /// directory of users spread over the groups.
 pub fn world(size: &Size) -> World {
@@ -1702,6 +1704,9 @@ mod tests {
             assert_eq!(world.host_pools.len(), size.host_pools);
             let hosts: usize = world.host_pools.iter().map(|p| p.session_hosts.len()).sum();
             assert_eq!(hosts, size.session_hosts);
+            // Each host a VM of the world's resource group: one more list per refresh.
+            assert!(world.check().is_ok(), "{:?}", world.check());
+            assert_eq!(world.vms().count(), size.session_hosts);
             assert_eq!(world.directory.users.len(), size.users);
             for i in 0..size.packages {
                 let [pkg, pools, users0, users1] = manifests(&size, i);

@@ -194,19 +194,30 @@ async fn check(
 }
 
 fn summary(report: &Report) -> String {
-    let errors = report
-        .problems
-        .iter()
-        .filter(|p| p.severity == Severity::Error)
-        .count();
-    let warnings = report.problems.len() - errors;
+    let count = |severity: Severity| {
+        report
+            .problems
+            .iter()
+            .filter(|p| p.severity == severity)
+            .count()
+    };
+    let (errors, warnings, notes) = (
+        count(Severity::Error),
+        count(Severity::Warning),
+        count(Severity::Info),
+    );
     let objects = report.objects.packages.len()
         + report.objects.host_pool_assignments.len()
         + report.objects.user_assignments.len();
     format!(
-        "{} document(s), {objects} appattach.io object(s) accepted, {} skipped (not appattach.io): {errors} error(s), {warnings} warning(s)",
+        "{} document(s), {objects} appattach.io object(s) accepted, {} skipped (not appattach.io): {errors} error(s), {warnings} warning(s){}",
         report.documents,
-        report.skipped.len()
+        report.skipped.len(),
+        if notes > 0 {
+            format!(", {notes} note(s) of what could not be checked")
+        } else {
+            String::new()
+        }
     )
 }
 

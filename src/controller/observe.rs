@@ -4,8 +4,8 @@
 //! the package's status; the time from the clock. Nothing here decides anything.
 //!
 //! The backend's side comes from the snapshot shared by every pass
-//! ([`crate::backend::snapshot`]): the assigned host pools with their session hosts and
-//! MSIX packages, the backend packages this object owns (by their owner tag) with their
+//! ([`crate::backend::snapshot`]): the assigned host pools with their session hosts (and
+//! what their virtual machines say of their OS) and MSIX packages, the backend packages this object owns (by their owner tag) with their
 //! role assignments, the directory. A pass reads the backend itself only for what must be
 //! fresh: user sessions while a rollout or a retained image needs them, the session hosts
 //! of the ring a rollout's gate watches.
@@ -28,6 +28,7 @@ use crate::backend::snapshot::{Change, Health, Picture, Snapshot};
 use crate::backend::{Backend, BackendError};
 use crate::domain::directory::Directory;
 use crate::domain::entitlements;
+use crate::domain::host_os::VmRead;
 use crate::domain::naming;
 use crate::resources::{
     AppAttachPackage, HostPoolAssignment, PackageMode, RolloutStep, UserAssignment,
@@ -102,6 +103,28 @@ pub struct BackendView {
     pub sessions_read: bool,
     /// Why the picture is too old to act on, when it is: the decision writes nothing.
     pub stale: Option<String>,
+    /// What is known of the virtual machines the pools' session hosts name, by lower-case
+    /// VM id.
+    pub machines: std::collections::BTreeMap<String, VmRead>,
+}
+
+impl BackendView {
+    /// What is known of the virtual machine a session host names.
+    pub fn vm_read(&self, host: &SessionHost) -> VmRead {
+        match host
+            .properties
+            .resource_id
+            .as_deref()
+            .filter(|id| crate::arm::compute::vm_resource_group(id).is_some())
+        {
+            None => VmRead::NoVm,
+            Some(id) => self
+                .machines
+                .get(&id.to_ascii_lowercase())
+                .cloned()
+                .unwrap_or(VmRead::NotReadYet),
+        }
+    }
 }
 
 /// One host pool, as the backend has it.
@@ -273,11 +296,24 @@ async fn read<B: Backend>(
         }
         view.sessions_read = true;
     }
+    view.machines = snapshot.with(|p| machines_of(p, &view.pools));
     let health = snapshot.health();
     if health.age.is_some_and(|a| a > max_age) {
         view.stale = Some(stale_reason(&health));
     }
     Ok(view)
+}
+
+/// What the picture knows of the VMs the pools' session hosts name.
+fn machines_of(p: &Picture, pools: &[PoolView]) -> std::collections::BTreeMap<String, VmRead> {
+    pools
+        .iter()
+        .flat_map(|pool| &pool.hosts)
+        .filter_map(|h| {
+            let id = h.properties.resource_id.as_deref()?;
+            Some((id.to_ascii_lowercase(), p.machines.read_of(h)))
+        })
+        .collect()
 }
 
 /// Why writes wait on a snapshot too old to act on.

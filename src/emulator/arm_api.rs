@@ -263,6 +263,23 @@ fn dispatch(inner: &mut Inner, req: &Request) -> Result<Reply> {
         };
     }
 
+    if lower.len() >= 7
+        && lower[0] == "subscriptions"
+        && lower[2] == "resourcegroups"
+        && lower[4] == "providers"
+        && lower[5] == "microsoft.compute"
+    {
+        return super::compute::serve(
+            &inner.world,
+            req.method,
+            &segs,
+            &req.query,
+            &req.base,
+            req.path,
+        )
+        .map(|body| Reply::Json(StatusCode::OK, body));
+    }
+
     let provider = "microsoft.desktopvirtualization";
     if lower.len() >= 7
         && lower[0] == "subscriptions"
@@ -1483,6 +1500,7 @@ pub(super) fn users_at(inner: &Inner, scope: &str) -> std::collections::BTreeSet
 pub fn load_world(store: &mut store::State, world: &World) {
     let (sub, rg) = (world.subscription.as_str(), world.resource_group.as_str());
     for hp in &world.host_pools {
+        let vm_rg = world.vm_resource_group(hp);
         let id = ResourceId::new(sub, rg, ResourceType::HostPool, &[&hp.name]);
         let mut properties = json!({
             "hostPoolType": hp.pool_type,
@@ -1508,7 +1526,10 @@ pub fn load_world(store: &mut store::State, world: &World) {
         );
         for sh in &hp.session_hosts {
             let sid = id.child(ResourceType::SessionHost, &sh.name);
+            let vm = crate::arm::compute::vm_id(sub, vm_rg, sh.vm_name());
             let props = models::SessionHostProperties {
+                virtual_machine_id: Some(super::compute::machine_id(&vm)),
+                resource_id: Some(vm),
                 object_id: Some(object_id(&sid)),
                 last_heart_beat: Some(now()),
                 sessions: Some(0),

@@ -2,13 +2,15 @@
 //! `Microsoft.DesktopVirtualization` and `Microsoft.Authorization` that app attach uses,
 //! with a simulated world of host pools, session hosts, application groups and users.
 //!
-//! ARM requests are served by [`arm_api`]; the emulator's own controls (sign-in, staging,
+//! ARM requests are served by [`arm_api`] (and the session hosts' virtual machines, read
+//! only, by [`compute`]); the emulator's own controls (sign-in, staging,
 //! faults, request counts) live under `/_emulator/` in [`admin`]. State lives in memory
 //! and in an embedded transactional store ([`store`]). When asked, ARM's request budget
 //! is enforced on the callers ([`ratelimit`]).
 
 pub mod admin;
 pub mod arm_api;
+pub mod compute;
 pub mod faults;
 pub mod ratelimit;
 pub mod staging;

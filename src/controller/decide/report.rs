@@ -459,10 +459,15 @@ pub(crate) fn pool_facts(view: &BackendView, mode: PackageMode, _family: &str) -
                 .tags
                 .as_ref()
                 .and_then(|t| t.get("appattach.io/identity-provider").cloned()),
-            host_os_versions: p
+            hosts: p
                 .hosts
                 .iter()
-                .filter_map(|h| h.properties.os_version.clone())
+                .map(|h| {
+                    crate::domain::host_os::classify(
+                        &view.vm_read(h),
+                        h.properties.os_version.as_deref(),
+                    )
+                })
                 .collect(),
             has_other_feature: match mode {
                 PackageMode::AppAttach => !p.msix.is_empty(),

@@ -6,6 +6,7 @@ mod fixtures;
 mod properties;
 mod regressions;
 mod remote_app;
+mod session_host_os;
 
 use super::simulate::Sim;
 use super::{Decision, Write};
