@@ -54,8 +54,11 @@ fn world(s: &Scale) -> World {
                 .map(|h| WorldSessionHost {
                     name: format!("hp{p}-{h}.contoso.com"),
                     os: Os::Windows11,
+                    image: None,
+                    license_type: None,
                 })
                 .collect(),
+            vm_resource_group: None,
         })
         .collect();
     let application_groups = (0..s.pools)

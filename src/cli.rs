@@ -110,6 +110,21 @@ impl Cli {
     }
 }
 
+/// Writes `text` to stdout. A reader that went away (`appattach plan ... | head`) ends
+/// what is printed quietly, as it does for Unix tools, rather than in an error or a panic
+/// (`println!` panics on a closed pipe: Rust ignores SIGPIPE).
+pub(crate) fn out(text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
 fn tokio_main<T>(fut: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -5,8 +5,10 @@
 //! controller's ARM client will. Field names and enums follow the published schema
 //! definitions.
 
+pub mod compute;
 pub mod error;
 pub mod id;
+pub mod location;
 pub mod models;
 
 pub use error::ArmError;
@@ -51,13 +53,24 @@ pub struct Scope {
 impl Scope {
     /// The ARM id of a host pool given by name (in the resource group) or by full id.
     pub fn host_pool_id(&self, name_or_id: &str) -> String {
+        self.id_of(ResourceType::HostPool, name_or_id)
+    }
+
+    /// The ARM id of an application group given by name (in the resource group) or by full
+    /// id.
+    pub fn application_group_id(&self, name_or_id: &str) -> String {
+        self.id_of(ResourceType::ApplicationGroup, name_or_id)
+    }
+
+    /// The id of a top-level resource of the resource group given by name, or its full id.
+    fn id_of(&self, kind: ResourceType, name_or_id: &str) -> String {
         if name_or_id.starts_with('/') {
             name_or_id.to_string()
         } else {
             ResourceId::new(
                 &self.subscription,
                 &self.resource_group,
-                ResourceType::HostPool,
+                kind,
                 &[name_or_id],
             )
             .to_string()

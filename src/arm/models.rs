@@ -395,6 +395,10 @@ pub struct ApplicationProperties {
     pub command_line_arguments: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub show_in_portal: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icon_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icon_index: Option<i32>,
 }
 
 /// A session host.
@@ -593,6 +597,13 @@ pub struct RoleAssignmentProperties {
     pub scope: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// The condition that limits what the assignment grants (Azure ABAC), e.g.
+    /// `@Resource[...] StringEquals '...'`; kept as read, so a writer never drops it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
+    /// The version of `condition`'s language: `2.0`, the only one ARM accepts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition_version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_on: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -604,4 +615,38 @@ pub fn role_definition_id(subscription: &str, role: &str) -> String {
     format!(
         "/subscriptions/{subscription}/providers/Microsoft.Authorization/roleDefinitions/{role}"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_role_assignment_read_and_written_back_keeps_its_condition() {
+        let read = serde_json::json!({
+            "id": "/subscriptions/s/providers/Microsoft.Authorization/roleAssignments/n",
+            "name": "n",
+            "type": "Microsoft.Authorization/roleAssignments",
+            "properties": {
+                "roleDefinitionId": "/subscriptions/s/providers/Microsoft.Authorization/roleDefinitions/r",
+                "principalId": "p",
+                "principalType": "Group",
+                "condition": "@Resource[Microsoft.DesktopVirtualization/appAttachPackages:name] StringEquals 'a'",
+                "conditionVersion": "2.0"
+            }
+        });
+        let model: RoleAssignment = serde_json::from_value(read.clone()).unwrap();
+        assert_eq!(model.properties.condition_version.as_deref(), Some("2.0"));
+        assert_eq!(serde_json::to_value(&model).unwrap(), read);
+        let mut plain = read;
+        let props = plain["properties"].as_object_mut().unwrap();
+        props.remove("condition");
+        props.remove("conditionVersion");
+        let model: RoleAssignment = serde_json::from_value(plain.clone()).unwrap();
+        assert_eq!(
+            serde_json::to_value(&model).unwrap(),
+            plain,
+            "no nulls written"
+        );
+    }
 }

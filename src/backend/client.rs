@@ -384,6 +384,21 @@ impl Backend for ArmClient {
             .await
     }
 
+    async fn put_application(
+        &self,
+        group_id: &str,
+        name: &str,
+        application: &Application,
+    ) -> Result<Application> {
+        self.put_json(&format!("{group_id}/applications/{name}"), DV, application)
+            .await
+    }
+
+    async fn delete_application(&self, group_id: &str, name: &str) -> Result<()> {
+        self.delete_path(&format!("{group_id}/applications/{name}"), DV)
+            .await
+    }
+
     async fn list_role_assignments_in_resource_group(&self) -> Result<Vec<RoleAssignment>> {
         let rg = format!(
             "/subscriptions/{}/resourceGroups/{}",
@@ -391,6 +406,19 @@ impl Backend for ArmClient {
         );
         self.list_all(&format!(
             "{rg}/providers/Microsoft.Authorization/roleAssignments?api-version={RA}"
+        ))
+        .await
+    }
+
+    async fn list_virtual_machines(
+        &self,
+        resource_group_id: &str,
+    ) -> Result<Vec<crate::arm::compute::VirtualMachine>> {
+        self.list_all(&format!(
+            "{}/providers/{}?api-version={}",
+            resource_group_id.trim_end_matches('/'),
+            crate::arm::compute::VIRTUAL_MACHINE_TYPE,
+            crate::arm::compute::COMPUTE_API_VERSION
         ))
         .await
     }

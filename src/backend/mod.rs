@@ -2,6 +2,7 @@
 //! talks to Azure Resource Manager or to the embedded emulator alike.
 
 mod client;
+pub mod machines;
 pub mod snapshot;
 pub mod throttle;
 
@@ -173,11 +174,30 @@ pub trait Backend: Send + Sync + 'static {
         &self,
         group_id: &str,
     ) -> impl Future<Output = Result<Vec<Application>>> + Send;
+    /// PUT an application of a RemoteApp application group (by the group's id).
+    fn put_application(
+        &self,
+        group_id: &str,
+        name: &str,
+        application: &Application,
+    ) -> impl Future<Output = Result<Application>> + Send;
+    /// DELETE an application of an application group.
+    fn delete_application(
+        &self,
+        group_id: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<()>> + Send;
     /// Every role assignment at, above or below the resource group: one list for the
     /// role assignments of every package and application group.
     fn list_role_assignments_in_resource_group(
         &self,
     ) -> impl Future<Output = Result<Vec<RoleAssignment>>> + Send;
+    /// The virtual machines of a resource group (`/subscriptions/{s}/resourceGroups/{rg}`),
+    /// every page: what their images and licence types say of the session hosts they are.
+    fn list_virtual_machines(
+        &self,
+        resource_group_id: &str,
+    ) -> impl Future<Output = Result<Vec<crate::arm::compute::VirtualMachine>>> + Send;
     /// The same client, waiting for its own request budget rather than failing at once
     /// when it is spent (for background reads such as the snapshot's refresh).
     fn patient(&self) -> Self

@@ -1,7 +1,9 @@
 //! One picture of the backend, shared by every pass: the resource group's host pools with
 //! their session hosts and MSIX packages, its app attach packages, the Desktop
 //! Virtualization User role assignments at and below it, its application groups with
-//! their applications, and the directory where the backend has one.
+//! their applications, the session hosts' virtual machines (see [`super::machines`]: the
+//! one list a refresh may find refused and still succeed), and the directory where the
+//! backend has one.
 //!
 //! It is read with ARM's list operations (every page), refreshed on a period, and kept
 //! current by the controller's own writes, so a pass reads nothing per host pool: reads
@@ -22,6 +24,27 @@ use crate::domain::directory::Directory;
 
 /// The tag that names the Kubernetes object owning a backend package.
 const OWNER_TAG: &str = "appattach.io/owner";
+
+/// How an application this controller published says so: ARM applications carry no tags,
+/// so their description reads `appattach.io/owner=NAMESPACE/NAME`.
+pub const APPLICATION_OWNER: &str = "appattach.io/owner=";
+
+/// The object that published an application (`namespace/name`), when this controller did.
+pub fn application_owner(app: &Application) -> Option<&str> {
+    app.properties
+        .description
+        .as_deref()
+        .and_then(|d| d.strip_prefix(APPLICATION_OWNER))
+        .filter(|o| !o.is_empty())
+}
+
+/// The name of an application (its last segment: ARM spells it `group/app`).
+pub fn application_name(app: &Application) -> &str {
+    app.name
+        .as_deref()
+        .and_then(|n| n.rsplit('/').next())
+        .unwrap_or_default()
+}
 
 /// What the backend held at the last refresh, kept current by the controller's writes.
 #[derive(Debug, Clone, Default)]
@@ -44,14 +67,57 @@ pub struct Picture {
     pub application_groups: Vec<ApplicationGroup>,
     /// Applications of each RemoteApp application group (lower-case group id).
     pub applications: HashMap<String, Vec<Application>>,
+    /// The groups (lower-case ids) holding applications each owner published.
+    app_owners: HashMap<String, BTreeSet<String>>,
     /// Users and their groups, where the backend has a directory.
     pub directory: Option<std::sync::Arc<Directory>>,
+    /// The session hosts' virtual machines (one list per resource group holding them).
+    pub machines: super::machines::Machines,
 }
 
 impl Picture {
     /// The names (lower case) of the packages tagged with this owner.
     pub fn owned_by(&self, owner: &str) -> impl Iterator<Item = &String> {
         self.by_owner.get(owner).into_iter().flatten()
+    }
+
+    /// The application groups (lower-case ids) holding applications `owner` published.
+    pub fn groups_with_applications_of(&self, owner: &str) -> impl Iterator<Item = &String> {
+        self.app_owners.get(owner).into_iter().flatten()
+    }
+
+    /// Files an application under its group (and its owner, when it has one).
+    pub fn put_application(&mut self, group_id: &str, app: Application) {
+        let key = group_id.to_ascii_lowercase();
+        let name = application_name(&app).to_ascii_lowercase();
+        self.remove_application(&key, &name);
+        if let Some(owner) = application_owner(&app) {
+            self.app_owners
+                .entry(owner.to_string())
+                .or_default()
+                .insert(key.clone());
+        }
+        self.applications.entry(key).or_default().push(app);
+    }
+
+    /// Forgets an application of a group (by name).
+    pub fn remove_application(&mut self, group_id: &str, name: &str) {
+        let key = group_id.to_ascii_lowercase();
+        let Some(apps) = self.applications.get_mut(&key) else {
+            return;
+        };
+        let gone: Vec<Application> = apps
+            .extract_if(.., |a| application_name(a).eq_ignore_ascii_case(name))
+            .collect();
+        for owner in gone.iter().filter_map(application_owner) {
+            let still = apps.iter().any(|a| application_owner(a) == Some(owner));
+            if !still && let Some(groups) = self.app_owners.get_mut(owner) {
+                groups.remove(&key);
+                if groups.is_empty() {
+                    self.app_owners.remove(owner);
+                }
+            }
+        }
     }
 
     /// Files a package under its name and owner.
@@ -224,6 +290,8 @@ impl Grant {
                 principal_type: self.kind,
                 scope: Some(scope.to_string()),
                 description: None,
+                condition: None,
+                condition_version: None,
                 created_on: None,
                 updated_on: None,
             },
@@ -289,6 +357,10 @@ pub enum Change {
     /// A host pool read fresh (by id): the pool, its session hosts and its MSIX packages
     /// (`None`: the pool is gone).
     Pool(String, Option<Box<PoolRead>>),
+    /// An application put in an application group (the group's id, the answer).
+    Application(String, Application),
+    /// An application deleted from an application group (the group's id, its name).
+    ApplicationGone(String, String),
     /// Nothing the picture holds (a message sent, a session logged off).
     None,
 }
@@ -307,6 +379,8 @@ impl Change {
                 Some(msix_key(pool, name))
             }
             Self::MsixGone(pool, name) => Some(msix_key(pool, name)),
+            Self::Application(group, a) => Some(application_key(group, application_name(a))),
+            Self::ApplicationGone(group, name) => Some(application_key(group, name)),
             _ => None,
         }
     }
@@ -320,6 +394,8 @@ impl Change {
             Self::Msix(pool, m) => p.put_msix(pool, m.clone()),
             Self::MsixGone(pool, name) => p.remove_msix(pool, name),
             Self::Drain(host, allow) => p.set_allow_new_session(host, *allow),
+            Self::Application(group, a) => p.put_application(group, a.clone()),
+            Self::ApplicationGone(group, name) => p.remove_application(group, name),
             Self::Hosts(pool, hosts) => {
                 p.session_hosts
                     .insert(pool.to_ascii_lowercase(), hosts.clone());
@@ -347,6 +423,15 @@ impl Change {
 /// The key of an app attach package, for [`Snapshot::learnt_at`].
 pub fn package_key(name: &str) -> String {
     format!("package/{}", name.to_ascii_lowercase())
+}
+
+/// The key of an application of an application group, for [`Snapshot::learnt_at`].
+pub fn application_key(group_id: &str, name: &str) -> String {
+    format!(
+        "application/{}/{}",
+        group_id.to_ascii_lowercase(),
+        name.to_ascii_lowercase()
+    )
 }
 
 /// The key of an MSIX package of a host pool, for [`Snapshot::learnt_at`].
@@ -491,14 +576,19 @@ async fn read_all<B: Backend>(
         reads += 1;
         p.application_groups = b.list_application_groups().await?;
         reads += 1;
-        for g in &p.application_groups {
+        for g in p.application_groups.clone() {
             let Some(id) = &g.id else { continue };
             if g.properties.application_group_type == ApplicationGroupType::RemoteApp {
-                p.applications
-                    .insert(id.to_ascii_lowercase(), b.list_applications(id).await?);
+                p.applications.entry(id.to_ascii_lowercase()).or_default();
+                for app in b.list_applications(id).await? {
+                    p.put_application(id, app);
+                }
                 reads += 1;
             }
         }
+        let (machines, calls) = super::machines::read(b, p.session_hosts.values().flatten()).await;
+        reads += calls;
+        p.machines = machines?;
         p.directory = b.directory().await?.map(std::sync::Arc::new);
         Ok(p)
     }
@@ -527,5 +617,196 @@ fn changed_owners(old: &Picture, new: &Picture) -> BTreeSet<String> {
             out.extend(owner(p));
         }
     }
+    // Applications an owner published, changed or removed behind its back.
+    let owners: BTreeSet<&String> = old.app_owners.keys().chain(new.app_owners.keys()).collect();
+    for o in owners {
+        if published(old, o) != published(new, o) {
+            out.insert(o.clone());
+        }
+    }
+    // An application group whose members or applications changed changes who gets the
+    // packages of its host pool: they report it.
+    for pool in changed_group_pools(old, new) {
+        let refs = new
+            .host_pools
+            .get(&pool)
+            .or_else(|| old.host_pools.get(&pool))
+            .and_then(|p| p.properties.app_attach_package_references.clone())
+            .unwrap_or_default();
+        for id in refs {
+            let name = id
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            out.extend(new.packages.get(&name).and_then(|p| owner(p)));
+        }
+    }
     out
+}
+
+/// The applications `owner` published, by group, sorted.
+fn published<'a>(p: &'a Picture, owner: &str) -> Vec<(&'a String, &'a Application)> {
+    let mut out: Vec<(&String, &Application)> = p
+        .groups_with_applications_of(owner)
+        .flat_map(|g| {
+            p.applications
+                .get(g)
+                .into_iter()
+                .flatten()
+                .filter(|a| application_owner(a) == Some(owner))
+                .map(move |a| (g, a))
+        })
+        .collect();
+    out.sort_by(|a, b| (a.0, application_name(a.1)).cmp(&(b.0, application_name(b.1))));
+    out
+}
+
+/// The host pools (lower-case ids) of the application groups whose kind, members or
+/// applications differ between two pictures.
+fn changed_group_pools(old: &Picture, new: &Picture) -> BTreeSet<String> {
+    let groups = |p: &Picture| -> HashMap<String, (String, ApplicationGroupType)> {
+        p.application_groups
+            .iter()
+            .filter_map(|g| {
+                Some((
+                    g.id.as_deref()?.to_ascii_lowercase(),
+                    (
+                        g.properties.host_pool_arm_path.to_ascii_lowercase(),
+                        g.properties.application_group_type,
+                    ),
+                ))
+            })
+            .collect()
+    };
+    let (before, after) = (groups(old), groups(new));
+    let members = |p: &Picture, g: &str| -> BTreeSet<Box<str>> {
+        p.roles
+            .get(g)
+            .into_iter()
+            .flatten()
+            .map(|r| r.principal.clone())
+            .collect()
+    };
+    let families = |p: &Picture, g: &str| -> BTreeSet<String> {
+        p.applications
+            .get(g)
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.properties.msix_package_family_name.clone())
+            .map(|f| f.to_ascii_lowercase())
+            .collect()
+    };
+    let mut out = BTreeSet::new();
+    for id in before.keys().chain(after.keys()) {
+        let (b, a) = (before.get(id), after.get(id));
+        if b != a || members(old, id) != members(new, id) || families(old, id) != families(new, id)
+        {
+            out.extend(b.into_iter().chain(a).map(|(pool, _)| pool.clone()));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const RG: &str = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.DesktopVirtualization";
+
+    fn app(group: &str, name: &str, owner: Option<&str>, family: &str) -> Application {
+        serde_json::from_value(json!({
+            "name": format!("{group}/{name}"),
+            "properties": {"commandLineSetting": "DoNotAllow", "applicationType": "MsixApplication",
+                           "msixPackageFamilyName": family, "msixPackageApplicationId": "App",
+                           "description": owner.map(|o| format!("{APPLICATION_OWNER}{o}"))}
+        }))
+        .unwrap()
+    }
+
+    /// A picture with host pool `hp` running package `pkg` (owned by `ns/pkg`) and a
+    /// RemoteApp group `ag` of it.
+    fn picture() -> Picture {
+        let mut p = Picture::default();
+        let pool: HostPool = serde_json::from_value(json!({
+            "id": format!("{RG}/hostPools/hp"), "name": "hp", "location": "westeurope",
+            "properties": {"hostPoolType": "Pooled", "loadBalancerType": "BreadthFirst",
+                           "preferredAppGroupType": "Desktop"}
+        }))
+        .unwrap();
+        p.host_pools
+            .insert(format!("{RG}/hostPools/hp").to_ascii_lowercase(), pool);
+        let pkg: AppAttachPackage = serde_json::from_value(json!({
+            "id": format!("{RG}/appAttachPackages/pkg"), "name": "pkg", "location": "westeurope",
+            "tags": {OWNER_TAG: "ns/pkg"},
+            "properties": {"hostPoolReferences": [format!("{RG}/hostPools/hp")]}
+        }))
+        .unwrap();
+        p.put_package("pkg", pkg);
+        p.application_groups = vec![
+            serde_json::from_value(json!({
+                "id": format!("{RG}/applicationGroups/ag"), "name": "ag", "location": "westeurope",
+                "properties": {"applicationGroupType": "RemoteApp",
+                               "hostPoolArmPath": format!("{RG}/hostPools/hp")}
+            }))
+            .unwrap(),
+        ];
+        p
+    }
+
+    fn group() -> String {
+        format!("{RG}/applicationGroups/ag").to_ascii_lowercase()
+    }
+
+    #[test]
+    fn applications_are_filed_by_owner_and_forgotten_by_name() {
+        let mut p = picture();
+        p.put_application(&group(), app("ag", "aa-1", Some("ns/a"), "F"));
+        p.put_application(&group(), app("ag", "aa-2", Some("ns/a"), "G"));
+        p.put_application(&group(), app("ag", "byhand", None, "F"));
+        assert_eq!(
+            p.groups_with_applications_of("ns/a").collect::<Vec<_>>(),
+            vec![&group()]
+        );
+        // Put again: replaced, not added.
+        p.put_application(&group(), app("ag", "AA-1", Some("ns/a"), "F"));
+        assert_eq!(p.applications[&group()].len(), 3);
+        p.remove_application(&group(), "aa-1");
+        assert_eq!(p.groups_with_applications_of("ns/a").count(), 1);
+        p.remove_application(&group(), "aa-2");
+        assert_eq!(p.groups_with_applications_of("ns/a").count(), 0);
+        assert_eq!(
+            p.applications[&group()].len(),
+            1,
+            "the one made by hand stays"
+        );
+    }
+
+    #[test]
+    fn a_refresh_that_finds_an_application_removed_or_a_member_added_wakes_its_owners() {
+        let mut old = picture();
+        old.put_application(&group(), app("ag", "aa-1", Some("ns/a"), "F"));
+        // The application ns/a published was deleted in the portal.
+        let new = picture();
+        let changed = changed_owners(&old, &new);
+        assert!(changed.contains("ns/a"), "{changed:?}");
+        // Someone joined the RemoteApp group of hp: who gets the packages of hp changes.
+        let mut joined = picture();
+        joined.put_role(
+            serde_json::from_value(json!({
+                "id": format!("{}/providers/Microsoft.Authorization/roleAssignments/r1", group()),
+                "name": "r1",
+                "properties": {
+                    "roleDefinitionId": crate::arm::models::role_definition_id("s", crate::arm::DESKTOP_VIRTUALIZATION_USER_ROLE),
+                    "principalId": "u1", "scope": group()
+                }
+            }))
+            .unwrap(),
+        );
+        let changed = changed_owners(&picture(), &joined);
+        assert_eq!(changed, BTreeSet::from(["ns/pkg".to_string()]));
+        // Nothing changed: nobody is woken.
+        assert!(changed_owners(&picture(), &picture()).is_empty());
+    }
 }

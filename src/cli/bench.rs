@@ -292,7 +292,9 @@ pub fn package_groups(size: &Size, i: usize) -> [usize; 4] {
     ]
 }
 
-/// The world of a size: `westeurope` host pools with Windows 11 session hosts, a Desktop
+/// The world of a size: `westeurope` host pools with Windows 11 session hosts (each a VM
+/// of the Windows 11 image in the world's resource group, so a snapshot refresh lists the
+/// VMs once, every page), a Desktop
 /// application group each whose members are the groups of the packages on its pool, and a
 /// directory of users spread over the groups.
 pub fn world(size: &Size) -> World {
@@ -1696,12 +1698,21 @@ mod tests {
     fn a_generated_world_and_its_manifests_agree() {
         for size in shapes() {
             let world = world(&size);
+            world
+                .check_locations()
+                .expect("ARM takes the world's regions");
             assert_eq!(world.host_pools.len(), size.host_pools);
             let hosts: usize = world.host_pools.iter().map(|p| p.session_hosts.len()).sum();
             assert_eq!(hosts, size.session_hosts);
+            // Each host a VM of the world's resource group: one more list per refresh.
+            assert!(world.check().is_ok(), "{:?}", world.check());
+            assert_eq!(world.vms().count(), size.session_hosts);
             assert_eq!(world.directory.users.len(), size.users);
             for i in 0..size.packages {
                 let [pkg, pools, users0, users1] = manifests(&size, i);
+                let location = pkg["spec"]["location"].as_str().unwrap();
+                let kind = crate::arm::ResourceType::AppAttachPackage.arm_type();
+                crate::arm::location::check_available(location, &kind).unwrap();
                 assert_eq!(pools["spec"]["packageRef"]["name"], pkg["metadata"]["name"]);
                 let listed = pools["spec"]["hostPools"].as_array().unwrap();
                 assert_eq!(listed.len(), size.pools_per_package, "{size:?}");

@@ -471,7 +471,10 @@ fn why_not_listed(e: &kube::Error, namespace: Option<&str>) -> String {
     );
     match e {
         kube::Error::Api(s) if s.code == 404 => {
-            "the appattach.io CRDs are not installed: kubectl apply --server-side -f crds/ (or -k deploy/)".to_string()
+            format!(
+                "the appattach.io CRDs are not installed: {} (or -k deploy/)",
+                crate::resources::INSTALL_CRDS
+            )
         }
         kube::Error::Api(s) if s.code == 403 => format!(
             "forbidden to list the appattach.io kinds {scope} ({}): grant list and watch on appattachpackages, hostpoolassignments and userassignments (deploy/base/rbac.yaml)",

@@ -50,10 +50,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let view: EntitlementsView =
         serde_json::from_str(&text).context("reading the emulator's answer")?;
     if args.output == "json" {
-        println!("{}", serde_json::to_string_pretty(&view)?);
+        super::out(&format!("{}\n", serde_json::to_string_pretty(&view)?))?;
         return Ok(());
     }
-    print!("{}", table(&view));
+    super::out(&table(&view))?;
     Ok(())
 }
 

@@ -190,26 +190,34 @@ async fn check(
     )
     .await
     .context("reading the backend")?;
-    for p in &report.problems {
-        println!("{p}");
-    }
     Ok(report)
 }
 
 fn summary(report: &Report) -> String {
-    let errors = report
-        .problems
-        .iter()
-        .filter(|p| p.severity == Severity::Error)
-        .count();
-    let warnings = report.problems.len() - errors;
+    let count = |severity: Severity| {
+        report
+            .problems
+            .iter()
+            .filter(|p| p.severity == severity)
+            .count()
+    };
+    let (errors, warnings, notes) = (
+        count(Severity::Error),
+        count(Severity::Warning),
+        count(Severity::Info),
+    );
     let objects = report.objects.packages.len()
         + report.objects.host_pool_assignments.len()
         + report.objects.user_assignments.len();
     format!(
-        "{} document(s), {objects} appattach.io object(s) accepted, {} skipped (not appattach.io): {errors} error(s), {warnings} warning(s)",
+        "{} document(s), {objects} appattach.io object(s) accepted, {} skipped (not appattach.io): {errors} error(s), {warnings} warning(s){}",
         report.documents,
-        report.skipped.len()
+        report.skipped.len(),
+        if notes > 0 {
+            format!(", {notes} note(s) of what could not be checked")
+        } else {
+            String::new()
+        }
     )
 }
 
@@ -218,6 +226,9 @@ fn summary(report: &Report) -> String {
 pub async fn validate(args: ValidateArgs) -> anyhow::Result<std::process::ExitCode> {
     let target = connect(&args.sources, false).await?;
     let report = check(&args.sources, &args.base, target.as_ref()).await?;
+    for p in &report.problems {
+        super::out(&format!("{p}\n"))?;
+    }
     for s in &report.skipped {
         eprintln!("{}:{}: skipped: {}", s.file, s.line, s.what);
     }
@@ -236,12 +247,16 @@ pub async fn validate(args: ValidateArgs) -> anyhow::Result<std::process::ExitCo
     })
 }
 
-/// `appattach plan`: the plan on stdout in the format asked; problems first.
+/// `appattach plan`: the plan on stdout in the format asked (nothing else: `-o json` is
+/// read by programs); the problems on stderr, before it.
 pub async fn plan(args: PlanArgs) -> anyhow::Result<std::process::ExitCode> {
     let target = connect(&args.sources, true)
         .await?
         .expect("plan always has a target");
     let report = check(&args.sources, &[], Some(&target)).await?;
+    for p in &report.problems {
+        eprintln!("{p}");
+    }
     let picture = report.picture.clone().unwrap_or_default();
     let plan = plan::plan(
         &picture,
@@ -251,9 +266,9 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<std::process::ExitCode> {
         target.directory.as_ref(),
     );
     match args.output.as_str() {
-        "json" => println!("{}", serde_json::to_string_pretty(&plan)?),
-        "markdown" => print!("{}", markdown(&plan)),
-        _ => print!("{}", text(&plan)),
+        "json" => super::out(&format!("{}\n", serde_json::to_string_pretty(&plan)?))?,
+        "markdown" => super::out(&markdown(&plan))?,
+        _ => super::out(&text(&plan))?,
     }
     eprintln!("appattach plan: {}", summary(&report));
     Ok(if report.has_errors() || plan.has_errors() {

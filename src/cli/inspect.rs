@@ -103,7 +103,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             missing.join(", ")
         );
     }
-    print!("{}", render(&objects, args.output)?);
+    super::out(&render(&objects, args.output)?)?;
     Ok(())
 }
 

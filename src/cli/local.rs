@@ -1,7 +1,7 @@
 //! `appattach local`: the README's main job. A local control plane, the CRDs, the embedded
 //! emulator, the controller, and the examples, until Ctrl-C.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -133,16 +133,24 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     println!("{}", cp.kubectl_output(&["get", "appattach", "-A"])?);
+    let mut users = Vec::new();
     for user in &world.directory.users {
         let view = entitlements(&emulator.url(), &user.upn).await?;
         println!("{}", super::entitlements::table(&view));
+        let gets_one = view.host_pools.iter().any(|p| !p.packages.is_empty());
+        users.push((user.upn.clone(), gets_one));
     }
+    let packages = applied_packages(&client).await?;
     let bin = plugin_dir(&binaries)?;
     println!(
-        "The local control plane is up. In another terminal:\n\n    export KUBECONFIG={}\n    export PATH={}:$PATH    # kubectl, and this binary as the kubectl-appattach plugin\n    kubectl get appattach -A\n    kubectl appattach rollout status contoso-expenses -n avd-apps\n    cargo run -- entitlements --emulator {} --user carol@contoso.com\n",
-        cp.kubeconfig().display(),
-        bin.display(),
-        emulator.url()
+        "{}",
+        next_steps(
+            cp.kubeconfig(),
+            &bin,
+            &emulator.url(),
+            first_package(&packages),
+            user_to_show(&users),
+        )
     );
     if !args.once {
         println!("Press Ctrl-C to stop.");
@@ -153,6 +161,65 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     emulator.shutdown().await;
     drop(cp);
     Ok(())
+}
+
+/// The AppAttachPackages in the cluster, as (namespace, name) in the API server's order:
+/// those the manifests applied, as the control plane is this run's own.
+async fn applied_packages(client: &kube::Client) -> anyhow::Result<Vec<(String, String)>> {
+    let resource = crate::resources::api_resource("AppAttachPackage");
+    let api: Api<kube::api::DynamicObject> = Api::all_with(client.clone(), &resource);
+    Ok(api
+        .list(&Default::default())
+        .await?
+        .items
+        .iter()
+        .map(|o| (o.namespace().unwrap_or_default(), o.name_any()))
+        .collect())
+}
+
+/// The package a hint names: the first applied, as (namespace, name).
+fn first_package(packages: &[(String, String)]) -> Option<(&str, &str)> {
+    packages
+        .first()
+        .map(|(namespace, name)| (namespace.as_str(), name.as_str()))
+}
+
+/// The user a hint names, of the world's users (UPN, whether they get a package): the
+/// first who gets one, else the first.
+fn user_to_show(users: &[(String, bool)]) -> Option<&str> {
+    users
+        .iter()
+        .find(|(_, gets_one)| *gets_one)
+        .or(users.first())
+        .map(|(upn, _)| upn.as_str())
+}
+
+/// What to run in another terminal against this run's control plane and emulator. The
+/// hints that name a package (namespace, name) or a user are those of what was applied and
+/// of the world; one that has nothing to name is left out.
+fn next_steps(
+    kubeconfig: &Path,
+    path: &Path,
+    emulator_url: &str,
+    package: Option<(&str, &str)>,
+    user: Option<&str>,
+) -> String {
+    let mut text = format!(
+        "The local control plane is up. In another terminal:\n\n    export KUBECONFIG={}\n    export PATH={}:$PATH    # kubectl, and this binary as the kubectl-appattach plugin\n    kubectl get appattach -A\n",
+        kubeconfig.display(),
+        path.display(),
+    );
+    if let Some((namespace, name)) = package {
+        text.push_str(&format!(
+            "    kubectl appattach rollout status {name} -n {namespace}\n"
+        ));
+    }
+    if let Some(upn) = user {
+        text.push_str(&format!(
+            "    cargo run -- entitlements --emulator {emulator_url} --user {upn}\n"
+        ));
+    }
+    text
 }
 
 /// Waits until every package and every assignment reports Ready=True (an assignment is
@@ -241,4 +308,81 @@ fn plugin_dir(binaries: &Binaries) -> anyhow::Result<std::path::PathBuf> {
             .with_context(|| format!("linking {} to {}", link.display(), target.display()))?;
     }
     Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hints(package: Option<(&str, &str)>, user: Option<&str>) -> String {
+        next_steps(
+            Path::new("/tmp/cp/kubeconfig"),
+            Path::new("/cache/path"),
+            "http://127.0.0.1:7780",
+            package,
+            user,
+        )
+    }
+
+    #[test]
+    fn the_hints_name_the_examples_package_and_user() {
+        let text = hints(
+            Some(("avd-apps", "contoso-expenses")),
+            Some("carol@contoso.com"),
+        );
+        for line in [
+            "export KUBECONFIG=/tmp/cp/kubeconfig",
+            "export PATH=/cache/path:$PATH",
+            "kubectl get appattach -A",
+            "kubectl appattach rollout status contoso-expenses -n avd-apps",
+            "entitlements --emulator http://127.0.0.1:7780 --user carol@contoso.com",
+        ] {
+            assert!(text.contains(line), "{line:?} not in {text}");
+        }
+    }
+
+    #[test]
+    fn the_hints_name_what_other_manifests_hold() {
+        let text = hints(Some(("shop", "orders")), Some("dana@fabrikam.com"));
+        assert!(
+            text.contains("kubectl appattach rollout status orders -n shop"),
+            "{text}"
+        );
+        assert!(text.contains("--user dana@fabrikam.com"), "{text}");
+        assert!(!text.contains("contoso"), "{text}");
+    }
+
+    #[test]
+    fn a_hint_that_cannot_be_derived_is_left_out() {
+        let text = hints(None, None);
+        assert!(text.contains("kubectl get appattach -A"), "{text}");
+        assert!(!text.contains("rollout status"), "{text}");
+        assert!(!text.contains("--user"), "{text}");
+        assert!(!text.contains("contoso"), "{text}");
+    }
+
+    #[test]
+    fn the_package_hinted_is_the_first_applied_and_the_user_one_who_gets_something() {
+        let packages = vec![
+            ("shop".to_string(), "orders".to_string()),
+            ("avd-apps".to_string(), "billing".to_string()),
+        ];
+        assert_eq!(
+            first_package(&packages),
+            Some(("shop", "orders")),
+            "the first in the API server's order"
+        );
+        assert_eq!(first_package(&[]), None);
+        let users = [
+            ("ann@fabrikam.com".to_string(), false),
+            ("dana@fabrikam.com".to_string(), true),
+        ];
+        assert_eq!(user_to_show(&users), Some("dana@fabrikam.com"));
+        assert_eq!(
+            user_to_show(&users[..1]),
+            Some("ann@fabrikam.com"),
+            "a user who gets nothing still shows the command"
+        );
+        assert_eq!(user_to_show(&[]), None);
+    }
 }

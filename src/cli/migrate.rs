@@ -82,7 +82,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         &principals,
         &a.namespace,
     )?;
-    print!("{yaml}");
+    super::out(&yaml)?;
     eprintln!(
         "appattach: {} MSIX package(s) on {}, {} principal(s) from its application groups. Fill in each spec.package.publisher (run `appattach inspect` on the image), apply, check the packages are Ready, then remove the MSIX packages from the host pool: a host pool never mixes the two features.",
         packages.len(),
@@ -189,6 +189,7 @@ pub fn manifests(
                 host_pools: vec![HostPoolRef {
                     name: pool.into(),
                     ring: 0,
+                    remote_app_groups: vec![],
                 }],
             },
         );

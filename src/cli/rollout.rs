@@ -96,7 +96,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 let pkg = get(name.clone()).await?;
                 let text = render_status(&pkg);
                 if text != last {
-                    print!("{text}");
+                    super::out(&text)?;
                     last = text;
                 }
                 match verdict(&pkg) {
@@ -112,12 +112,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
         Command::Pause { name } => {
             set_paused(&api, &name, true).await?;
-            println!("appattachpackage/{name} paused");
+            super::out(&format!("appattachpackage/{name} paused\n"))?;
             Ok(())
         }
         Command::Resume { name } => {
             set_paused(&api, &name, false).await?;
-            println!("appattachpackage/{name} resumed");
+            super::out(&format!("appattachpackage/{name} resumed\n"))?;
             Ok(())
         }
         Command::Undo { name, to_revision } => {
@@ -138,17 +138,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             api.patch(&name, &PatchParams::apply(MANAGER), &Patch::Merge(&patch))
                 .await
                 .with_context(|| format!("patching appattachpackage/{name}"))?;
-            println!(
-                "appattachpackage/{name} rolled back to {version} ({image}): a new rollout starts"
-            );
+            super::out(&format!(
+                "appattachpackage/{name} rolled back to {version} ({image}): a new rollout starts\n"
+            ))?;
             Ok(())
         }
         Command::History { name } => {
             let pkg = get(name.clone()).await?;
-            print!(
-                "{}",
-                render_history(&name, &pkg.status.unwrap_or_default().history)
-            );
+            super::out(&render_history(
+                &name,
+                &pkg.status.unwrap_or_default().history,
+            ))?;
             Ok(())
         }
     }

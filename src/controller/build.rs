@@ -174,6 +174,8 @@ fn roles(
                     principal_type: Some(pr.kind),
                     scope: None,
                     description: Some(format!("app attach: {owner}")),
+                    condition: None,
+                    condition_version: None,
                     created_on: None,
                     updated_on: None,
                 },
@@ -195,13 +197,11 @@ pub fn package_differs(desired: &AppAttachPackage, observed: &AppAttachPackage) 
         })
     };
     let (d, o) = (&desired.properties, &observed.properties);
-    !desired
-        .location
-        .as_deref()
-        .unwrap_or_default()
-        .eq_ignore_ascii_case(observed.location.as_deref().unwrap_or_default())
-        || desired.tags.as_ref().and_then(|t| t.get(OWNER_TAG))
-            != observed.tags.as_ref().and_then(|t| t.get(OWNER_TAG))
+    !crate::arm::location::same(
+        desired.location.as_deref().unwrap_or_default(),
+        observed.location.as_deref().unwrap_or_default(),
+    ) || desired.tags.as_ref().and_then(|t| t.get(OWNER_TAG))
+        != observed.tags.as_ref().and_then(|t| t.get(OWNER_TAG))
         || lower_set(&d.host_pool_references) != lower_set(&o.host_pool_references)
         || d.fail_health_check_on_staging_failure != o.fail_health_check_on_staging_failure
         || strip(&d.image) != strip(&o.image)
@@ -334,6 +334,18 @@ registration: LogonBlocking
         observed.properties.host_pool_references = Some(vec!["/B".into(), "/A".into()]);
         assert!(!package_differs(&d, &observed));
         observed.properties.image.as_mut().unwrap().is_active = Some(false);
+        assert!(package_differs(&d, &observed));
+    }
+
+    #[test]
+    fn a_location_arm_normalized_is_not_a_difference() {
+        let mut spaced = spec();
+        spaced.location = "West Europe".into();
+        let d = build(&spaced, "ns/e", "sub", "/pkg", &[], &[]).package;
+        let mut observed = d.clone();
+        observed.location = Some("westeurope".into());
+        assert!(!package_differs(&d, &observed), "ARM stores westeurope");
+        observed.location = Some("northeurope".into());
         assert!(package_differs(&d, &observed));
     }
 

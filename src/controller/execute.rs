@@ -183,6 +183,18 @@ async fn perform<B: Backend>(b: &B, w: &Write) -> Result<Change, BackendError> {
             b.delete_msix_package(pool_id, full_name).await?;
             Change::MsixGone(pool_id.clone(), full_name.clone())
         }
+        Write::PutApplication {
+            group_id,
+            name,
+            body,
+        } => Change::Application(
+            group_id.clone(),
+            b.put_application(group_id, name, body).await?,
+        ),
+        Write::DeleteApplication { group_id, name } => {
+            b.delete_application(group_id, name).await?;
+            Change::ApplicationGone(group_id.clone(), name.clone())
+        }
         Write::AllowNewSessions { host_id, allow } => {
             b.set_allow_new_session(host_id, *allow).await?;
             Change::Drain(host_id.clone(), *allow)

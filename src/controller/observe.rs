@@ -4,8 +4,8 @@
 //! the package's status; the time from the clock. Nothing here decides anything.
 //!
 //! The backend's side comes from the snapshot shared by every pass
-//! ([`crate::backend::snapshot`]): the assigned host pools with their session hosts and
-//! MSIX packages, the backend packages this object owns (by their owner tag) with their
+//! ([`crate::backend::snapshot`]): the assigned host pools with their session hosts (and
+//! what their virtual machines say of their OS) and MSIX packages, the backend packages this object owns (by their owner tag) with their
 //! role assignments, the directory. A pass reads the backend itself only for what must be
 //! fresh: user sessions while a rollout or a retained image needs them, the session hosts
 //! of the ring a rollout's gate watches.
@@ -21,11 +21,14 @@ use std::time::Duration;
 use super::build::OWNER_TAG;
 use crate::arm::Scope;
 use crate::arm::models::{
-    AppAttachPackage as ArmPackage, HostPool, MsixPackage, RoleAssignment, SessionHost, UserSession,
+    AppAttachPackage as ArmPackage, Application, ApplicationGroupType, HostPool, MsixPackage,
+    RoleAssignment, SessionHost, UserSession,
 };
 use crate::backend::snapshot::{Change, Health, Picture, Snapshot};
 use crate::backend::{Backend, BackendError};
 use crate::domain::directory::Directory;
+use crate::domain::entitlements;
+use crate::domain::host_os::VmRead;
 use crate::domain::naming;
 use crate::resources::{
     AppAttachPackage, HostPoolAssignment, PackageMode, RolloutStep, UserAssignment,
@@ -90,12 +93,38 @@ pub struct BackendView {
     /// App attach: the backend packages this object owns, and an untagged one under the
     /// name it maps to (which it may adopt).
     pub packages: Vec<HeldPackage>,
+    /// The application groups of the assigned (and formerly assigned) host pools, the
+    /// ones the assignments name, and the ones holding applications this object
+    /// published: who signs in where, and what is published there.
+    pub app_groups: Vec<GroupView>,
     /// The directory, where the backend has one.
     pub directory: Option<std::sync::Arc<Directory>>,
     /// Whether the pools' user sessions were read.
     pub sessions_read: bool,
     /// Why the picture is too old to act on, when it is: the decision writes nothing.
     pub stale: Option<String>,
+    /// What is known of the virtual machines the pools' session hosts name, by lower-case
+    /// VM id.
+    pub machines: std::collections::BTreeMap<String, VmRead>,
+}
+
+impl BackendView {
+    /// What is known of the virtual machine a session host names.
+    pub fn vm_read(&self, host: &SessionHost) -> VmRead {
+        match host
+            .properties
+            .resource_id
+            .as_deref()
+            .filter(|id| crate::arm::compute::vm_resource_group(id).is_some())
+        {
+            None => VmRead::NoVm,
+            Some(id) => self
+                .machines
+                .get(&id.to_ascii_lowercase())
+                .cloned()
+                .unwrap_or(VmRead::NotReadYet),
+        }
+    }
 }
 
 /// One host pool, as the backend has it.
@@ -117,6 +146,28 @@ pub struct PoolView {
     pub msix: Vec<MsixPackage>,
     /// Its user sessions (when read).
     pub sessions: Vec<UserSession>,
+}
+
+/// An application group, as sign-in and publishing see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupView {
+    /// ARM id, as the backend spells it.
+    pub id: String,
+    /// Its host pool's id (`hostPoolArmPath`).
+    pub pool_id: String,
+    /// Desktop or RemoteApp.
+    pub kind: ApplicationGroupType,
+    /// Object ids (lower case) with a Desktop Virtualization User role assignment at it.
+    pub members: BTreeSet<String>,
+    /// Its applications (RemoteApp groups).
+    pub applications: Vec<Application>,
+}
+
+impl GroupView {
+    /// Its name.
+    pub fn name(&self) -> &str {
+        self.id.rsplit('/').next().unwrap_or(&self.id)
+    }
 }
 
 /// An assigned host pool the backend does not have.
@@ -143,6 +194,34 @@ impl HeldPackage {
     /// The owner tag, if any.
     pub fn owner(&self) -> Option<&String> {
         self.package.tags.as_ref().and_then(|t| t.get(OWNER_TAG))
+    }
+
+    /// The package as sign-in sees it (its id is `id`; its family `family` where the
+    /// backend does not say).
+    pub fn sign_in(&self, id: &str, family: &str) -> entitlements::Package {
+        let image = self.package.properties.image.clone().unwrap_or_default();
+        entitlements::Package {
+            id: id.to_string(),
+            feature: entitlements::Feature::AppAttach,
+            family_name: image
+                .package_family_name
+                .unwrap_or_else(|| family.to_string()),
+            version: image.version.unwrap_or_default(),
+            image_path: image.image_path.unwrap_or_default(),
+            active: image.is_active == Some(true),
+            host_pools: self
+                .package
+                .properties
+                .host_pool_references
+                .clone()
+                .unwrap_or_default(),
+            principals: self
+                .roles
+                .iter()
+                .filter(|r| r.is_desktop_virtualization_user())
+                .map(|r| r.properties.principal_id.to_ascii_lowercase())
+                .collect(),
+        }
     }
 }
 
@@ -217,11 +296,24 @@ async fn read<B: Backend>(
         }
         view.sessions_read = true;
     }
+    view.machines = snapshot.with(|p| machines_of(p, &view.pools));
     let health = snapshot.health();
     if health.age.is_some_and(|a| a > max_age) {
         view.stale = Some(stale_reason(&health));
     }
     Ok(view)
+}
+
+/// What the picture knows of the VMs the pools' session hosts name.
+fn machines_of(p: &Picture, pools: &[PoolView]) -> std::collections::BTreeMap<String, VmRead> {
+    pools
+        .iter()
+        .flat_map(|pool| &pool.hosts)
+        .filter_map(|h| {
+            let id = h.properties.resource_id.as_deref()?;
+            Some((id.to_ascii_lowercase(), p.machines.read_of(h)))
+        })
+        .collect()
 }
 
 /// Why writes wait on a snapshot too old to act on.
@@ -343,8 +435,59 @@ fn from_picture(
     if pkg.spec.mode == PackageMode::AppAttach {
         view.packages = held_packages(p, scope, pkg);
     }
+    view.app_groups = app_groups(p, scope, pkg, inputs, &view);
     view.directory.clone_from(&p.directory);
     (view, outside)
+}
+
+/// The application groups a pass looks at: those of its host pools (assigned or formerly
+/// assigned), those its assignments name, and those holding applications it published.
+fn app_groups(
+    p: &Picture,
+    scope: &Scope,
+    pkg: &AppAttachPackage,
+    inputs: &Inputs,
+    view: &BackendView,
+) -> Vec<GroupView> {
+    let mut wanted: BTreeSet<String> = p
+        .groups_with_applications_of(&key_of(pkg))
+        .cloned()
+        .collect();
+    wanted.extend(
+        inputs
+            .host_pool_assignments
+            .iter()
+            .flat_map(|a| &a.spec.host_pools)
+            .flat_map(|h| &h.remote_app_groups)
+            .map(|g| scope.application_group_id(&g.name).to_ascii_lowercase()),
+    );
+    let pools: BTreeSet<String> = view
+        .pools
+        .iter()
+        .chain(&view.former)
+        .map(|v| v.id.to_ascii_lowercase())
+        .collect();
+    p.application_groups
+        .iter()
+        .filter_map(|g| {
+            let id = g.id.as_deref()?;
+            let key = id.to_ascii_lowercase();
+            let pool = g.properties.host_pool_arm_path.to_ascii_lowercase();
+            (pools.contains(&pool) || wanted.contains(&key)).then(|| GroupView {
+                id: id.to_string(),
+                pool_id: g.properties.host_pool_arm_path.clone(),
+                kind: g.properties.application_group_type,
+                members: p
+                    .roles
+                    .get(&key)
+                    .into_iter()
+                    .flatten()
+                    .map(|r| r.principal.to_string())
+                    .collect(),
+                applications: p.applications.get(&key).cloned().unwrap_or_default(),
+            })
+        })
+        .collect()
 }
 
 /// The backend packages this object owns (by its owner tag: found whatever their names,

@@ -1,6 +1,7 @@
 //! Validation the API server cannot do: the package's spec against the backend's world
 //! (host pools, their region, identity provider and session hosts) and the clock. Pure.
 
+use crate::domain::host_os::{HostOs, OsKind};
 use crate::resources::{AppAttachPackageSpec, ImageFormat, PackageMode};
 
 /// Azure Files allows this many open handles per file; one session host holds one handle
@@ -10,6 +11,9 @@ pub const HANDLES_PER_FILE_LIMIT: usize = 2_000;
 /// How serious a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Severity {
+    /// Something the controller could not check, and why: said in the `Degraded`
+    /// condition's message and a Normal event, without making the package Degraded.
+    Info,
     /// Worth knowing; the package is still reconciled.
     Warning,
     /// The package cannot be reconciled until someone changes something.
@@ -42,6 +46,13 @@ impl Finding {
             message,
         }
     }
+    fn info(reason: &'static str, message: String) -> Self {
+        Self {
+            severity: Severity::Info,
+            reason,
+            message,
+        }
+    }
 }
 
 /// What the backend says about one assigned host pool.
@@ -55,8 +66,8 @@ pub struct PoolFacts {
     pub location: String,
     /// Identity provider (`EntraID`, `ADDS`, `EntraDS`), when known.
     pub identity_provider: Option<String>,
-    /// `osVersion` of each session host.
-    pub host_os_versions: Vec<String>,
+    /// The operating system of each session host, as far as the backend tells it.
+    pub hosts: Vec<HostOs>,
     /// Whether the pool already carries packages of the other feature.
     pub has_other_feature: bool,
 }
@@ -92,7 +103,7 @@ pub fn validate(
         ));
     }
     out.extend(certificate(spec, now));
-    let hosts: usize = pools.iter().map(|p| p.host_os_versions.len()).sum();
+    let hosts: usize = pools.iter().map(|p| p.hosts.len()).sum();
     if hosts > HANDLES_PER_FILE_LIMIT {
         out.push(Finding::warning(
             "ShareHandleLimit",
@@ -158,7 +169,7 @@ fn pool_findings(
             ),
         ));
     }
-    if !pool.location.eq_ignore_ascii_case(&spec.location) {
+    if !crate::arm::location::same(&pool.location, &spec.location) {
         out.push(Finding::error(
             "RegionMismatch",
             format!(
@@ -180,17 +191,76 @@ fn pool_findings(
             ),
         ));
     }
-    let others = pool
-        .host_os_versions
+    out.extend(session_host_os(spec, pool, format));
+    out
+}
+
+/// The session hosts' operating systems: app attach applications run on Windows client
+/// session hosts only, and CimFS is recommended on Windows 11 only. A host whose VM says
+/// it runs Windows Server is not Windows 11 whatever its build (Windows Server 2025 and
+/// Windows 11 24H2 are both 26100); one of unknown kind is judged by its `osVersion` for
+/// CimFS, and the hosts whose kind is unknown for a lasting reason are said, once per pool.
+fn session_host_os(
+    spec: &AppAttachPackageSpec,
+    pool: &PoolFacts,
+    format: Option<ImageFormat>,
+) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let servers = pool
+        .hosts
         .iter()
-        .filter(|v| !is_windows_11(v))
+        .filter(|h| h.kind == OsKind::WindowsServer)
         .count();
+    if spec.mode == PackageMode::AppAttach && servers > 0 {
+        out.push(Finding::warning(
+            "WindowsServerSessionHosts",
+            format!(
+                "{}: {servers} of the {} session host(s) of host pool {} run Windows Server; app attach applications run on Windows client session hosts only: assign the package to a host pool of Windows 11 or Windows 10 Enterprise (multi-session) session hosts, or replace these hosts",
+                pool.field,
+                pool.hosts.len(),
+                pool.name
+            ),
+        ));
+    }
+    let not_11 = |h: &HostOs| {
+        h.kind == OsKind::WindowsServer
+            || h.os_version.as_deref().is_some_and(|v| !is_windows_11(v))
+    };
+    let others = pool.hosts.iter().filter(|h| not_11(h)).count();
     if format == Some(ImageFormat::CimFS) && others > 0 {
         out.push(Finding::warning(
             "CimFSNeedsWindows11",
             format!(
                 "spec.image.path is a CimFS image, but {others} session host(s) of host pool {} do not run Windows 11; CimFS is recommended on Windows 11 only",
                 pool.name
+            ),
+        ));
+    }
+    // Unknown kinds matter where a Windows Server host would be warned about: every host
+    // in app attach, and a host taken for Windows 11 by its build under a CimFS image.
+    let matters = |h: &HostOs| {
+        spec.mode == PackageMode::AppAttach || (format == Some(ImageFormat::CimFS) && !not_11(h))
+    };
+    let mut why: std::collections::BTreeMap<&crate::domain::host_os::Unknown, usize> =
+        std::collections::BTreeMap::new();
+    for h in pool.hosts.iter().filter(|h| matters(h)) {
+        if let Some(u) = h.unknown.as_ref().filter(|u| u.is_lasting()) {
+            *why.entry(u).or_default() += 1;
+        }
+    }
+    if !why.is_empty() {
+        let n: usize = why.values().sum();
+        let reasons: Vec<String> = why
+            .iter()
+            .map(|(u, k)| format!("{k} because {}", u.explain()))
+            .collect();
+        out.push(Finding::info(
+            "SessionHostOsUnknown",
+            format!(
+                "{}: whether {n} session host(s) of host pool {} run Windows Server is not known, so it is not checked: {}",
+                pool.field,
+                pool.name,
+                reasons.join("; ")
             ),
         ));
     }
@@ -232,6 +302,7 @@ fn certificate(spec: &AppAttachPackageSpec, now: jiff::Timestamp) -> Option<Find
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::host_os::{VmFacts, VmRead, classify};
 
     fn spec(yaml: &str) -> AppAttachPackageSpec {
         serde_yaml_ng::from_str(yaml).unwrap()
@@ -249,7 +320,10 @@ package: {type: Msix, name: Contoso.App, publisher: CN=Contoso, version: 1.0.0.0
             field: "HostPoolAssignment/a spec.hostPools[0]".into(),
             location: location.into(),
             identity_provider: Some(idp.into()),
-            host_os_versions: os.iter().map(|s| s.to_string()).collect(),
+            hosts: os
+                .iter()
+                .map(|v| classify(&VmRead::NoVm, Some(v)))
+                .collect(),
             has_other_feature: false,
         }
     }
@@ -259,7 +333,10 @@ package: {type: Msix, name: Contoso.App, publisher: CN=Contoso, version: 1.0.0.0
     }
 
     const WIN11: &str = "10.0.22631.4602";
+    const WIN10: &str = "10.0.19045.5247";
     const SERVER: &str = "10.0.20348.2966";
+    /// Windows Server 2025 and Windows 11 24H2.
+    const BUILD_26100: &str = "10.0.26100.2894";
 
     #[test]
     fn a_clean_package_has_no_findings() {
@@ -301,6 +378,16 @@ package: {type: Msix, name: Contoso.App, publisher: CN=Contoso, version: 1.0.0.0
         );
         assert_eq!(reasons(&f), ["RegionMismatch"]);
         assert!(f[0].message.contains("northeurope") && f[0].message.contains("spec.location"));
+        // ARM's spelling of the region the spec names in words is the same region.
+        let spaced = spec(&BASE.replace("westeurope", "West Europe"));
+        assert!(
+            validate(
+                &spaced,
+                &[pool("ADDS", "westeurope", &[])],
+                jiff::Timestamp::now()
+            )
+            .is_empty()
+        );
     }
 
     #[test]
@@ -309,7 +396,7 @@ package: {type: Msix, name: Contoso.App, publisher: CN=Contoso, version: 1.0.0.0
         assert_eq!(
             reasons(&validate(
                 &spec(BASE),
-                &[pool("ADDS", "westeurope", &[WIN11, SERVER])],
+                &[pool("ADDS", "westeurope", &[WIN11, WIN10])],
                 now
             )),
             ["CimFSNeedsWindows11"]
@@ -318,7 +405,7 @@ package: {type: Msix, name: Contoso.App, publisher: CN=Contoso, version: 1.0.0.0
         assert_eq!(
             reasons(&validate(
                 &vhd,
-                &[pool("ADDS", "westeurope", &[SERVER])],
+                &[pool("ADDS", "westeurope", &[WIN10])],
                 now
             )),
             ["VhdNotRecommended"]
@@ -373,6 +460,153 @@ package: {type: Msix, name: Contoso.App, publisher: CN=Contoso, version: 1.0.0.0
             reasons(&f),
             ["IdentityProviderNotSupported", "VhdNotRecommended"]
         );
+    }
+
+    /// A pool of these session hosts: each a VM read as `vm` (its image and licence), on
+    /// this build.
+    fn pool_of(hosts: &[(VmRead, &str)]) -> PoolFacts {
+        PoolFacts {
+            hosts: hosts
+                .iter()
+                .map(|(vm, os)| classify(vm, Some(os)))
+                .collect(),
+            ..pool("ADDS", "westeurope", &[])
+        }
+    }
+
+    fn image(publisher: &str, offer: &str, sku: &str, license: Option<&str>) -> VmRead {
+        VmRead::Listed(VmFacts {
+            publisher: Some(publisher.into()),
+            offer: Some(offer.into()),
+            sku: Some(sku.into()),
+            image_id: None,
+            license_type: license.map(str::to_string),
+        })
+    }
+
+    fn server_2025() -> VmRead {
+        image(
+            "MicrosoftWindowsServer",
+            "WindowsServer",
+            "2025-datacenter-azure-edition",
+            None,
+        )
+    }
+
+    fn windows_11() -> VmRead {
+        image(
+            "MicrosoftWindowsDesktop",
+            "windows-11",
+            "win11-24h2-avd",
+            Some("Windows_Client"),
+        )
+    }
+
+    #[test]
+    fn windows_server_session_hosts_warn_and_name_the_pool_and_what_to_do() {
+        let now = jiff::Timestamp::now();
+        let f = validate(
+            &spec(&BASE.replace("a.cim", "a.vhdx")),
+            &[pool_of(&[
+                (server_2025(), BUILD_26100),
+                (server_2025(), BUILD_26100),
+                (windows_11(), BUILD_26100),
+            ])],
+            now,
+        );
+        assert_eq!(reasons(&f), ["WindowsServerSessionHosts"]);
+        let m = &f[0].message;
+        assert!(
+            m.starts_with("HostPoolAssignment/a spec.hostPools[0]: 2 of the 3 session host(s) of host pool hp run Windows Server")
+                && m.contains("Windows client session hosts only")
+                && m.contains("replace these hosts"),
+            "{m}"
+        );
+        // Windows client hosts on the same build warn of nothing.
+        assert!(validate(&spec(BASE), &[pool_of(&[(windows_11(), BUILD_26100)])], now).is_empty());
+        // MSIX app attach: the seed restricts app attach only.
+        let msix = spec(&format!("{BASE}mode: MsixAppAttach\n").replace("a.cim", "a.vhdx"));
+        assert!(validate(&msix, &[pool_of(&[(server_2025(), BUILD_26100)])], now).is_empty());
+    }
+
+    #[test]
+    fn cimfs_on_windows_server_2025_is_not_windows_11_despite_its_build() {
+        let now = jiff::Timestamp::now();
+        assert_eq!(
+            reasons(&validate(
+                &spec(BASE),
+                &[pool_of(&[
+                    (server_2025(), BUILD_26100),
+                    (windows_11(), BUILD_26100)
+                ])],
+                now
+            )),
+            ["WindowsServerSessionHosts", "CimFSNeedsWindows11"]
+        );
+        let f = validate(
+            &spec(&format!("{BASE}mode: MsixAppAttach\n")),
+            &[pool_of(&[(server_2025(), BUILD_26100)])],
+            now,
+        );
+        assert_eq!(reasons(&f), ["CimFSNeedsWindows11"]);
+        assert!(
+            f[0].message.contains("1 session host(s) of host pool hp"),
+            "{}",
+            f[0].message
+        );
+    }
+
+    #[test]
+    fn hosts_of_unknown_kind_are_judged_by_their_build_and_said_once_per_pool() {
+        let now = jiff::Timestamp::now();
+        let denied = VmRead::Unreadable {
+            resource_group: "rg-hosts".into(),
+            status: 403,
+            code: "AuthorizationFailed".into(),
+        };
+        let custom = VmRead::Listed(VmFacts {
+            image_id: Some("/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/galleries/g/images/i".into()),
+            ..VmFacts::default()
+        });
+        let f = validate(
+            &spec(BASE),
+            &[pool_of(&[
+                (denied.clone(), BUILD_26100),
+                (denied.clone(), BUILD_26100),
+                (custom, BUILD_26100),
+                // Build 20348 tells without the VM: Windows Server 2022.
+                (denied.clone(), SERVER),
+                (VmRead::NotReadYet, BUILD_26100),
+            ])],
+            now,
+        );
+        // Unknown hosts on build 26100 are taken for Windows 11 for CimFS, as before.
+        assert_eq!(
+            reasons(&f),
+            [
+                "WindowsServerSessionHosts",
+                "CimFSNeedsWindows11",
+                "SessionHostOsUnknown"
+            ]
+        );
+        assert!(
+            f[1].message.contains("1 session host(s)"),
+            "{}",
+            f[1].message
+        );
+        let note = &f[2];
+        assert_eq!(note.severity, Severity::Info);
+        assert!(
+            note.message.contains("whether 3 session host(s) of host pool hp run Windows Server is not known")
+                && note.message.contains("2 because the controller's identity cannot read Microsoft.Compute/virtualMachines in resource group rg-hosts")
+                && note.message.contains("Microsoft.Compute/virtualMachines/read")
+                && note.message.contains("1 because their VMs' image"),
+            "{}",
+            note.message
+        );
+        // Nothing to say of hosts whose kind would change nothing: MSIX app attach, VHDX.
+        let msix = spec(&format!("{BASE}mode: MsixAppAttach\n").replace("a.cim", "a.vhdx"));
+        assert!(validate(&msix, &[pool_of(&[(denied, BUILD_26100)])], now).is_empty());
     }
 
     #[test]

@@ -61,6 +61,38 @@ impl Directory {
                     })
                 })
     }
+
+    /// The groups (lower-case object ids) `user` is in; `None` for a user the directory
+    /// does not have.
+    pub fn groups_of(&self, user: &str) -> Option<BTreeSet<String>> {
+        let user = user.to_ascii_lowercase();
+        let i = self
+            .users
+            .binary_search_by(|(u, _)| (**u).cmp(user.as_str()))
+            .ok()?;
+        Some(
+            self.users[i]
+                .1
+                .iter()
+                .filter_map(|g| self.groups.get(*g as usize))
+                .map(|g| g.to_string())
+                .collect(),
+        )
+    }
+
+    /// The users (lower-case object ids) in `group`.
+    pub fn members_of(&self, group: &str) -> Vec<&str> {
+        let group = group.to_ascii_lowercase();
+        let Some(n) = self.groups.iter().position(|g| **g == *group) else {
+            return vec![];
+        };
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        self.users
+            .iter()
+            .filter(|(_, of)| of.contains(&n))
+            .map(|(u, _)| &**u)
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -94,6 +126,12 @@ mod tests {
             let expected = principals.contains(&lower)
                 || model.get(&lower).is_some_and(|g| !g.is_disjoint(&principals));
             proptest::prop_assert_eq!(d.is_any_of(&asked, &principals), expected);
+            proptest::prop_assert_eq!(d.groups_of(&asked), model.get(&lower).cloned());
+            for g in principals.iter().filter(|p| p.starts_with(['g', 'h', 'i', 'j'])) {
+                let members: BTreeSet<String> = d.members_of(g).into_iter().map(String::from).collect();
+                let expected: BTreeSet<String> = model.iter().filter(|(_, of)| of.contains(g)).map(|(u, _)| u.clone()).collect();
+                proptest::prop_assert_eq!(members, expected);
+            }
         }
     }
 }

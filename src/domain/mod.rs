@@ -3,4 +3,5 @@
 
 pub mod directory;
 pub mod entitlements;
+pub mod host_os;
 pub mod naming;

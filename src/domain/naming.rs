@@ -43,6 +43,21 @@ pub fn versioned_backend_name(namespace: &str, name: &str, version: &str) -> Str
     backend_name(namespace, &format!("{name}-v{version}"))
 }
 
+/// The name of the application the controller publishes for the object `owner`
+/// (`namespace/name`) and the package's application `app_id` in a RemoteApp application
+/// group: `aa-` and 16 hex digits of a SHA-256 of both, in the service's rule for
+/// application names (3 to 24 of `[A-Za-z0-9@._ -]`). The same object and application get
+/// the same name in every group and for every version.
+pub fn application_name(owner: &str, app_id: &str) -> String {
+    let digest = Sha256::digest(format!(
+        "{}|{}",
+        owner.to_ascii_lowercase(),
+        app_id.to_ascii_lowercase()
+    ));
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("aa-{hex}")
+}
+
 fn fnv1a(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
@@ -83,6 +98,23 @@ mod tests {
     use super::*;
     use crate::arm::is_valid_app_attach_package_name;
     use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn application_names_fit_the_service_rule_and_tell_objects_apart(
+            ns in "[a-z0-9-]{1,63}", name in "[a-z0-9.-]{1,253}", app in "[A-Za-z][A-Za-z0-9.]{0,63}",
+            other in "[A-Za-z][A-Za-z0-9.]{0,63}"
+        ) {
+            let owner = format!("{ns}/{name}");
+            let n = application_name(&owner, &app);
+            prop_assert!((3..=24).contains(&n.len()));
+            prop_assert!(n.chars().all(|c| c.is_ascii_alphanumeric() || "@._- ".contains(c)));
+            prop_assert_eq!(&n, &application_name(&owner.to_uppercase(), &app.to_lowercase()));
+            if !other.eq_ignore_ascii_case(&app) {
+                prop_assert_ne!(n, application_name(&owner, &other));
+            }
+        }
+    }
 
     #[test]
     fn publisher_ids_match_windows() {

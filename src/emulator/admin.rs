@@ -422,7 +422,8 @@ async fn stage(State(em): State<Emulator>, Query(q): Query<StageQuery>) -> Respo
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct StagingFault {
-    /// Session host name.
+    /// Session host: its name as in the world file and ARM (`fin-0.contoso.com`),
+    /// `hostPool/sessionHost`, its id, or its short host name when unambiguous.
     session_host: String,
     /// What staging reports on it; empty: the host stops reporting at all (as if its
     /// agent hung), until the faults are cleared.
@@ -432,11 +433,11 @@ struct StagingFault {
 /// Makes one session host fail to stage every image (say, it cannot reach the share).
 async fn add_staging_fault(State(em): State<Emulator>, Json(f): Json<StagingFault>) -> Response {
     let mut inner = em.lock();
-    let key = format!(
-        "{}{}",
-        staging::FAULT_PREFIX,
-        f.session_host.to_ascii_lowercase()
-    );
+    let host = match staging::fault_target(&inner, &f.session_host) {
+        Ok(id) => id,
+        Err(e) => return fail(e),
+    };
+    let key = format!("{}{}", staging::FAULT_PREFIX, host.key());
     inner.store.set_meta(&key, Some(Value::String(f.error)));
     match commit(&mut inner) {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),

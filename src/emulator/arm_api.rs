@@ -263,6 +263,23 @@ fn dispatch(inner: &mut Inner, req: &Request) -> Result<Reply> {
         };
     }
 
+    if lower.len() >= 7
+        && lower[0] == "subscriptions"
+        && lower[2] == "resourcegroups"
+        && lower[4] == "providers"
+        && lower[5] == "microsoft.compute"
+    {
+        return super::compute::serve(
+            &inner.world,
+            req.method,
+            &segs,
+            &req.query,
+            &req.base,
+            req.path,
+        )
+        .map(|body| Reply::Json(StatusCode::OK, body));
+    }
+
     let provider = "microsoft.desktopvirtualization";
     if lower.len() >= 7
         && lower[0] == "subscriptions"
@@ -464,9 +481,11 @@ fn envelope(
     body
 }
 
-fn required_location(location: &Option<String>) -> Result<&str> {
+/// The location of a resource `id` names, required, and normalized as ARM stores it;
+/// refused, as ARM does, where the resource type is not offered.
+fn required_location(location: &Option<String>, id: &ResourceId) -> Result<String> {
     match location.as_deref() {
-        Some(l) if !l.trim().is_empty() => Ok(l),
+        Some(l) if !l.trim().is_empty() => arm::location::check_available(l, &id.kind.arm_type()),
         _ => Err(ArmError::new(
             400,
             "LocationRequired",
@@ -674,7 +693,9 @@ impl Filter {
                                 .is_some_and(|l| l.eq_ignore_ascii_case(want))
                         })
                 }
-                FilterProperty::Location => eq(&body["location"]),
+                FilterProperty::Location => body["location"]
+                    .as_str()
+                    .is_some_and(|l| arm::location::same(l, want)),
                 FilterProperty::PackageName => eq(&body["properties"]["image"]["packageName"]),
                 FilterProperty::PackageFamilyName => {
                     eq(&body["properties"]["image"]["packageFamilyName"])
@@ -719,7 +740,7 @@ fn put(inner: &mut Inner, req: &Request, id: &ResourceId) -> Result<Reply> {
         ResourceType::AppAttachPackage => {
             check_name(id)?;
             let pkg: models::AppAttachPackage = parse(req.body)?;
-            let location = required_location(&pkg.location)?.to_string();
+            let location = required_location(&pkg.location, id)?;
             let properties = validated_package_properties(inner, id, pkg.properties)?;
             envelope(
                 id,
@@ -731,7 +752,7 @@ fn put(inner: &mut Inner, req: &Request, id: &ResourceId) -> Result<Reply> {
         ResourceType::HostPool => {
             check_name(id)?;
             let mut pool: models::HostPool = parse(req.body)?;
-            let location = required_location(&pool.location)?.to_string();
+            let location = required_location(&pool.location, id)?;
             pool.properties.application_group_references = None;
             pool.properties.app_attach_package_references = None;
             pool.properties.object_id = Some(object_id(id));
@@ -759,7 +780,7 @@ fn put(inner: &mut Inner, req: &Request, id: &ResourceId) -> Result<Reply> {
         ResourceType::ApplicationGroup => {
             check_name(id)?;
             let group: models::ApplicationGroup = parse(req.body)?;
-            let location = required_location(&group.location)?.to_string();
+            let location = required_location(&group.location, id)?;
             let mut properties = group.properties;
             let pool = ResourceId::parse(&properties.host_pool_arm_path)
                 .filter(|p| p.kind == ResourceType::HostPool)
@@ -815,6 +836,22 @@ fn put(inner: &mut Inner, req: &Request, id: &ResourceId) -> Result<Reply> {
                     if value.as_deref().is_none_or(str::is_empty) {
                         return Err(ArmError::invalid(format!(
                             "properties.{field} is required when properties.applicationType is MsixApplication."
+                        )));
+                    }
+                }
+            }
+            // Type, family name and application id are set at creation only.
+            if let Some(held) = inner.store.get(id) {
+                for field in [
+                    "applicationType",
+                    "msixPackageFamilyName",
+                    "msixPackageApplicationId",
+                ] {
+                    let now = to_value(&properties)[field].clone();
+                    let before = held.body["properties"][field].clone();
+                    if now != before {
+                        return Err(ArmError::invalid(format!(
+                            "properties.{field} cannot be changed once the application is created ({before} -> {now}); delete the application and create it again."
                         )));
                     }
                 }
@@ -1262,6 +1299,7 @@ fn put_role(inner: &mut Inner, req: &Request, scope: &str, name: &str, id: &str)
     check_scope(inner, scope)?;
     let create: models::RoleAssignment = parse(req.body)?;
     let mut props = create.properties;
+    check_condition(&props)?;
     let role = props
         .role_definition_id
         .rsplit_once("/providers/Microsoft.Authorization/roleDefinitions/")
@@ -1314,7 +1352,21 @@ fn put_role(inner: &mut Inner, req: &Request, scope: &str, name: &str, id: &str)
     };
     if let Some(existing) = inner.store.role(id) {
         return if same(existing) {
-            Ok(Reply::Json(StatusCode::CREATED, existing.clone()))
+            // What ARM lets change under the same name: the description and the
+            // condition. Anything else sent again is the assignment as it is.
+            let mut kept: models::RoleAssignment =
+                serde_json::from_value(existing.clone()).expect("stored role assignments parse");
+            let old = kept.properties.clone();
+            kept.properties.description = props.description;
+            kept.properties.condition = props.condition;
+            kept.properties.condition_version = props.condition_version;
+            if kept.properties == old {
+                return Ok(Reply::Json(StatusCode::CREATED, existing.clone()));
+            }
+            kept.properties.updated_on = Some(now());
+            let body = to_value(&kept);
+            inner.store.put_role(id, body.clone());
+            Ok(Reply::Json(StatusCode::CREATED, body))
         } else {
             Err(ArmError::new(
                 409,
@@ -1343,6 +1395,40 @@ fn put_role(inner: &mut Inner, req: &Request, scope: &str, name: &str, id: &str)
     });
     inner.store.put_role(id, body.clone());
     Ok(Reply::Json(StatusCode::CREATED, body))
+}
+
+/// The only version of the condition language ARM accepts.
+const CONDITION_VERSION: &str = "2.0";
+
+/// Refuses a condition ARM would refuse: one without `conditionVersion` "2.0", an empty
+/// one, or a version without a condition.
+fn check_condition(props: &models::RoleAssignmentProperties) -> Result<()> {
+    let refuse = |what: String| {
+        Err(ArmError::new(
+            400,
+            "InvalidRoleAssignmentCondition",
+            format!("The given role assignment condition is invalid: {what}."),
+        ))
+    };
+    match (
+        props.condition.as_deref(),
+        props.condition_version.as_deref(),
+    ) {
+        (None, None) => Ok(()),
+        (Some(c), _) if c.trim().is_empty() => refuse(format!(
+            "properties.condition is empty; give the condition, with properties.conditionVersion \"{CONDITION_VERSION}\", or leave both out"
+        )),
+        (Some(_), None) => refuse(format!(
+            "properties.conditionVersion is required with properties.condition; set it to \"{CONDITION_VERSION}\""
+        )),
+        (Some(_), Some(CONDITION_VERSION)) => Ok(()),
+        (Some(_), Some(v)) => refuse(format!(
+            "properties.conditionVersion '{v}' is not supported; the only version is \"{CONDITION_VERSION}\""
+        )),
+        (None, Some(_)) => refuse(format!(
+            "properties.conditionVersion is set without properties.condition; give the condition (version \"{CONDITION_VERSION}\") or leave both out"
+        )),
+    }
 }
 
 fn roles_list(inner: &Inner, req: &Request, scope: &str) -> Result<Reply> {
@@ -1414,6 +1500,7 @@ pub(super) fn users_at(inner: &Inner, scope: &str) -> std::collections::BTreeSet
 pub fn load_world(store: &mut store::State, world: &World) {
     let (sub, rg) = (world.subscription.as_str(), world.resource_group.as_str());
     for hp in &world.host_pools {
+        let vm_rg = world.vm_resource_group(hp);
         let id = ResourceId::new(sub, rg, ResourceType::HostPool, &[&hp.name]);
         let mut properties = json!({
             "hostPoolType": hp.pool_type,
@@ -1430,11 +1517,19 @@ pub fn load_world(store: &mut store::State, world: &World) {
         )]);
         store.put(
             &id,
-            envelope(&id, Some(&hp.location), Some(&tags), properties),
+            envelope(
+                &id,
+                Some(&arm::location::normalize(&hp.location)),
+                Some(&tags),
+                properties,
+            ),
         );
         for sh in &hp.session_hosts {
             let sid = id.child(ResourceType::SessionHost, &sh.name);
+            let vm = crate::arm::compute::vm_id(sub, vm_rg, sh.vm_name());
             let props = models::SessionHostProperties {
+                virtual_machine_id: Some(super::compute::machine_id(&vm)),
+                resource_id: Some(vm),
                 object_id: Some(object_id(&sid)),
                 last_heart_beat: Some(now()),
                 sessions: Some(0),
@@ -1461,7 +1556,7 @@ pub fn load_world(store: &mut store::State, world: &World) {
             .host_pools
             .iter()
             .find(|h| h.name.eq_ignore_ascii_case(&ag.host_pool))
-            .map(|h| h.location.clone());
+            .map(|h| arm::location::normalize(&h.location));
         let props = json!({
             "hostPoolArmPath": pool.to_string(),
             "applicationGroupType": ag.group_type,
@@ -1499,6 +1594,8 @@ pub fn load_world(store: &mut store::State, world: &World) {
                     description: Some(
                         "application group membership from the emulator's world".into(),
                     ),
+                    condition: None,
+                    condition_version: None,
                     created_on: Some(stamp.clone()),
                     updated_on: Some(stamp),
                 },

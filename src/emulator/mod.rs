@@ -2,13 +2,15 @@
 //! `Microsoft.DesktopVirtualization` and `Microsoft.Authorization` that app attach uses,
 //! with a simulated world of host pools, session hosts, application groups and users.
 //!
-//! ARM requests are served by [`arm_api`]; the emulator's own controls (sign-in, staging,
+//! ARM requests are served by [`arm_api`] (and the session hosts' virtual machines, read
+//! only, by [`compute`]); the emulator's own controls (sign-in, staging,
 //! faults, request counts) live under `/_emulator/` in [`admin`]. State lives in memory
 //! and in an embedded transactional store ([`store`]). When asked, ARM's request budget
 //! is enforced on the callers ([`ratelimit`]).
 
 pub mod admin;
 pub mod arm_api;
+pub mod compute;
 pub mod faults;
 pub mod ratelimit;
 pub mod staging;
@@ -128,6 +130,9 @@ pub enum StartError {
     /// The state could not be opened.
     #[error(transparent)]
     Store(#[from] store::StoreError),
+    /// The world cannot be loaded.
+    #[error(transparent)]
+    World(#[from] world::WorldError),
     /// The listener could not bind.
     #[error("binding {addr}: {source}")]
     Bind {
@@ -200,6 +205,9 @@ impl Emulator {
                 stored
             }
             (None, Some(world)) => {
+                // Only what is cheap at any scale: a world file was checked whole when
+                // it was read, and a world built in code (tests, bench) is consistent.
+                world.check_locations()?;
                 arm_api::load_world(&mut store, &world);
                 store.set_meta("world", Some(serde_json::to_value(&world).expect("JSON")));
                 store.commit()?;

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::store::Stored;
 use super::{Inner, ShareMapping, arm_api, now};
-use crate::arm::{ResourceId, ResourceType};
+use crate::arm::{ArmError, ResourceId, ResourceType};
 
 /// One package staged (or not) on one session host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,8 +36,80 @@ pub struct StageSummary {
     pub failed_hosts: Vec<String>,
 }
 
-/// Named values holding per-host staging faults: `stagingfault/{host name}` → error.
+/// Named values holding per-host staging faults: `stagingfault/{session host id, lower
+/// case}` → error. Keyed by the id, so two pools may each have a host of the same name.
 pub const FAULT_PREFIX: &str = "stagingfault/";
+
+/// How many session hosts a refusal lists before it only counts the rest.
+const LISTED_HOSTS: usize = 20;
+
+/// Finds the one session host a staging fault names, the way ARM names it: its resource
+/// name (`fin-0.contoso.com`, as in the world file), `hostPool/sessionHost` (ARM's `name`
+/// property) or its resource id, in any case; or its short host name (`fin-0`) when only
+/// one session host has it. A name that matches none, or several, is refused with the
+/// session hosts that exist, never taken as a fault that can never fire.
+pub fn fault_target(inner: &Inner, name: &str) -> Result<ResourceId, ArmError> {
+    if name.trim().is_empty() {
+        return Err(ArmError::invalid(
+            "sessionHost is required: give the session host's name as in the world file (for example fin-0.contoso.com).",
+        ));
+    }
+    let hosts: Vec<ResourceId> = inner
+        .store
+        .all(ResourceType::SessionHost)
+        .map(Stored::resource_id)
+        .collect();
+    let exact: Vec<&ResourceId> = hosts
+        .iter()
+        .filter(|id| {
+            id.leaf().eq_ignore_ascii_case(name)
+                || id.arm_name().eq_ignore_ascii_case(name)
+                || id.to_string().eq_ignore_ascii_case(name)
+        })
+        .collect();
+    let matches = if exact.is_empty() && !name.contains(['.', '/']) {
+        hosts
+            .iter()
+            .filter(|id| {
+                id.leaf()
+                    .split('.')
+                    .next()
+                    .is_some_and(|short| short.eq_ignore_ascii_case(name))
+            })
+            .collect()
+    } else {
+        exact
+    };
+    match matches.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => Err(ArmError::not_found(format!(
+            "session host '{name}' was not found; the session hosts are {}",
+            listed(hosts.iter())
+        ))),
+        several => Err(ArmError::invalid(format!(
+            "session host '{name}' names {} session hosts ({}); name one as hostPool/sessionHost",
+            several.len(),
+            listed(several.iter().copied())
+        ))),
+    }
+}
+
+/// Session hosts as `hostPool/sessionHost`, the first [`LISTED_HOSTS`] of them.
+fn listed<'a>(hosts: impl ExactSizeIterator<Item = &'a ResourceId>) -> String {
+    let total = hosts.len();
+    if total == 0 {
+        return "none: the world has no session hosts".into();
+    }
+    let mut text = hosts
+        .take(LISTED_HOSTS)
+        .map(ResourceId::arm_name)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if total > LISTED_HOSTS {
+        text.push_str(&format!(" and {} more", total - LISTED_HOSTS));
+    }
+    text
+}
 
 struct ActivePackage {
     id: String,
@@ -144,11 +216,9 @@ pub fn stage(inner: &mut Inner, host_pool: Option<&str>) -> StageSummary {
             .collect();
         for (host_id, body) in hosts {
             summary.session_hosts += 1;
-            let leaf = host_id.rsplit('/').next().unwrap_or_default();
-            let leaf = leaf.rsplit_once('.').map_or(leaf, |(short, _)| short);
             let fault = inner
                 .store
-                .meta(&format!("{FAULT_PREFIX}{}", leaf.to_ascii_lowercase()))
+                .meta(&format!("{FAULT_PREFIX}{}", host_id.to_ascii_lowercase()))
                 .and_then(Value::as_str)
                 .map(String::from);
             if fault.as_deref() == Some("") {

@@ -93,12 +93,18 @@ impl IdentityProvider {
 /// Operating system of a session host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Os {
-    /// Windows 11 Enterprise (multi-session).
+    /// Windows 11 Enterprise (multi-session), 23H2.
     Windows11,
-    /// Windows 10 Enterprise (multi-session).
+    /// Windows 11 Enterprise (multi-session), 24H2: build 26100, as Windows Server 2025's.
+    #[serde(rename = "Windows11-24H2")]
+    Windows11v24H2,
+    /// Windows 10 Enterprise (multi-session), 22H2.
     Windows10,
-    /// Windows Server.
+    /// Windows Server 2022.
+    #[serde(alias = "WindowsServer2022")]
     WindowsServer,
+    /// Windows Server 2025: build 26100, as Windows 11 24H2's.
+    WindowsServer2025,
 }
 
 impl Os {
@@ -106,10 +112,66 @@ impl Os {
     pub fn os_version(self) -> &'static str {
         match self {
             Self::Windows11 => "10.0.22631.4602",
+            Self::Windows11v24H2 => "10.0.26100.2894",
             Self::Windows10 => "10.0.19045.5247",
             Self::WindowsServer => "10.0.20348.2966",
+            Self::WindowsServer2025 => "10.0.26100.2894",
         }
     }
+
+    /// The marketplace image a VM of this OS is made from, by default.
+    pub fn image(self) -> WorldImage {
+        let (publisher, offer, sku) = match self {
+            Self::Windows11 => ("MicrosoftWindowsDesktop", "windows-11", "win11-23h2-avd"),
+            Self::Windows11v24H2 => ("MicrosoftWindowsDesktop", "windows-11", "win11-24h2-avd"),
+            Self::Windows10 => ("MicrosoftWindowsDesktop", "windows-10", "win10-22h2-avd"),
+            Self::WindowsServer => (
+                "MicrosoftWindowsServer",
+                "WindowsServer",
+                "2022-datacenter-azure-edition",
+            ),
+            Self::WindowsServer2025 => (
+                "MicrosoftWindowsServer",
+                "WindowsServer",
+                "2025-datacenter-azure-edition",
+            ),
+        };
+        WorldImage {
+            publisher: Some(publisher.into()),
+            offer: Some(offer.into()),
+            sku: Some(sku.into()),
+            id: None,
+        }
+    }
+
+    /// The licence type a VM of this OS declares, by default: `Windows_Client` for Windows
+    /// client multi-session (as its licence requires), none for Windows Server
+    /// (pay-as-you-go).
+    pub fn license_type(self) -> Option<&'static str> {
+        match self {
+            Self::Windows11 | Self::Windows11v24H2 | Self::Windows10 => Some("Windows_Client"),
+            Self::WindowsServer | Self::WindowsServer2025 => None,
+        }
+    }
+}
+
+/// The image a session host's VM is made from: a marketplace image (publisher, offer,
+/// sku) or a gallery or managed image (`id`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorldImage {
+    /// Marketplace publisher, e.g. `MicrosoftWindowsDesktop`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publisher: Option<String>,
+    /// Marketplace offer, e.g. `windows-11`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offer: Option<String>,
+    /// Marketplace SKU, e.g. `win11-24h2-avd`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sku: Option<String>,
+    /// A gallery image version's or a managed image's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
 }
 
 /// A host pool of the world.
@@ -128,6 +190,9 @@ pub struct WorldHostPool {
     /// Its session hosts.
     #[serde(default)]
     pub session_hosts: Vec<WorldSessionHost>,
+    /// The resource group of its session hosts' virtual machines; the world's when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_resource_group: Option<String>,
 }
 
 fn default_pool_type() -> String {
@@ -138,10 +203,49 @@ fn default_pool_type() -> String {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorldSessionHost {
-    /// Host name, e.g. `pilot-0.contoso.com`.
+    /// Host name, e.g. `pilot-0.contoso.com`; its VM is named by its first label.
     pub name: String,
     /// Operating system.
     pub os: Os,
+    /// The image of its VM; by default the marketplace image of `os`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<WorldImage>,
+    /// The licence type of its VM (`Windows_Client`, `Windows_Server`). By default that
+    /// of `os` when `image` is absent, and none when `image` is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub license_type: Option<String>,
+}
+
+impl WorldSessionHost {
+    /// The name of its VM: the first label of its host name.
+    pub fn vm_name(&self) -> &str {
+        self.name.split('.').next().unwrap_or(&self.name)
+    }
+
+    /// The image of its VM.
+    pub fn vm_image(&self) -> WorldImage {
+        self.image.clone().unwrap_or_else(|| self.os.image())
+    }
+
+    /// The licence type of its VM.
+    pub fn vm_license_type(&self) -> Option<String> {
+        match (&self.license_type, &self.image) {
+            (Some(l), _) => Some(l.clone()),
+            (None, Some(_)) => None,
+            (None, None) => self.os.license_type().map(str::to_string),
+        }
+    }
+}
+
+/// A virtual machine of the world: a session host's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorldVm<'a> {
+    /// Its resource group.
+    pub resource_group: &'a str,
+    /// Its region (its host pool's).
+    pub location: &'a str,
+    /// The session host it is.
+    pub host: &'a WorldSessionHost,
 }
 
 /// An application group of the world.
@@ -245,8 +349,65 @@ impl World {
         Ok(world)
     }
 
-    /// Checks references: members, host pools and groups must exist; object ids are unique.
+    /// Checks that every host pool is in a region where host pools can be created, as ARM
+    /// would refuse to create it anywhere else.
+    pub fn check_locations(&self) -> Result<(), WorldError> {
+        let host_pools = crate::arm::ResourceType::HostPool.arm_type();
+        for hp in &self.host_pools {
+            crate::arm::location::check_available(&hp.location, &host_pools).map_err(|e| {
+                WorldError::Inconsistent(format!("host pool {}: {}", hp.name, e.message))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The resource group of a host pool's session hosts' VMs.
+    pub fn vm_resource_group<'a>(&'a self, pool: &'a WorldHostPool) -> &'a str {
+        pool.vm_resource_group
+            .as_deref()
+            .unwrap_or(&self.resource_group)
+    }
+
+    /// Every session host's virtual machine.
+    pub fn vms(&self) -> impl Iterator<Item = WorldVm<'_>> + '_ {
+        self.host_pools.iter().flat_map(move |p| {
+            p.session_hosts.iter().map(move |host| WorldVm {
+                resource_group: self.vm_resource_group(p),
+                location: &p.location,
+                host,
+            })
+        })
+    }
+
+    /// Checks locations and references: host pools are in regions where they can be
+    /// created; members, host pools and groups must exist; object ids are unique; session
+    /// hosts' VM names are unique in their resource group, and their images are whole.
     pub fn check(&self) -> Result<(), WorldError> {
+        self.check_locations()?;
+        let mut vms = BTreeSet::new();
+        for vm in self.vms() {
+            let key = (
+                vm.resource_group.to_ascii_lowercase(),
+                vm.host.vm_name().to_ascii_lowercase(),
+            );
+            if !vms.insert(key) {
+                return Err(WorldError::Inconsistent(format!(
+                    "session host {} names VM {} in resource group {}, as another session host does; give it a host name whose first label is unique",
+                    vm.host.name,
+                    vm.host.vm_name(),
+                    vm.resource_group
+                )));
+            }
+            if let Some(i) = &vm.host.image
+                && i.id.is_none()
+                && (i.publisher.is_none() || i.offer.is_none() || i.sku.is_none())
+            {
+                return Err(WorldError::Inconsistent(format!(
+                    "session host {}: image needs an id (a gallery or managed image), or a publisher, an offer and a sku (a marketplace image)",
+                    vm.host.name
+                )));
+            }
+        }
         let mut ids = BTreeSet::new();
         for id in self
             .directory

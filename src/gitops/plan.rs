@@ -12,10 +12,11 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::validate::{Objects, PackageCheck};
+use crate::arm::models::Application;
 use crate::arm::models::{
     AppAttachPackage as ArmPackage, ApplicationGroupType, HostPool, MsixPackage,
 };
-use crate::backend::snapshot::Picture;
+use crate::backend::snapshot::{Picture, application_owner};
 use crate::controller::build::{self, OWNER_TAG};
 use crate::domain::entitlements::{self, AppGroup, AppGroupKind, Feature};
 use crate::emulator::World;
@@ -273,14 +274,17 @@ pub fn plan(
     // The packages sign-in would see after the changes, replacing those of each object.
     let mut replaced: BTreeSet<String> = BTreeSet::new();
     let mut added: Vec<entitlements::Package> = Vec::new();
+    let mut publishing: Vec<(String, Publishes)> = Vec::new();
     for check in checks {
         let (p, after) = plan_package(check, &names);
         if let Some(after) = after {
             replaced.extend(after.replaces);
             added.extend(after.packages);
+            publishing.push((after.owner, after.publishes));
         }
         packages.push(p);
     }
+    let published_after = published_after(picture, &publishing);
     let declared: BTreeSet<String> = objects.packages.iter().map(|p| key(&p.object)).collect();
     let namespaces: BTreeSet<String> = objects
         .packages
@@ -316,7 +320,12 @@ pub fn plan(
         }
     }
     let (entitlements, entitlements_of) = entitlement_changes(
-        picture, &held, &replaced, &added, objects, directory, &names,
+        picture,
+        &held,
+        (&replaced, &added, &published_after),
+        objects,
+        directory,
+        &names,
     );
     Plan {
         against: against.to_string(),
@@ -348,10 +357,17 @@ fn principal_names(objects: &Objects) -> BTreeMap<String, String> {
 
 /// What sign-in sees of one object after the change: the backend package ids it replaces
 /// and the packages that take their place.
+/// The applications an object publishes in each application group (lower-case id).
+type Publishes = Vec<(String, Vec<Application>)>;
+
 #[derive(Default)]
 struct After {
     replaces: Vec<String>,
     packages: Vec<entitlements::Package>,
+    /// The object (`namespace/name`), and the applications it publishes afterwards in
+    /// each application group it looks at (lower-case group id).
+    owner: String,
+    publishes: Publishes,
 }
 
 mod package;
@@ -418,12 +434,10 @@ fn differences(
     if !parts.is_empty() {
         out.push(format!("hostPoolReferences: {}", parts.join(", ")));
     }
-    if !desired
-        .location
-        .as_deref()
-        .unwrap_or_default()
-        .eq_ignore_ascii_case(held.location.as_deref().unwrap_or_default())
-    {
+    if !crate::arm::location::same(
+        desired.location.as_deref().unwrap_or_default(),
+        held.location.as_deref().unwrap_or_default(),
+    ) {
         out.push(format!(
             "location: {} -> {}",
             held.location.as_deref().unwrap_or("-"),
@@ -476,17 +490,50 @@ fn json_differences(desired: &Value, held: &Value, prefix: &str) -> Vec<String> 
         .collect()
 }
 
-/// Who gains and who loses what, per host pool: sign-in's rule before and after.
-fn entitlement_changes(
+/// The families published in each application group (lower-case id) the plans change:
+/// what the group holds from others, and what each planned object publishes there.
+fn published_after(
+    picture: &Picture,
+    publishing: &[(String, Publishes)],
+) -> BTreeMap<String, BTreeSet<String>> {
+    let planned: BTreeSet<&str> = publishing.iter().map(|(o, _)| o.as_str()).collect();
+    let family = |a: &Application| {
+        a.properties
+            .msix_package_family_name
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+    };
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (owner, groups) in publishing {
+        for (group, apps) in groups {
+            let at = out.entry(group.clone()).or_insert_with(|| {
+                picture
+                    .applications
+                    .get(group)
+                    .into_iter()
+                    .flatten()
+                    .filter(|a| application_owner(a).is_none_or(|o| !planned.contains(o)))
+                    .filter_map(family)
+                    .collect()
+            });
+            at.extend(
+                apps.iter()
+                    .filter(|a| application_owner(a) == Some(owner.as_str()))
+                    .filter_map(family),
+            );
+        }
+    }
+    out
+}
+
+/// Host pools and their application groups as sign-in sees them: members are the
+/// role's principals there; the families published are the picture's, or `published`'s
+/// for the groups it names.
+fn sign_in_views(
     picture: &Picture,
     held: &Held,
-    replaced: &BTreeSet<String>,
-    added: &[entitlements::Package],
-    objects: &Objects,
-    directory: Option<&World>,
-    names: &BTreeMap<String, String>,
-) -> (Vec<EntitlementChange>, String) {
-    // Host pools and their application groups: members are the role's principals there.
+    published: Option<&BTreeMap<String, BTreeSet<String>>>,
+) -> Vec<(String, entitlements::HostPool)> {
     let mut views = Vec::new();
     for pool in &held.pools {
         let Some(pool_id) = &pool.id else { continue };
@@ -506,14 +553,17 @@ fn entitlement_changes(
                 .map(|g| g.principal.to_string())
                 .collect();
             let remote = g.properties.application_group_type == ApplicationGroupType::RemoteApp;
-            let published_families = picture
-                .applications
-                .get(&gid)
-                .into_iter()
-                .flatten()
-                .filter_map(|a| a.properties.msix_package_family_name.clone())
-                .map(|f| f.to_ascii_lowercase())
-                .collect();
+            let published_families = match published.and_then(|p| p.get(&gid)) {
+                Some(families) => families.clone(),
+                None => picture
+                    .applications
+                    .get(&gid)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|a| a.properties.msix_package_family_name.clone())
+                    .map(|f| f.to_ascii_lowercase())
+                    .collect(),
+            };
             app_groups.push(AppGroup {
                 kind: if remote {
                     AppGroupKind::RemoteApp
@@ -534,6 +584,25 @@ fn entitlement_changes(
             },
         ));
     }
+    views
+}
+
+/// Who gains and who loses what, per host pool: sign-in's rule before and after (the
+/// packages `replaced` and `added`, and the applications published).
+fn entitlement_changes(
+    picture: &Picture,
+    held: &Held,
+    (replaced, added, published): (
+        &BTreeSet<String>,
+        &[entitlements::Package],
+        &BTreeMap<String, BTreeSet<String>>,
+    ),
+    objects: &Objects,
+    directory: Option<&World>,
+    names: &BTreeMap<String, String>,
+) -> (Vec<EntitlementChange>, String) {
+    let views_before = sign_in_views(picture, held, None);
+    let views_after = sign_in_views(picture, held, Some(published));
     // The packages sign-in sees now, and after.
     let mut before = Vec::new();
     for p in &held.packages {
@@ -620,9 +689,11 @@ fn entitlement_changes(
         .collect();
     let mut changes = Vec::new();
     for (who, user) in &people {
-        for (pool, view) in &views {
+        for ((pool, view), (_, view_after)) in views_before.iter().zip(&views_after) {
             // Family (lower case) -> (family as written, version).
-            let versions = |pkgs: &[entitlements::Package]| -> BTreeMap<String, (String, String)> {
+            let versions = |view: &entitlements::HostPool,
+                            pkgs: &[entitlements::Package]|
+             -> BTreeMap<String, (String, String)> {
                 entitlements::entitled(user, view, pkgs)
                     .into_iter()
                     .map(|e| {
@@ -633,7 +704,7 @@ fn entitlement_changes(
                     })
                     .collect()
             };
-            let (b, a) = (versions(&before), versions(&after));
+            let (b, a) = (versions(view, &before), versions(view_after, &after));
             let families: BTreeSet<&String> = b.keys().chain(a.keys()).collect();
             for family in families {
                 let (from, to) = (b.get(family), a.get(family));

@@ -31,7 +31,8 @@ pub struct Problem {
     pub line: usize,
     /// `Kind/name` of the object, when the problem is in one.
     pub object: Option<String>,
-    /// Error (the object is refused or not reconciled) or Warning.
+    /// Error (the object is refused or not reconciled), Warning, or Info (what could not
+    /// be checked).
     pub severity: Severity,
     /// `field: message`, as the API server or the controller words it.
     pub text: String,
@@ -43,8 +44,10 @@ impl std::fmt::Display for Problem {
         if let Some(o) = &self.object {
             write!(f, "{o}: ")?;
         }
-        if self.severity == Severity::Warning {
-            f.write_str("warning: ")?;
+        match self.severity {
+            Severity::Warning => f.write_str("warning: ")?,
+            Severity::Info => f.write_str("note: ")?,
+            Severity::Error => {}
         }
         f.write_str(&self.text)
     }
@@ -404,7 +407,15 @@ pub async fn reconcilable<B: Backend>(
         .await?;
         observed.package = pkg.clone();
         // The controller's own check sequence, on what it would observe.
-        let findings = crate::controller::decide::check(&observed);
+        let mut findings = crate::controller::decide::check(&observed);
+        let refused = findings.iter().any(|f| f.severity == Severity::Error);
+        if backend.is_some() && !refused {
+            let mut writing = observed.clone();
+            let mut settled = (*writing.package).clone();
+            settled.spec.suspend = false;
+            writing.package = Arc::new(settled);
+            findings.extend(crate::controller::decide::reach_warnings(&writing));
+        }
         for f in &findings {
             problems.push(locate(objects, p, f));
         }
@@ -610,6 +621,72 @@ spec:
             "{:#?}",
             report.problems
         );
+    }
+
+    #[tokio::test]
+    async fn against_a_world_windows_server_hosts_warn_and_unreadable_vms_are_noted() {
+        use crate::emulator::{Config, Emulator, World};
+        let world: World = serde_yaml_ng::from_str(
+            r#"
+hostPools:
+  - {name: hp-server, location: westeurope, identityProvider: EntraID, vmResourceGroup: rg-servers,
+     sessionHosts: [{name: s-0, os: WindowsServer2025}]}
+  - {name: hp-hidden, location: westeurope, identityProvider: EntraID, vmResourceGroup: rg-hidden,
+     sessionHosts: [{name: h-0, os: WindowsServer2025}]}
+"#,
+        )
+        .unwrap();
+        let (sub, rg) = (world.subscription.clone(), world.resource_group.clone());
+        let served = Emulator::start(Config {
+            world: Some(world),
+            ..Config::default()
+        })
+        .await
+        .unwrap();
+        served
+            .emulator
+            .lock()
+            .faults
+            .add(
+                serde_json::from_value(serde_json::json!({
+                    "pathContains": "/resourceGroups/rg-hidden/providers/Microsoft.Compute/",
+                    "status": 403, "code": "AuthorizationFailed", "fraction": 1.0
+                }))
+                .unwrap(),
+            )
+            .unwrap();
+        let client = ArmClient::new(&served.url(), &sub, &rg, crate::backend::Auth::None);
+        let text = format!(
+            "{}---\napiVersion: appattach.io/v1alpha1\nkind: HostPoolAssignment\nmetadata: {{name: expenses-pools}}\nspec:\n  packageRef: {{name: expenses}}\n  hostPools: [{{name: hp-server}}, {{name: hp-hidden}}]\n",
+            PACKAGE
+                .replace(".vhd", ".vhdx")
+                .replace("2020-01-01", "2099-01-01")
+        );
+        let (docs, errors) = parse("m.yaml", &text);
+        let report = validate(
+            docs,
+            errors,
+            "apps",
+            &[],
+            Some(&client),
+            jiff::Timestamp::now(),
+        )
+        .await
+        .unwrap();
+        let lines: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+        assert_eq!(lines.len(), 2, "{lines:#?}");
+        assert!(
+            lines[0].starts_with("m.yaml:23: HostPoolAssignment/expenses-pools: warning: spec.hostPools[0].name: 1 of the 1 session host(s) of host pool hp-server run Windows Server")
+                && lines[0].ends_with("[WindowsServerSessionHosts]"),
+            "{lines:#?}"
+        );
+        assert!(
+            lines[1].starts_with("m.yaml:23: HostPoolAssignment/expenses-pools: note: spec.hostPools[1].name: whether 1 session host(s) of host pool hp-hidden run Windows Server is not known")
+                && lines[1].contains("resource group rg-hidden")
+                && lines[1].ends_with("[SessionHostOsUnknown]"),
+            "{lines:#?}"
+        );
+        assert!(!report.has_errors());
     }
 
     #[tokio::test]

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use super::image::{self, ImageContents};
-use super::package;
 use super::{Error, Result};
+use super::{package, tools};
 
 const MIB: u64 = 1 << 20;
 
@@ -444,34 +444,6 @@ fn io_error(path: &Path, what: &str, e: std::io::Error) -> Error {
     Error::new(path.display(), format!("{what}: {e}"))
 }
 
-/// The Debian package that provides `tool`, for the tools this module runs.
-fn debian_package(tool: &str) -> Option<&'static str> {
-    match tool {
-        "mkntfs" => Some("ntfs-3g"),
-        "wimcapture" | "wimapply" => Some("wimtools"),
-        "sfdisk" => Some("fdisk"),
-        "qemu-img" => Some("qemu-utils"),
-        _ => None,
-    }
-}
-
-/// What to say when `tool` is not installed.
-fn missing_tool(tool: &str) -> String {
-    match debian_package(tool) {
-        Some(p) => format!("not found: install the Debian package {p} (apt-get install {p})"),
-        None => "not found on PATH".to_string(),
-    }
-}
-
-/// Where `tool` is: on `PATH`, or in the sbin folders a user's `PATH` often lacks.
-fn find_tool(tool: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/local/sbin", "/usr/sbin", "/sbin"].map(PathBuf::from))
-        .map(|dir| dir.join(tool))
-        .find(|p| p.is_file())
-}
-
 /// Most bytes of a tool's stderr put in an error.
 const STDERR_BYTES: usize = 4000;
 
@@ -483,8 +455,11 @@ fn run(tool: &str, args: &[&OsStr], stdin: Option<&[u8]>) -> Result<()> {
         .map(OsStr::to_string_lossy)
         .collect::<Vec<_>>()
         .join(" ");
-    let Some(program) = find_tool(tool) else {
-        return Err(Error::new(tool, missing_tool(tool)));
+    let Some(program) = tools::locate(tool) else {
+        return Err(Error::new(
+            format!("{tool} not found"),
+            tools::install_advice(tool),
+        ));
     };
     let mut child = Command::new(program)
         .args(args)
@@ -568,11 +543,10 @@ mod tests {
         let e = run("no-such-tool-for-appattach", &[], None)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("not found on PATH"), "{e}");
-        assert!(missing_tool("mkntfs").contains("ntfs-3g"));
-        assert!(missing_tool("wimapply").contains("wimtools"));
-        assert!(missing_tool("sfdisk").contains("fdisk"));
-        assert!(missing_tool("qemu-img").contains("qemu-utils"));
+        assert!(
+            e.contains("no-such-tool-for-appattach not found: it is not on PATH"),
+            "{e}"
+        );
         let e = run(
             "sh",
             &[

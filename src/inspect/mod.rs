@@ -9,6 +9,7 @@ pub mod disk;
 pub mod image;
 pub mod package;
 pub mod signature;
+pub mod tools;
 
 use std::fmt;
 

@@ -158,24 +158,44 @@ const SIGNATURE: &str = "AppxSignature.p7x";
 const BUNDLE_MANIFEST: &str = "AppxMetadata/AppxBundleManifest.xml";
 const CONTENT_TYPES: &str = "[Content_Types].xml";
 
-/// Reads a package file (`.msix`, `.appx`, `.msixbundle`, `.appxbundle`).
+/// Reads a package file (`.msix`, `.appx`, `.msixbundle`, `.appxbundle`). The payload
+/// packages of a flat bundle are read from the bundle's folder.
 pub fn read_package(path: &Path) -> Result<PackageFile> {
     let file =
         File::open(path).map_err(|e| Error::new(path.display(), format!("cannot open: {e}")))?;
-    read_package_from(BufReader::new(file), &path.display().to_string())
-        .map_err(|e| e.within(path.display()))
+    let folder = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    read_package_in(
+        BufReader::new(file),
+        &path.display().to_string(),
+        Some(folder),
+    )
+    .map_err(|e| e.within(path.display()))
 }
 
 /// Reads a package from any seekable source; `name` is its file name (the extension tells
-/// MSIX from Appx).
+/// MSIX from Appx). A flat bundle read this way has no folder to find its payloads in,
+/// and is refused: read it with [`read_package`].
 pub fn read_package_from<R: Read + Seek>(source: R, name: &str) -> Result<PackageFile> {
+    read_package_in(source, name, None)
+}
+
+/// [`read_package_from`], with the folder a flat bundle's payload packages are in.
+fn read_package_in<R: Read + Seek>(
+    source: R,
+    name: &str,
+    folder: Option<&Path>,
+) -> Result<PackageFile> {
     let mut zip = open_zip(source)?;
+    let entries = Entries::of(&zip);
     let lower = name.to_ascii_lowercase();
     let appx = lower.ends_with(".appx") || lower.ends_with(".appxbundle");
-    if zip.index_for_name(BUNDLE_MANIFEST).is_some() {
-        read_bundle(&mut zip, appx)
+    if entries.find(BUNDLE_MANIFEST).is_some() {
+        read_bundle(&mut zip, &entries, appx, folder)
     } else {
-        let facts = read_single(&mut zip)?;
+        let facts = read_single(&mut zip, &entries)?;
         let kind = if appx {
             PackageKind::Appx
         } else {
@@ -189,20 +209,61 @@ pub fn read_package_from<R: Read + Seek>(source: R, name: &str) -> Result<Packag
     }
 }
 
-fn read_single<R: Read + Seek>(zip: &mut ZipArchive<R>) -> Result<PackageFacts> {
-    let manifest = read_entry(zip, MANIFEST, limits::MANIFEST_BYTES)?.ok_or_else(|| {
-        Error::new(
-            MANIFEST,
-            "the package has no AppxManifest.xml: this is not an MSIX or Appx package",
-        )
-    })?;
+/// A package's ZIP entries by the part names they stand for. OPC part names are
+/// percent-encoded UTF-8 in the ZIP (`%E0%A4%AE...appx`), while manifests name the
+/// files decoded (`महसुस.appx`), and two part names are the same when they differ only
+/// in ASCII case: every lookup of an entry by name goes through here.
+struct Entries {
+    by_name: std::collections::HashMap<String, usize>,
+}
+
+impl Entries {
+    fn of<R: Read + Seek>(zip: &ZipArchive<R>) -> Self {
+        let mut by_name = std::collections::HashMap::with_capacity(zip.len());
+        for index in 0..zip.len() {
+            // A name that is not valid UTF-8 or %-encoding stands for no part a manifest
+            // can name; expanding the package refuses it.
+            let Some(Ok(raw)) = zip.name_for_index(index) else {
+                continue;
+            };
+            let Some(decoded) = decode_entry_name(&raw) else {
+                continue;
+            };
+            by_name.entry(part_key(&decoded)).or_insert(index);
+        }
+        Self { by_name }
+    }
+
+    /// The index of the entry of a part named as a manifest names it (decoded, with `/`
+    /// or `\` between folders).
+    fn find(&self, name: &str) -> Option<usize> {
+        self.by_name.get(&part_key(name)).copied()
+    }
+}
+
+/// How part names compare: `/` between folders, ASCII case ignored.
+fn part_key(decoded: &str) -> String {
+    decoded.replace('\\', "/").to_ascii_lowercase()
+}
+
+fn read_single<R: Read + Seek>(zip: &mut ZipArchive<R>, entries: &Entries) -> Result<PackageFacts> {
+    let manifest =
+        read_entry(zip, entries, MANIFEST, limits::MANIFEST_BYTES)?.ok_or_else(|| {
+            Error::new(
+                MANIFEST,
+                "the package has no AppxManifest.xml: this is not an MSIX or Appx package",
+            )
+        })?;
     let mut facts = parse_manifest(&manifest).map_err(|e| e.within(MANIFEST))?;
-    facts.signature = read_signature(zip)?;
+    facts.signature = read_signature(zip, entries)?;
     Ok(facts)
 }
 
-fn read_signature<R: Read + Seek>(zip: &mut ZipArchive<R>) -> Result<Option<SignatureFacts>> {
-    match read_entry(zip, SIGNATURE, limits::SIGNATURE_BYTES)? {
+fn read_signature<R: Read + Seek>(
+    zip: &mut ZipArchive<R>,
+    entries: &Entries,
+) -> Result<Option<SignatureFacts>> {
+    match read_entry(zip, entries, SIGNATURE, limits::SIGNATURE_BYTES)? {
         Some(bytes) => signature::read_p7x(&bytes)
             .map(Some)
             .map_err(|e| e.within(SIGNATURE)),
@@ -210,23 +271,23 @@ fn read_signature<R: Read + Seek>(zip: &mut ZipArchive<R>) -> Result<Option<Sign
     }
 }
 
-fn read_bundle<R: Read + Seek>(zip: &mut ZipArchive<R>, appx: bool) -> Result<PackageFile> {
-    let manifest = read_entry(zip, BUNDLE_MANIFEST, limits::MANIFEST_BYTES)?
+fn read_bundle<R: Read + Seek>(
+    zip: &mut ZipArchive<R>,
+    entries: &Entries,
+    appx: bool,
+    folder: Option<&Path>,
+) -> Result<PackageFile> {
+    let manifest = read_entry(zip, entries, BUNDLE_MANIFEST, limits::MANIFEST_BYTES)?
         .ok_or_else(|| Error::new(BUNDLE_MANIFEST, "missing"))?;
     let bundle = parse_bundle_manifest(&manifest).map_err(|e| e.within(BUNDLE_MANIFEST))?;
     let mut payloads = Vec::new();
     for entry in &bundle.packages {
         let at = format!("payload {}", entry.file_name);
-        let index = zip.index_for_name(&entry.file_name).ok_or_else(|| {
-            Error::new(
-                BUNDLE_MANIFEST,
-                format!(
-                    "lists the payload package {:?}, which the bundle does not contain",
-                    entry.file_name
-                ),
-            )
-        })?;
-        let facts = read_payload(zip, index).map_err(|e| e.within(&at))?;
+        let facts = match entries.find(&entry.file_name) {
+            Some(index) => read_payload(zip, index).map_err(|e| e.within(&at))?,
+            // A flat bundle: the payload is a file of its own, beside the bundle.
+            None => read_flat_payload(&entry.file_name, folder)?,
+        };
         payloads.push(PayloadFacts {
             file_name: entry.file_name.clone(),
             package_type: entry.package_type.clone(),
@@ -234,7 +295,7 @@ fn read_bundle<R: Read + Seek>(zip: &mut ZipArchive<R>, appx: bool) -> Result<Pa
         });
     }
     let mut facts = bundle.identity;
-    facts.signature = read_signature(zip)?;
+    facts.signature = read_signature(zip, entries)?;
     // A bundle's applications are those of its application payloads, once each.
     for p in payloads.iter().filter(|p| p.package_type == "application") {
         for app in &p.facts.applications {
@@ -267,6 +328,62 @@ fn read_bundle<R: Read + Seek>(zip: &mut ZipArchive<R>, appx: bool) -> Result<Pa
     })
 }
 
+/// Reads the payload package `file_name` of a flat bundle from `folder`, the bundle's.
+fn read_flat_payload(file_name: &str, folder: Option<&Path>) -> Result<PackageFacts> {
+    let not_there = |looked: String| {
+        Error::new(
+            BUNDLE_MANIFEST,
+            format!(
+                "lists the payload package {file_name:?}, which is neither inside the bundle \
+                 nor {looked}: a flat bundle needs its payload packages beside the bundle, \
+                 in the same folder; copy {file_name:?} there"
+            ),
+        )
+    };
+    let Some(folder) = folder else {
+        return Err(not_there(
+            "beside it (it was not read from a file, so it has no folder)".into(),
+        ));
+    };
+    let relative = manifest_path(file_name).map_err(|e| e.within(BUNDLE_MANIFEST))?;
+    let path = beside(folder, &relative)
+        .ok_or_else(|| not_there(format!("beside it at {}", folder.join(&relative).display())))?;
+    let shown = path.display().to_string();
+    let file = File::open(&path).map_err(|e| Error::new(&shown, format!("cannot open: {e}")))?;
+    let size = file
+        .metadata()
+        .map_err(|e| Error::new(&shown, format!("cannot read its size: {e}")))?
+        .len();
+    if size > limits::PAYLOAD_BYTES {
+        return Err(Error::new(
+            &shown,
+            format!("{size} bytes, more than the {} read", limits::PAYLOAD_BYTES),
+        ));
+    }
+    let mut zip = open_zip(BufReader::new(file)).map_err(|e| e.within(&shown))?;
+    let entries = Entries::of(&zip);
+    read_single(&mut zip, &entries).map_err(|e| e.within(&shown))
+}
+
+/// The file at `relative` below `folder`: exactly so named, or else the one name that
+/// differs only in ASCII case (Windows, where bundles are made, ignores case).
+fn beside(folder: &Path, relative: &Path) -> Option<PathBuf> {
+    let exact = folder.join(relative);
+    if exact.is_file() {
+        return Some(exact);
+    }
+    let mut path = folder.to_path_buf();
+    for part in relative.components() {
+        let wanted = part.as_os_str().to_string_lossy().to_ascii_lowercase();
+        let found = std::fs::read_dir(&path)
+            .ok()?
+            .filter_map(|e| e.ok())
+            .find(|e| e.file_name().to_string_lossy().to_ascii_lowercase() == wanted)?;
+        path = found.path();
+    }
+    path.is_file().then_some(path)
+}
+
 fn read_payload<R: Read + Seek>(zip: &mut ZipArchive<R>, index: usize) -> Result<PackageFacts> {
     let mut entry = zip
         .by_index(index)
@@ -282,7 +399,8 @@ fn read_payload<R: Read + Seek>(zip: &mut ZipArchive<R>, index: usize) -> Result
         let bytes = read_bounded(&mut entry, size, "entry")?;
         drop(entry);
         let mut inner = open_zip(Cursor::new(bytes))?;
-        read_single(&mut inner)
+        let entries = Entries::of(&inner);
+        read_single(&mut inner, &entries)
     } else {
         let mut tmp = tempfile::tempfile()
             .map_err(|e| Error::new("entry", format!("cannot make a temp file: {e}")))?;
@@ -291,7 +409,8 @@ fn read_payload<R: Read + Seek>(zip: &mut ZipArchive<R>, index: usize) -> Result
         tmp.seek(SeekFrom::Start(0))
             .map_err(|e| Error::new("entry", format!("temp file: {e}")))?;
         let mut inner = open_zip(BufReader::new(tmp))?;
-        read_single(&mut inner)
+        let entries = Entries::of(&inner);
+        read_single(&mut inner, &entries)
     }
 }
 
@@ -318,10 +437,11 @@ fn open_zip<R: Read + Seek>(source: R) -> Result<ZipArchive<R>> {
 /// Reads one named entry, at most `limit` bytes; `None` when the package has no such entry.
 fn read_entry<R: Read + Seek>(
     zip: &mut ZipArchive<R>,
+    entries: &Entries,
     name: &str,
     limit: u64,
 ) -> Result<Option<Vec<u8>>> {
-    let Some(index) = zip.index_for_name(name) else {
+    let Some(index) = entries.find(name) else {
         return Ok(None);
     };
     let mut entry = zip
@@ -607,8 +727,9 @@ fn parse_bundle_manifest(bytes: &[u8]) -> Result<BundleManifest> {
         .map(|p| {
             bounded(
                 children(p, "Package").map(|p| {
+                    // The file's name, decoded: not %-encoded as its ZIP entry is.
                     let file_name = required(p, "FileName")?.to_string();
-                    check_entry_name(&file_name)?;
+                    manifest_path(&file_name)?;
                     Ok(BundleEntry {
                         file_name,
                         package_type: p.attribute("Type").unwrap_or("application").to_string(),
@@ -638,12 +759,28 @@ fn parse_bundle_manifest(bytes: &[u8]) -> Result<BundleManifest> {
     Ok(BundleManifest { identity, packages })
 }
 
-/// The path an entry name stands for, refusing names that leave the package folder.
+/// The path a ZIP entry name stands for (its %-escapes decoded), refusing names that
+/// leave the package folder.
 fn check_entry_name(name: &str) -> Result<PathBuf> {
-    let decoded = percent_decode(name)
-        .ok_or_else(|| Error::new(format!("entry {name:?}"), "has a bad %-escape in its name"))?;
+    let decoded = decode_entry_name(name).ok_or_else(|| {
+        Error::new(
+            format!("entry {name:?}"),
+            "has a bad %-escape in its name (OPC names are %-encoded UTF-8)",
+        )
+    })?;
+    relative_path(&decoded, &format!("entry {name:?}"))
+}
+
+/// The path a file name of a manifest stands for (already decoded: a `%` in it is a
+/// `%`), refusing names that leave the package folder.
+fn manifest_path(name: &str) -> Result<PathBuf> {
+    relative_path(name, &format!("FileName {name:?}"))
+}
+
+/// A decoded name as a relative path, refusing names that leave the folder.
+fn relative_path(decoded: &str, at: &str) -> Result<PathBuf> {
     let unix = decoded.replace('\\', "/");
-    let bad = |why: &str| Err(Error::new(format!("entry {name:?}"), why.to_string()));
+    let bad = |why: &str| Err(Error::new(at, why.to_string()));
     if unix.is_empty() || unix.contains('\0') {
         return bad("has an empty name or a NUL in it");
     }
@@ -665,23 +802,20 @@ fn check_entry_name(name: &str) -> Result<PathBuf> {
     Ok(out)
 }
 
-/// Decodes OPC's %XX escapes in part names.
-fn percent_decode(name: &str) -> Option<String> {
-    let bytes = name.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3)?;
-            let hex = std::str::from_utf8(hex).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+/// Decodes a ZIP entry name's OPC %-escapes (UTF-8); `None` for a `%` not followed by two
+/// hex digits, or bytes that are not UTF-8.
+fn decode_entry_name(name: &str) -> Option<String> {
+    let escapes_ok = name.match_indices('%').all(|(i, _)| {
+        name.get(i + 1..i + 3)
+            .is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
+    });
+    if !escapes_ok {
+        return None;
     }
-    String::from_utf8(out).ok()
+    percent_encoding::percent_decode_str(name)
+        .decode_utf8()
+        .ok()
+        .map(|d| d.into_owned())
 }
 
 /// Expands a package into `dest` as msixmgr does: every entry but `[Content_Types].xml`,
@@ -705,7 +839,7 @@ pub fn expand_from<R: Read + Seek>(source: R, dest: &Path) -> Result<u64> {
             .name()
             .map_err(|e| Error::new(format!("entry #{index}"), format!("bad name: {e}")))?
             .to_string();
-        if raw == CONTENT_TYPES || raw.ends_with('/') {
+        if raw.eq_ignore_ascii_case(CONTENT_TYPES) || raw.ends_with('/') {
             continue;
         }
         let relative = check_entry_name(&raw)?;
@@ -919,6 +1053,60 @@ mod tests {
             .to_string();
         assert!(err.contains("evil.dll") && err.contains(".."), "{err}");
         assert!(!root.path().join("evil.dll").exists());
+    }
+
+    #[test]
+    fn entries_are_found_by_the_names_they_stand_for() {
+        let manifest =
+            manifest(r#"<Identity Name="Contoso.A" Publisher="CN=x" Version="1.0.0.0"/>"#);
+        let bytes = zip_of(&[
+            ("appxmanifest.XML", manifest.as_bytes()),
+            ("%E0%A4%AE%E0%A4%B9%E0%A4%B8%E0%A5%81%E0%A4%B8.appx", b"x"),
+            ("Notes%20100%25.appx", b"y"),
+            ("bad%zz.appx", b"z"),
+        ]);
+        let zip = open_zip(Cursor::new(bytes.clone())).unwrap();
+        let entries = Entries::of(&zip);
+        assert_eq!(
+            entries.find("AppxManifest.xml"),
+            Some(0),
+            "ASCII case is ignored"
+        );
+        assert_eq!(entries.find("महसुस.appx"), Some(1));
+        assert_eq!(entries.find("Notes 100%.appx"), Some(2));
+        assert_eq!(entries.find("bad%zz.appx"), None);
+        let facts = read_package_from(Cursor::new(bytes), "a.msix")
+            .unwrap()
+            .facts;
+        assert_eq!(facts.name, "Contoso.A");
+    }
+
+    #[test]
+    fn manifest_file_names_are_decoded_already() {
+        assert_eq!(
+            manifest_path("Notes 100%.appx").unwrap(),
+            PathBuf::from("Notes 100%.appx")
+        );
+        assert_eq!(
+            manifest_path(r"x64\Notes.appx").unwrap(),
+            PathBuf::from("x64/Notes.appx")
+        );
+        assert!(manifest_path(r"..\Notes.appx").is_err());
+    }
+
+    #[test]
+    fn a_flat_bundle_not_read_from_a_file_says_where_its_payloads_belong() {
+        let bundle = r#"<Bundle xmlns="http://schemas.microsoft.com/appx/2013/bundle" SchemaVersion="5.0">
+  <Identity Name="Contoso.A" Publisher="CN=x" Version="1.0.0.0"/>
+  <Packages><Package Type="application" FileName="A_x64.msix"/></Packages></Bundle>"#;
+        let bytes = zip_of(&[(BUNDLE_MANIFEST, bundle.as_bytes())]);
+        let err = read_package_from(Cursor::new(bytes), "a.msixbundle")
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            err.contains("\"A_x64.msix\"") && err.contains("flat bundle needs its payload"),
+            "{err}"
+        );
     }
 
     #[test]

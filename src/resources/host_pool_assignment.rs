@@ -51,6 +51,60 @@ pub struct HostPoolRef {
     #[serde(default)]
     #[schemars(range(min = 0, max = 100))]
     pub ring: i32,
+
+    /// RemoteApp application groups of this host pool that publish the package's
+    /// applications. A user who signs in to the host pool only through a RemoteApp group
+    /// gets the package only where its application is published there; a Desktop group
+    /// needs nothing. The controller adds the applications (and removes them when the
+    /// group, the host pool or the package goes), and never touches applications it did
+    /// not make.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub remote_app_groups: Vec<RemoteAppGroupRef>,
+}
+
+/// A RemoteApp application group that publishes the package's applications.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoteAppGroupRef {
+    /// Application group name in the host pool's resource group, or its full ARM id. It
+    /// must be a RemoteApp group of this host pool.
+    #[schemars(length(min = 1, max = 1024))]
+    pub name: String,
+
+    /// The applications to publish, by their application id in the package manifest
+    /// (`spec.package.applications[].id`). Empty (default): every application of the
+    /// package.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["id"]))]
+    pub applications: Vec<PublishedApplication>,
+}
+
+/// One application to publish, and how users see it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PublishedApplication {
+    /// The application id in the package manifest (`Application@Id`).
+    #[schemars(length(min = 1, max = 64))]
+    pub id: String,
+
+    /// The name users see in their feed. Default: the application's display name in the
+    /// package.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 260))]
+    pub display_name: Option<String>,
+
+    /// Path of the icon file on the session hosts. Default: the icon in the package.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub icon_path: Option<String>,
+
+    /// Index of the icon in `iconPath` (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 10000))]
+    pub icon_index: Option<i32>,
 }
 
 /// What the controller observed and did.
@@ -93,4 +147,8 @@ pub struct HostPoolStatus {
     /// Rollout phase of the host pool, for example `Staging`, `Soaking`, `Done`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
+    /// The package's applications this controller published in the host pool's RemoteApp
+    /// application groups, as the backend holds them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published_applications: Option<i32>,
 }

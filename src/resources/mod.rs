@@ -13,7 +13,7 @@ mod user_assignment;
 pub use common::{PackageRef, condition};
 pub use host_pool_assignment::{
     HostPoolAssignment, HostPoolAssignmentSpec, HostPoolAssignmentStatus, HostPoolRef,
-    HostPoolStatus,
+    HostPoolStatus, PublishedApplication, RemoteAppGroupRef,
 };
 pub use package::{
     AppAttachPackage, AppAttachPackageSpec, AppAttachPackageStatus, Application, Architecture,
@@ -47,6 +47,10 @@ pub fn api_resource(kind: &str) -> kube::api::ApiResource {
         plural: format!("{}s", kind.to_ascii_lowercase()),
     }
 }
+
+/// The command that installs the CRDs, run from the repository root: what the
+/// controller tells a user whose cluster lacks them, and what the README says.
+pub const INSTALL_CRDS: &str = "kubectl apply --server-side -f crds/";
 
 /// The CustomResourceDefinitions of all three kinds, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {

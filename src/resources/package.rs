@@ -529,6 +529,12 @@ pub struct AppAttachPackageStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub principal_count: Option<i32>,
 
+    /// Number of those principals that get the package at sign-in on at least one
+    /// assigned host pool, by the sign-in rule, from the application groups the backend
+    /// holds (and its directory, where it has one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reached_principal_count: Option<i32>,
+
     /// Number of session hosts that stage the package.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_host_count: Option<i32>,

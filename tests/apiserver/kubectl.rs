@@ -316,3 +316,55 @@ fn the_dockerfile_builds_with_the_ci_script_and_matches_the_deployment() {
     );
     assert_eq!(pod["containers"][0]["args"][0], "controller");
 }
+
+/// What the controller tells a user whose cluster lacks the CRDs (and the README says),
+/// run exactly as given, from the repository root, installs them.
+#[tokio::test]
+async fn the_advised_crd_install_command_works_from_the_repository_root() {
+    let ns = TestNamespace::new("crd-advice").await;
+    let advice = appattach_operator::resources::INSTALL_CRDS;
+    let words: Vec<&str> = advice.split_whitespace().collect();
+    assert_eq!(words[0], "kubectl", "{advice}");
+    let out = ns
+        .cp
+        .kubectl()
+        .args(&words[1..])
+        .current_dir(repo_path(""))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "`{advice}` failed ({}):\n{stdout}{stderr}",
+        out.status
+    );
+    for kind in [
+        "appattachpackages.appattach.io",
+        "hostpoolassignments.appattach.io",
+        "userassignments.appattach.io",
+    ] {
+        assert!(
+            stdout.contains(&format!(
+                "customresourcedefinition.apiextensions.k8s.io/{kind}"
+            )),
+            "`{advice}` did not apply {kind}:\n{stdout}"
+        );
+    }
+    // The Kustomize bases still build: the CRDs alone, and deploy/ on top of them.
+    for dir in ["crds", "deploy"] {
+        let out = ns
+            .kubectl(&["kustomize", repo_path(dir).to_str().unwrap()])
+            .unwrap_or_else(|e| panic!("kubectl kustomize {dir}/: {e}"));
+        assert_eq!(
+            out.matches("kind: CustomResourceDefinition").count(),
+            3,
+            "{dir}/"
+        );
+    }
+    let readme = std::fs::read_to_string(repo_path("README.md")).unwrap();
+    assert!(
+        readme.contains(advice),
+        "README.md does not give `{advice}`"
+    );
+}

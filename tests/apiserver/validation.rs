@@ -587,3 +587,39 @@ accepted!(
         json!({"currentVersion": "1.0.0.0"})
     )
 );
+
+// RemoteApp publishing: each group once per host pool, each application once per group.
+fn publishing(groups: serde_json::Value) -> serde_json::Value {
+    set(
+        host_pool_assignment("a", "p"),
+        "/spec/hostPools/0/remoteAppGroups",
+        groups,
+    )
+}
+accepted!(
+    remote_app_groups_with_chosen_applications_are_accepted,
+    publishing(json!([{"name": "ag-remote", "applications": [
+        {"id": "App", "displayName": "Contoso App", "iconPath": "C:\\icons\\app.ico", "iconIndex": 0}
+    ]}]))
+);
+refused!(
+    a_remote_app_group_named_twice_is_refused_at_apply,
+    publishing(json!([{"name": "ag-remote"}, {"name": "ag-remote"}])),
+    [
+        ".spec.hostPools[name=\"hp-pilot\"].remoteAppGroups",
+        "duplicate entries for key [name=\"ag-remote\"]"
+    ]
+);
+refused!(
+    an_application_chosen_twice_is_refused_at_apply,
+    publishing(json!([{"name": "ag-remote", "applications": [{"id": "App"}, {"id": "App"}]}])),
+    [
+        "remoteAppGroups[name=\"ag-remote\"].applications",
+        "duplicate entries for key [id=\"App\"]"
+    ]
+);
+refused!(
+    an_empty_application_id_is_refused_at_apply,
+    publishing(json!([{"name": "ag-remote", "applications": [{"id": ""}]}])),
+    ["spec.hostPools[0].remoteAppGroups[0].applications[0].id"]
+);

@@ -603,7 +603,7 @@ async fn without_the_crds_it_stays_unready_and_says_how_to_install_them() {
     );
     let body = p.wait_readyz(503, "CRDs are not installed").await;
     assert!(
-        body.contains("kubectl apply --server-side -f crds/"),
+        body.contains(appattach_operator::resources::INSTALL_CRDS),
         "{body}"
     );
     poll("the log says it", || async {

@@ -102,6 +102,11 @@ impl Env {
         Self::build_in(test, resync, false, None, world).await
     }
 
+    /// A staging environment (see [`Env::staging`]) with a world of its own.
+    pub async fn staging_with_world(test: &str, world: World) -> Self {
+        Self::build_in(test, Duration::from_secs(600), true, None, world).await
+    }
+
     async fn build(test: &str, resync: Duration, staging: bool) -> Self {
         Self::build_with(test, resync, staging, None).await
     }

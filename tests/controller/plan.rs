@@ -331,5 +331,134 @@ async fn every_example_validates_against_the_example_world() {
         out.lines().all(|l| l.contains(": warning: ")),
         "only warnings: {out}"
     );
+    // Every assigned principal of the example estate gets its package somewhere.
+    assert!(!out.contains("PrincipalNotReached"), "{out}");
     assert!(err.contains("9 appattach.io object(s) accepted"), "{err}");
+}
+
+/// The example estate with (`published`) or without the RemoteApp publishing of Fabrikam
+/// Designer in a folder of its own.
+fn examples_copy(published: bool) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for f in [
+        "packages.yaml",
+        "host-pool-assignments.yaml",
+        "user-assignments.yaml",
+    ] {
+        let mut text = std::fs::read_to_string(repo_path(&format!("examples/{f}"))).unwrap();
+        if !published && f == "host-pool-assignments.yaml" {
+            let at = text
+                .find("      remoteAppGroups:")
+                .expect("the example publishes");
+            let end = text[at..].find("---").map_or(text.len(), |e| at + e);
+            text.replace_range(at..end, "");
+        }
+        std::fs::write(dir.path().join(f), text).unwrap();
+    }
+    dir
+}
+
+#[tokio::test]
+async fn plan_shows_remote_app_publishing_and_whom_it_reaches_and_validate_warns_without_it() {
+    let against = ["--against", "world", "examples/world.yaml"];
+    let published = examples_copy(true);
+    let dir = published.path().to_str().unwrap();
+    let (code, out, err) = appattach(
+        &[
+            &["plan", "-f", dir, "-n", "avd-apps", "-o", "json"][..],
+            &against[..],
+        ]
+        .concat(),
+    )
+    .await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    let plan: Value = serde_json::from_str(&out).unwrap();
+    let designer = plan["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["object"] == "avd-apps/fabrikam-designer")
+        .unwrap();
+    let publishing: Vec<&Value> = designer["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| {
+            c["resource"]
+                .as_str()
+                .unwrap()
+                .starts_with("applicationGroups/ag-design-remoteapp/applications/aa-")
+        })
+        .collect();
+    assert_eq!(publishing.len(), 2, "both applications: {designer:#}");
+    assert!(publishing.iter().all(|c| c["action"] == "create"));
+    let bob_gains = |plan: &Value| {
+        plan["entitlements"].as_array().unwrap().iter().any(|e| {
+            e["who"] == "bob@contoso.com" && e["hostPool"] == "hp-design" && e["change"] == "gains"
+        })
+    };
+    assert!(bob_gains(&plan), "{:#}", plan["entitlements"]);
+
+    let unpublished = examples_copy(false);
+    let dir = unpublished.path().to_str().unwrap();
+    let (_, out, _) = appattach(
+        &[
+            &["plan", "-f", dir, "-n", "avd-apps", "-o", "json"][..],
+            &against[..],
+        ]
+        .concat(),
+    )
+    .await;
+    let plan: Value = serde_json::from_str(&out).unwrap();
+    assert!(!bob_gains(&plan), "{:#}", plan["entitlements"]);
+    let (code, out, err) =
+        appattach(&[&["validate", "-f", dir, "-n", "avd-apps"][..], &against[..]].concat()).await;
+    assert_eq!(code, 0, "a warning does not fail validation: {out}\n{err}");
+    let warning = out
+        .lines()
+        .find(|l| l.ends_with("[PrincipalNotReached]"))
+        .unwrap_or_else(|| panic!("no PrincipalNotReached warning:\n{out}"));
+    for needed in [
+        "AppAttachPackage/fabrikam-designer: warning: Group Designers",
+        "hp-design",
+        "ag-design-remoteapp",
+        "remoteAppGroups",
+    ] {
+        assert!(warning.contains(needed), "{needed} missing: {warning}");
+    }
+}
+
+#[tokio::test]
+async fn output_piped_into_a_reader_that_stops_early_ends_quietly() {
+    // `appattach plan ... | head -1`: the reader goes after one line.
+    use tokio::io::AsyncBufReadExt;
+    for args in [
+        &["crd"][..],
+        &[
+            "plan",
+            "-f",
+            "examples/",
+            "--against",
+            "world",
+            "examples/world.yaml",
+        ][..],
+    ] {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_appattach"))
+            .args(args)
+            .current_dir(repo_path(""))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        assert!(lines.next_line().await.unwrap().is_some(), "{args:?}");
+        drop(lines);
+        let out = child.wait_with_output().await.unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !err.contains("panicked") && !err.contains("Broken pipe"),
+            "{args:?}: {err}"
+        );
+        assert!(out.status.success(), "{args:?}: {:?} {err}", out.status);
+    }
 }

@@ -40,6 +40,18 @@ async fn the_readme_main_job_brings_every_example_to_ready() {
             "{line}"
         );
     }
+    // bob (Designers) signs in to hp-design through its RemoteApp group only, where the
+    // example publishes Fabrikam Designer: he gets it there.
+    let bob = stdout
+        .split("\n\n")
+        .find(|block| block.contains("bob@contoso.com"))
+        .unwrap_or_else(|| panic!("no table for bob:\n{stdout}"));
+    assert!(
+        bob.lines().any(|l| l.starts_with("hp-design")
+            && l.contains("yes")
+            && l.contains("avd-apps-fabrikam-designer")),
+        "{bob}"
+    );
     // carol (Finance, Pilot Users) gets Contoso Expenses on the pilot pool.
     assert!(
         stdout.lines().any(|l| l.starts_with("hp-pilot")

@@ -201,7 +201,8 @@ async fn warnings_are_events_and_a_degraded_condition() {
     )
     .await;
     env.wait_warning("old-tool", "VhdNotRecommended").await;
-    // CimFS on a pool whose session hosts do not run Windows 11.
+    // CimFS on a pool whose session hosts do not run Windows 11 (Windows Server 2022, of
+    // which app attach warns first).
     let cim = set(
         package("cim-app"),
         "/spec/image/path",
@@ -217,10 +218,12 @@ async fn warnings_are_events_and_a_degraded_condition() {
         "cim-app",
         "Degraded",
         "True",
-        Some("CimFSNeedsWindows11"),
+        Some("WindowsServerSessionHosts"),
     )
     .await;
     env.wait_ready("AppAttachPackage", "cim-app").await;
+    env.wait_warning("cim-app", "WindowsServerSessionHosts")
+        .await;
     env.wait_warning("cim-app", "CimFSNeedsWindows11").await;
     // An expired certificate on a package that is not timestamped is not Ready.
     let expired = set(

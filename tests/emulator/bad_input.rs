@@ -226,3 +226,101 @@ async fn no_body_makes_it_fail_with_a_server_error() {
         }
     }
 }
+
+/// Every PUT of the provider that takes a `location` refuses one where the resource type
+/// is not offered, as ARM does, and names the regions that are.
+#[tokio::test]
+async fn a_location_the_resource_type_is_not_offered_in_is_refused_as_arm_does() {
+    let em = TestEmulator::start().await;
+    let mut package = package_body(r"\\fs\apps\a.cim", "1.0.0.0", &["hp-a"]);
+    package["location"] = json!("mars");
+    let pool = json!({
+        "location": "mars",
+        "properties": {"hostPoolType": "Pooled", "loadBalancerType": "DepthFirst", "preferredAppGroupType": "Desktop"}
+    });
+    let group = json!({
+        "location": "mars",
+        "properties": {"applicationGroupType": "Desktop", "hostPoolArmPath": pool_id("hp-a")}
+    });
+    for (path, body, kind) in [
+        (package_path("pkg-mars"), package, "appattachpackages"),
+        (
+            format!("{}/hostPools/hp-mars", rg_path()),
+            pool,
+            "hostpools",
+        ),
+        (
+            format!("{}/applicationGroups/ag-mars", rg_path()),
+            group,
+            "applicationgroups",
+        ),
+    ] {
+        let (status, got) = em.put(&path, body).await;
+        assert_eq!(status, 400, "{path}: {got}");
+        assert_eq!(got["error"]["code"], "LocationNotAvailableForResourceType");
+        let message = got["error"]["message"].as_str().unwrap();
+        let expected = format!(
+            "The provided location 'mars' is not available for resource type 'Microsoft.DesktopVirtualization/{kind}'. List of available regions for the resource type is '"
+        );
+        assert!(
+            message
+                .to_ascii_lowercase()
+                .starts_with(&expected.to_ascii_lowercase()),
+            "{message}"
+        );
+        for region in ["westeurope", "northeurope", "eastus"] {
+            assert!(message.contains(region), "{message}");
+        }
+        assert_eq!(em.get(&path).await.0, 404, "a refused PUT persists nothing");
+    }
+}
+
+#[tokio::test]
+async fn a_location_is_compared_as_arm_does_without_case_or_spaces() {
+    let em = TestEmulator::start().await;
+    let mut package = package_body(r"\\fs\apps\a.cim", "1.0.0.0", &["hp-a"]);
+    package["location"] = json!("West Europe");
+    let got = em.create_package("pkg-spaced", package).await;
+    assert_eq!(got["location"], "westeurope", "{got}");
+    let (status, got) = em
+        .put(
+            &format!("{}/hostPools/hp-upper", rg_path()),
+            json!({
+                "location": "NorthEurope",
+                "properties": {"hostPoolType": "Pooled", "loadBalancerType": "DepthFirst", "preferredAppGroupType": "Desktop"}
+            }),
+        )
+        .await;
+    assert_eq!(
+        (status, &got["location"]),
+        (201, &json!("northeurope")),
+        "{got}"
+    );
+}
+
+#[tokio::test]
+async fn a_world_with_a_host_pool_in_an_unavailable_location_is_refused() {
+    let mut world = world();
+    world.host_pools[1].location = "Mars".into();
+    let err = appattach_operator::emulator::Emulator::new(appattach_operator::emulator::Config {
+        world: Some(world.clone()),
+        shares: vec![],
+        state_dir: None,
+        token: None,
+        staging_interval: None,
+        arm_budget: None,
+    })
+    .err()
+    .expect("a world in an unavailable location is refused")
+    .to_string();
+    for part in ["hp-b", "'Mars'", "westeurope"] {
+        assert!(err.contains(part), "{err}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("world.yaml");
+    std::fs::write(&file, serde_yaml_ng::to_string(&world).unwrap()).unwrap();
+    let err = appattach_operator::emulator::World::load(&file)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("hp-b") && err.contains("'Mars'"), "{err}");
+}

@@ -7,6 +7,7 @@ mod bad_input;
 mod budget;
 mod durability;
 mod faults;
+mod machines;
 mod operations;
 mod roles;
 mod signin;

@@ -301,6 +301,38 @@ async fn application_groups_and_remote_app_applications() {
     assert_eq!(created["name"], "ag-b-apps/expenses");
     let (_, list) = em.get(&format!("{ag}/applications")).await;
     assert_eq!(list["value"].as_array().unwrap().len(), 1);
+    // Family name and application id are set at creation only; the rest changes in place.
+    let (status, body) = em
+        .put(&app, json!({"properties": {
+            "applicationType": "MsixApplication", "commandLineSetting": "DoNotAllow",
+            "msixPackageFamilyName": "Contoso.Other_8h66172c634n0", "msixPackageApplicationId": "App"
+        }}))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("properties.msixPackageFamilyName cannot be changed"),
+        "{body}"
+    );
+    let (status, changed) = em
+        .put(&app, json!({"properties": {
+            "applicationType": "MsixApplication", "commandLineSetting": "DoNotAllow",
+            "msixPackageFamilyName": "Contoso.Expenses_8h66172c634n0", "msixPackageApplicationId": "App",
+            "friendlyName": "Expenses 2", "iconPath": "C:\\icons\\e.ico", "iconIndex": 1,
+            "description": "appattach.io/owner=ns/expenses"
+        }}))
+        .await;
+    assert_eq!(status, 200, "{changed}");
+    for (field, value) in [
+        ("friendlyName", json!("Expenses 2")),
+        ("iconPath", json!("C:\\icons\\e.ico")),
+        ("iconIndex", json!(1)),
+        ("description", json!("appattach.io/owner=ns/expenses")),
+    ] {
+        assert_eq!(changed["properties"][field], value, "{field}: {changed}");
+    }
     // Desktop groups hold no applications.
     let (status, _) = em
         .put(

@@ -218,3 +218,108 @@ async fn role_lists_take_scopes_above_and_below_in_any_case() {
     assert_eq!(list(&em, &rg, "").await, with(&[at_rg, at_two]));
     assert_eq!(list(&em, &package_path("pkg-one"), "").await, [at_rg]);
 }
+
+const CONDITION: &str = "((!(ActionMatches{'Microsoft.DesktopVirtualization/appAttachPackages/read'})) OR (@Resource[Microsoft.DesktopVirtualization/appAttachPackages:name] StringStartsWith 'fin-'))";
+
+#[tokio::test]
+async fn a_role_assignments_condition_is_kept_and_returned() {
+    let em = TestEmulator::start().await;
+    em.create_package(
+        "pkg-one",
+        package_body(r"\\fs\apps\a.cim", "1.0.0.0", &["hp-a"]),
+    )
+    .await;
+    let scope = package_path("pkg-one");
+    let name = "0b6f1c62-3c1e-4b4e-9a4e-0a77a7ac0011";
+    let mut conditional = body(FINANCE);
+    conditional["properties"]["condition"] = json!(CONDITION);
+    conditional["properties"]["conditionVersion"] = json!("2.0");
+    conditional["properties"]["description"] = json!("finance packages only");
+    let (status, created) = em.put(&role_path(&scope, name), conditional).await;
+    assert_eq!(status, 201, "{created}");
+    for got in [
+        created.clone(),
+        em.get(&role_path(&scope, name)).await.1,
+        em.get(&format!(
+            "{scope}/providers/Microsoft.Authorization/roleAssignments?api-version=2022-04-01&$filter=atScope()"
+        ))
+        .await
+        .1["value"][0]
+            .clone(),
+    ] {
+        assert_eq!(got["properties"]["condition"], CONDITION, "{got}");
+        assert_eq!(got["properties"]["conditionVersion"], "2.0", "{got}");
+        assert_eq!(got["properties"]["description"], "finance packages only");
+    }
+    // ARM lets the condition of an assignment change under its name, and keeps the rest.
+    let mut changed = body(FINANCE);
+    changed["properties"]["condition"] = json!(
+        "@Resource[Microsoft.DesktopVirtualization/appAttachPackages:name] StringEquals 'fin-x'"
+    );
+    changed["properties"]["conditionVersion"] = json!("2.0");
+    let (status, updated) = em.put(&role_path(&scope, name), changed).await;
+    assert_eq!(status, 201, "{updated}");
+    let got = em.get(&role_path(&scope, name)).await.1;
+    assert_eq!(got, updated);
+    assert!(
+        got["properties"]["condition"]
+            .as_str()
+            .unwrap()
+            .ends_with("'fin-x'"),
+        "{got}"
+    );
+    assert_eq!(
+        got["properties"]["createdOn"],
+        created["properties"]["createdOn"]
+    );
+    // One without a condition has none.
+    let (_, plain) = em
+        .put(
+            &role_path(&scope, "0b6f1c62-3c1e-4b4e-9a4e-0a77a7ac0012"),
+            {
+                let mut b = body(ALICE);
+                b["properties"]["principalType"] = json!("User");
+                b
+            },
+        )
+        .await;
+    assert!(plain["properties"].get("condition").is_none(), "{plain}");
+    assert!(
+        plain["properties"].get("conditionVersion").is_none(),
+        "{plain}"
+    );
+}
+
+#[tokio::test]
+async fn a_condition_needs_version_2_0_and_a_version_needs_a_condition() {
+    let em = TestEmulator::start().await;
+    em.create_package(
+        "pkg-one",
+        package_body(r"\\fs\apps\a.cim", "1.0.0.0", &["hp-a"]),
+    )
+    .await;
+    let scope = package_path("pkg-one");
+    let path = role_path(&scope, "0b6f1c62-3c1e-4b4e-9a4e-0a77a7ac0013");
+    for (condition, version, names) in [
+        (Some(CONDITION), None, "properties.conditionVersion"),
+        (Some(CONDITION), Some("1.0"), "'1.0'"),
+        (Some(CONDITION), Some("3.0"), "'3.0'"),
+        (None, Some("2.0"), "properties.condition"),
+        (Some("  "), Some("2.0"), "properties.condition"),
+    ] {
+        let mut b = body(FINANCE);
+        if let Some(c) = condition {
+            b["properties"]["condition"] = json!(c);
+        }
+        if let Some(v) = version {
+            b["properties"]["conditionVersion"] = json!(v);
+        }
+        let (status, e) = em.put(&path, b).await;
+        assert_eq!(status, 400, "{condition:?} {version:?}: {e}");
+        assert_eq!(e["error"]["code"], "InvalidRoleAssignmentCondition", "{e}");
+        let message = e["error"]["message"].as_str().unwrap();
+        assert!(message.contains(names), "{message}");
+        assert!(message.contains("2.0"), "{message}");
+        assert_eq!(em.get(&path).await.0, 404, "nothing was stored");
+    }
+}

@@ -46,11 +46,11 @@ async fn one_refresh_reads_every_collection_with_list_calls() {
     });
     // Each pool's session hosts and MSIX packages, the pools, the packages, the role
     // assignments, the application groups, the RemoteApp group's applications, the
-    // directory: nothing per package.
+    // session hosts' VMs (one resource group), the directory: nothing per package.
     let (_, counts) = em.get("/_emulator/requests").await;
     // (The directory is the emulator's own route, which it does not count.)
-    assert_eq!(counts["byMethod"]["GET"], 2 * 2 + 5, "{counts}");
-    assert_eq!(snapshot.health().calls, 2 * 2 + 5);
+    assert_eq!(counts["byMethod"]["GET"], 2 * 2 + 6, "{counts}");
+    assert_eq!(snapshot.health().calls, 2 * 2 + 6);
 }
 
 #[tokio::test]

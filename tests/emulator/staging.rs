@@ -155,3 +155,154 @@ async fn staging_runs_on_its_own_tick() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn a_staging_fault_names_the_session_host_as_arm_does() {
+    let em = TestEmulator::start().await;
+    em.share_file("a.vhdx");
+    em.create_package(
+        "pkg-one",
+        package_body(r"\\fs\apps\a.vhdx", "1.0.0.0", &["hp-a"]),
+    )
+    .await;
+    // The session host's resource name, as the world file and ARM spell it.
+    let (status, body) = em
+        .post(
+            "/_emulator/staging-faults",
+            json!({"sessionHost": "a-0.contoso.com", "error": "the share is unreachable"}),
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+    let (_, summary) = em.post("/_emulator/stage?hostPool=hp-a", json!({})).await;
+    let failed = summary["failedHosts"].as_array().unwrap();
+    assert_eq!(failed.len(), 1, "{summary}");
+    assert!(
+        failed[0].as_str().unwrap().ends_with("/a-0.contoso.com"),
+        "{summary}"
+    );
+    let (_, host) = em
+        .get(&format!("{}/sessionHosts/a-0.contoso.com", pool_id("hp-a")))
+        .await;
+    let check = &host["properties"]["sessionHostHealthCheckResults"][0];
+    assert_eq!(check["healthCheckResult"], "HealthCheckFailed", "{host}");
+    assert!(
+        check["additionalFailureDetails"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("the share is unreachable"),
+        "{host}"
+    );
+    let (_, other) = em
+        .get(&format!("{}/sessionHosts/a-1.contoso.com", pool_id("hp-a")))
+        .await;
+    assert_eq!(
+        other["properties"]["sessionHostHealthCheckResults"][0]["healthCheckResult"],
+        "HealthCheckSucceeded",
+        "{other}"
+    );
+}
+
+#[tokio::test]
+async fn a_staging_fault_takes_any_case_and_the_short_host_name() {
+    let em = TestEmulator::start().await;
+    em.share_file("a.vhdx");
+    em.create_package(
+        "pkg-one",
+        package_body(r"\\fs\apps\a.vhdx", "1.0.0.0", &["hp-a", "hp-b"]),
+    )
+    .await;
+    for name in ["A-1.Contoso.COM", "b-0"] {
+        let (status, body) = em
+            .post(
+                "/_emulator/staging-faults",
+                json!({"sessionHost": name, "error": "disk full"}),
+            )
+            .await;
+        assert_eq!(status, 204, "{name}: {body}");
+    }
+    let (_, summary) = em.post("/_emulator/stage", json!({})).await;
+    let mut failed: Vec<String> = summary["failedHosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap().rsplit('/').next().unwrap().to_string())
+        .collect();
+    failed.sort();
+    assert_eq!(failed, ["a-1.contoso.com", "b-0.contoso.com"], "{summary}");
+}
+
+#[tokio::test]
+async fn a_staging_fault_for_a_host_that_does_not_exist_is_refused_with_the_hosts_that_do() {
+    let em = TestEmulator::start().await;
+    for name in [
+        "fin-0.contoso.com",
+        "a-0.contoso",
+        "a-0.fabrikam.com",
+        "hp-b/a-0.contoso.com",
+    ] {
+        let (status, body) = em
+            .post(
+                "/_emulator/staging-faults",
+                json!({"sessionHost": name, "error": "disk full"}),
+            )
+            .await;
+        assert_eq!(status, 404, "{name}: {body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(&format!("'{name}'")), "{message}");
+        for host in ["a-0.contoso.com", "a-1.contoso.com", "b-0.contoso.com"] {
+            assert!(message.contains(host), "{message}");
+        }
+    }
+    let (status, body) = em
+        .post(
+            "/_emulator/staging-faults",
+            json!({"sessionHost": " ", "error": "disk full"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("sessionHost is required"),
+        "{body}"
+    );
+    // Nothing was armed: every host stages.
+    em.share_file("a.vhdx");
+    em.create_package(
+        "pkg-one",
+        package_body(r"\\fs\apps\a.vhdx", "1.0.0.0", &["hp-a", "hp-b"]),
+    )
+    .await;
+    let (_, summary) = em.post("/_emulator/stage", json!({})).await;
+    assert_eq!(summary["failedHosts"], json!([]), "{summary}");
+}
+
+#[tokio::test]
+async fn a_short_host_name_two_pools_share_is_refused_until_the_pool_is_named() {
+    let em = TestEmulator::start_with(|c| {
+        let world = c.world.as_mut().unwrap();
+        let mut twin = world.host_pools[0].session_hosts[0].clone();
+        twin.name = "a-0.fabrikam.com".into();
+        world.host_pools[1].session_hosts.push(twin);
+    })
+    .await;
+    let (status, body) = em
+        .post(
+            "/_emulator/staging-faults",
+            json!({"sessionHost": "a-0", "error": "disk full"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    for host in ["hp-a/a-0.contoso.com", "hp-b/a-0.fabrikam.com"] {
+        assert!(message.contains(host), "{message}");
+    }
+    let (status, body) = em
+        .post(
+            "/_emulator/staging-faults",
+            json!({"sessionHost": "hp-b/A-0.fabrikam.com", "error": "disk full"}),
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+}

@@ -8,7 +8,9 @@ use std::process::{Command, Output};
 use appattach_operator::resources::{AppAttachPackage, Architecture, ImageFormat, PackageType};
 use tempfile::TempDir;
 
-use crate::support::{Certs, build_bundle, build_package, manifest, sign};
+use crate::support::{
+    Certs, build_bundle, build_flat_bundle, build_package, manifest, sign, zip_names,
+};
 
 const VCLIBS: (&str, &str, &str) = (
     "Microsoft.VCLibs.140.00.UWPDesktop",
@@ -370,4 +372,135 @@ fn bad_packages_are_refused_naming_what_and_where() {
         assert!(!err.contains("panicked"), "{err}");
         assert!(out.stdout.is_empty());
     }
+}
+
+/// Like Microsoft's `BundleWithIntlPackage.appxbundle` (msix-packaging test data): a
+/// payload whose file name is not ASCII is zipped under its percent-encoded UTF-8 name,
+/// and the bundle manifest names it decoded.
+#[test]
+fn a_bundle_with_payload_names_that_are_not_ascii_is_read() {
+    let (tmp, certs) = setup();
+    let publisher = certs.code_signing.subject.clone();
+    let intl = notes(tmp.path(), "महसुस.appx", &publisher, "3.1.0.0", Some("x64"));
+    let percent = notes(
+        tmp.path(),
+        "Notes 100%.appx",
+        &publisher,
+        "3.1.0.0",
+        Some("x86"),
+    );
+    let bundle = build_bundle(
+        tmp.path(),
+        "BundleWithIntlPackage.appxbundle",
+        &[(&intl, "x64"), (&percent, "x86")],
+        "Contoso.Notes",
+        &publisher,
+        "3.1.0.0",
+    );
+    let names = zip_names(&bundle);
+    for entry in [
+        "%E0%A4%AE%E0%A4%B9%E0%A4%B8%E0%A5%81%E0%A4%B8.appx",
+        "Notes%20100%25.appx",
+    ] {
+        assert!(names.iter().any(|n| n == entry), "{entry} not in {names:?}");
+    }
+    let (docs, summary) = inspect(&[bundle.to_str().unwrap()]);
+    let p = &docs[0].spec.package;
+    assert_eq!(p.package_type, PackageType::AppxBundle);
+    let ids: Vec<&str> = p.applications.iter().map(|a| a.id.as_str()).collect();
+    assert_eq!(ids, ["Notes", "Sync"]);
+    let id = independent_publisher_id(&publisher);
+    for payload in [
+        format!("Contoso.Notes_3.1.0.0_x64__{id}"),
+        format!("Contoso.Notes_3.1.0.0_x86__{id}"),
+    ] {
+        assert!(summary.contains(&payload), "{payload} not in {summary}");
+    }
+}
+
+/// A flat bundle holds only its manifest and block map; its payload packages are files
+/// beside it, and are read from there.
+#[test]
+fn a_flat_bundle_reads_its_payloads_from_beside_it() {
+    let (tmp, certs) = setup();
+    let publisher = certs.code_signing.subject.clone();
+    let folder = tmp.path().join("flat");
+    std::fs::create_dir(&folder).unwrap();
+    let x64 = notes(
+        &folder,
+        "Contoso.Notes_3.1.0.0_x64.msix",
+        &publisher,
+        "3.1.0.0",
+        Some("x64"),
+    );
+    let x86 = notes(
+        &folder,
+        "Contoso.Notes_3.1.0.0_x86.msix",
+        &publisher,
+        "3.1.0.0",
+        Some("x86"),
+    );
+    let bundle = build_flat_bundle(
+        &folder,
+        "Contoso.Notes_3.1.0.0.msixbundle",
+        &[(&x64, "x64"), (&x86, "x86")],
+        "Contoso.Notes",
+        &publisher,
+        "3.1.0.0",
+    );
+    assert!(
+        !zip_names(&bundle).iter().any(|n| n.ends_with(".msix")),
+        "a flat bundle holds no payload"
+    );
+    let (docs, summary) = inspect(&[bundle.to_str().unwrap()]);
+    let p = &docs[0].spec.package;
+    assert_eq!(p.package_type, PackageType::MsixBundle);
+    let ids: Vec<&str> = p.applications.iter().map(|a| a.id.as_str()).collect();
+    assert_eq!(ids, ["Notes", "Sync"]);
+    let id = independent_publisher_id(&publisher);
+    for payload in [
+        format!("Contoso.Notes_3.1.0.0_x64__{id}"),
+        format!("Contoso.Notes_3.1.0.0_x86__{id}"),
+    ] {
+        assert!(summary.contains(&payload), "{payload} not in {summary}");
+    }
+}
+
+#[test]
+fn a_flat_bundle_without_its_payloads_beside_it_names_the_missing_file() {
+    let (tmp, certs) = setup();
+    let publisher = certs.code_signing.subject.clone();
+    let x64 = notes(
+        tmp.path(),
+        "Contoso.Notes_3.1.0.0_x64.msix",
+        &publisher,
+        "3.1.0.0",
+        Some("x64"),
+    );
+    let bundle = build_flat_bundle(
+        tmp.path(),
+        "Contoso.Notes_3.1.0.0.msixbundle",
+        &[(&x64, "x64")],
+        "Contoso.Notes",
+        &publisher,
+        "3.1.0.0",
+    );
+    // The bundle copied alone elsewhere, as when only the .msixbundle is uploaded.
+    let alone = tmp.path().join("alone");
+    std::fs::create_dir(&alone).unwrap();
+    let moved = alone.join(bundle.file_name().unwrap());
+    std::fs::copy(&bundle, &moved).unwrap();
+    let out = appattach(&["inspect", moved.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    for part in [
+        "Contoso.Notes_3.1.0.0_x64.msix",
+        &alone.display().to_string(),
+        "flat bundle",
+        "beside the bundle",
+    ] {
+        assert!(err.contains(part), "{part:?} not in {err}");
+    }
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one clear line: {err}");
 }

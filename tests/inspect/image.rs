@@ -10,6 +10,9 @@ use std::process::{Command, Stdio};
 use appattach_operator::inspect::create::{CreateOptions, DiskFormat, create_image};
 use appattach_operator::inspect::disk::VirtualDisk;
 use appattach_operator::inspect::image::{check_cim, read_image_file};
+use appattach_operator::inspect::tools;
+
+use crate::support::{require_tools, tool};
 use tempfile::TempDir;
 
 const FULL_NAME: &str = "Contoso.Notes_1.2.3.0_x64__8wekyb3d8bbwe";
@@ -72,15 +75,6 @@ fn staging(tmp: &Path, root: &str) -> Staging {
         manifest,
         signature,
     }
-}
-
-/// The path of a Debian tool, looking in the sbin folders too.
-fn tool(name: &str) -> PathBuf {
-    ["/usr/sbin", "/sbin", "/usr/bin", "/bin", "/usr/local/bin"]
-        .iter()
-        .map(|d| Path::new(d).join(name))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| PathBuf::from(name))
 }
 
 /// Runs a tool, panicking with its stderr when it fails.
@@ -501,6 +495,7 @@ fn msix(path: &Path) -> Vec<u8> {
 
 #[test]
 fn image_create_vhdx_and_vhd() {
+    require_tools(tools::IMAGE_CREATE);
     let tmp = tempfile::tempdir().unwrap();
     let package = tmp.path().join("notes.msix");
     let manifest = msix(&package);

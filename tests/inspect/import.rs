@@ -7,7 +7,7 @@ use appattach_operator::emulator::{Config, Emulator, Served, World};
 use serde_json::{Value, json};
 
 use crate::cli::{appattach, independent_publisher_id};
-use crate::support::{Certs, build_package, manifest, sign};
+use crate::support::{Certs, build_package, manifest, require_tools, sign};
 
 const API: &str = "api-version=2024-04-03";
 const POOL: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg-avd/providers/Microsoft.DesktopVirtualization/hostPools/hp-pilot";
@@ -44,6 +44,7 @@ async fn import(served: &Served, pool: &str, body: Value) -> (u16, Value) {
 
 /// A signed, timestamped package in a VHDX made by `appattach image create`, on the share.
 fn image_on_share(share: &Path, work: &Path) -> (Certs, String) {
+    require_tools(appattach_operator::inspect::tools::IMAGE_CREATE);
     let certs = Certs::make(work);
     let publisher = certs.code_signing.subject.clone();
     let xml = manifest(

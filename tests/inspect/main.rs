@@ -8,3 +8,4 @@ mod image;
 mod import;
 mod signature;
 mod support;
+mod tools;

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+use appattach_operator::inspect::tools;
 use sha2::{Digest, Sha256};
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, ZipArchive, ZipWriter};
@@ -360,9 +361,44 @@ fn describe(dir: &Path, pem: &str, key: &str) -> Cert {
     }
 }
 
+// ---- the Debian tools ---------------------------------------------------------------
+
+/// What a test says when a Debian tool it runs is missing: one line naming the tool and
+/// the Debian package to install, from the product's one table of them.
+pub fn missing_tool(name: &str) -> String {
+    format!(
+        "{name} not found: {}, or run bash .ci/install-test-tools",
+        tools::install_advice(name)
+    )
+}
+
+/// Where the Debian tool `name` is (on `PATH` or in the sbin folders); a missing one fails
+/// the test with [`missing_tool`]'s one line, never with a bare "No such file".
+pub fn tool(name: &str) -> PathBuf {
+    tools::locate(name).unwrap_or_else(|| panic!("{}", missing_tool(name)))
+}
+
+/// [`tool`], looking in `dirs` only.
+pub fn tool_in(name: &str, dirs: &[PathBuf]) -> PathBuf {
+    tools::locate_in(name, dirs.iter().cloned()).unwrap_or_else(|| panic!("{}", missing_tool(name)))
+}
+
+/// A command running the Debian tool `name`.
+pub fn command(name: &str) -> Command {
+    Command::new(tool(name))
+}
+
+/// Fails the test with [`missing_tool`]'s line unless each of `names` is there: for a test
+/// that runs them through the product (`appattach image create`).
+pub fn require_tools(names: &[&str]) {
+    for name in names {
+        tool(name);
+    }
+}
+
 /// Runs `openssl` in `dir`; fails the test with its output when it fails.
 pub fn openssl(dir: &Path, args: &[&str]) -> String {
-    run(Command::new("openssl").current_dir(dir).args(args))
+    run(command("openssl").current_dir(dir).args(args))
 }
 
 /// Runs a command; fails the test with its stderr when it fails; its stdout.
@@ -498,8 +534,33 @@ pub fn bundle_manifest(
 
 // ---- packages ------------------------------------------------------------------------
 
-/// `AppxBlockMap.xml` for `files` (zip entry name, bytes): per file its Size, LfhSize
-/// (30 + name length: no extra field) and the base64 SHA-256 of each 64 KiB block.
+/// The ZIP entry name of a file in a package: OPC part names are percent-encoded UTF-8
+/// (`महसुस.appx` is `%E0%A4%AE...%A4%B8.appx`, a space `%20`, `%` itself `%25`), as
+/// MakeAppx writes them.
+pub fn opc_entry_name(file_name: &str) -> String {
+    use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+    const PART_NAME: &AsciiSet = &CONTROLS
+        .add(b' ')
+        .add(b'"')
+        .add(b'#')
+        .add(b'%')
+        .add(b'<')
+        .add(b'>')
+        .add(b'?')
+        .add(b'[')
+        .add(b'\\')
+        .add(b']')
+        .add(b'^')
+        .add(b'`')
+        .add(b'{')
+        .add(b'|')
+        .add(b'}');
+    utf8_percent_encode(file_name, PART_NAME).to_string()
+}
+
+/// `AppxBlockMap.xml` for `files` (file name with `/`, bytes): per file its name as
+/// Windows writes it (`\`, not %-encoded), Size, LfhSize (30 + the length of its ZIP
+/// entry name: no extra field) and the base64 SHA-256 of each 64 KiB block.
 pub fn block_map(files: &[(&str, &[u8])]) -> String {
     let mut xml = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"no\"?>\n\
@@ -511,7 +572,7 @@ pub fn block_map(files: &[(&str, &[u8])]) -> String {
             "<File Name=\"{}\" Size=\"{}\" LfhSize=\"{}\">",
             xml_escape(&name.replace('/', "\\")),
             bytes.len(),
-            30 + name.len()
+            30 + opc_entry_name(name).len()
         );
         for block in bytes.chunks(BLOCK_BYTES) {
             let _ = write!(xml, "<Block Hash=\"{}\"/>", base64(&Sha256::digest(block)));
@@ -541,7 +602,7 @@ pub fn content_types(names: &[&str], overrides: &[(&str, &str)]) -> String {
                     defaults.push((ext, kind));
                 }
             }
-            _ => parts.push(((*name).to_string(), "application/octet-stream".to_string())),
+            _ => parts.push((opc_entry_name(name), "application/octet-stream".to_string())),
         }
     }
     let mut xml = String::from(
@@ -588,18 +649,24 @@ fn stored() -> SimpleFileOptions {
     SimpleFileOptions::default().compression_method(CompressionMethod::Stored)
 }
 
-/// Zips `entries` (name, bytes, options) into `path`, in that order.
+/// Zips `entries` (file name, bytes, options) into `path`, in that order, each under its
+/// OPC entry name ([`opc_entry_name`]).
 fn write_zip(path: &Path, entries: &[(&str, &[u8], SimpleFileOptions)]) {
     let mut zip = ZipWriter::new(File::create(path).unwrap());
     for (name, bytes, options) in entries {
-        zip.start_file(*name, *options).unwrap();
+        let name = if *name == "[Content_Types].xml" {
+            (*name).to_string() // not a part: its name is as it is
+        } else {
+            opc_entry_name(name)
+        };
+        zip.start_file(name, *options).unwrap();
         zip.write_all(bytes).unwrap();
     }
     zip.finish().unwrap();
 }
 
 /// Makes an unsigned MSIX/Appx package `dir/file_name`: `AppxManifest.xml`, the payload
-/// files (zip entry names with `/`), then a real `AppxBlockMap.xml` (covering the manifest
+/// files (file names with `/`, zipped under their OPC entry names), then a real `AppxBlockMap.xml` (covering the manifest
 /// and the payload) and `[Content_Types].xml`, all deflated.
 pub fn build_package(
     dir: &Path,
@@ -652,7 +719,7 @@ pub fn build_bundle(
     let mut offset = 0_u64;
     let mut listed = Vec::new();
     for ((file, bytes), (_, arch)) in files.iter().zip(payloads) {
-        let data = offset + 30 + file.len() as u64;
+        let data = offset + 30 + opc_entry_name(file).len() as u64;
         listed.push((file.clone(), (*arch).to_string(), data, bytes.len() as u64));
         offset = data + bytes.len() as u64;
     }
@@ -689,11 +756,78 @@ pub fn build_bundle(
     path
 }
 
+/// Makes an unsigned flat bundle `dir/file_name`: only
+/// `AppxMetadata/AppxBundleManifest.xml` (listing the payload packages by file name,
+/// without an offset), `AppxBlockMap.xml` and `[Content_Types].xml`; the payload packages
+/// (path, architecture) stay files of their own, and must be in `dir`, beside it.
+pub fn build_flat_bundle(
+    dir: &Path,
+    file_name: &str,
+    payloads: &[(&Path, &str)],
+    name: &str,
+    publisher: &str,
+    version: &str,
+) -> PathBuf {
+    let mut xml = format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<Bundle xmlns="{BUNDLE_NS}" SchemaVersion="5.0">
+  <Identity Name="{}" Publisher="{}" Version="{}" />
+  <Packages>
+"#,
+        xml_escape(name),
+        xml_escape(publisher),
+        xml_escape(version)
+    );
+    for (path, arch) in payloads {
+        assert_eq!(
+            path.parent(),
+            Some(dir),
+            "a flat bundle's payloads are beside it"
+        );
+        let _ = writeln!(
+            xml,
+            r#"    <Package Type="application" Version="{}" Architecture="{}" FileName="{}" Size="{}">
+      <Resources>
+        <Resource Language="en-us" />
+      </Resources>
+    </Package>"#,
+            xml_escape(version),
+            xml_escape(arch),
+            xml_escape(&path.file_name().unwrap().to_string_lossy()),
+            fs::metadata(path).unwrap().len()
+        );
+    }
+    xml.push_str("  </Packages>\n</Bundle>\n");
+    const BUNDLE_MANIFEST: &str = "AppxMetadata/AppxBundleManifest.xml";
+    let block_map = block_map(&[(BUNDLE_MANIFEST, xml.as_bytes())]);
+    let types = content_types(
+        &[],
+        &[
+            (
+                BUNDLE_MANIFEST,
+                "application/vnd.ms-appx.bundlemanifest+xml",
+            ),
+            ("AppxBlockMap.xml", "application/vnd.ms-appx.blockmap+xml"),
+        ],
+    );
+    let path = dir.join(file_name);
+    write_zip(
+        &path,
+        &[
+            (BUNDLE_MANIFEST, xml.as_bytes(), deflated()),
+            ("AppxBlockMap.xml", block_map.as_bytes(), deflated()),
+            ("[Content_Types].xml", types.as_bytes(), deflated()),
+        ],
+    );
+    keep_seed("package", &path);
+    path
+}
+
 /// Checks that each payload's data is where the bundle manifest says.
 fn check_offsets(bundle: &Path, listed: &[(String, String, u64, u64)]) {
     let mut zip = ZipArchive::new(File::open(bundle).unwrap()).unwrap();
     for (name, _, offset, size) in listed {
-        let entry = zip.by_name(name).unwrap();
+        let entry = zip.by_name(&opc_entry_name(name)).unwrap();
         assert_eq!(
             (entry.data_start(), entry.size()),
             (Some(*offset), *size),
@@ -723,7 +857,7 @@ pub fn try_sign(
     fs::create_dir_all(&out_dir).unwrap();
     let out = out_dir.join(package.file_name().unwrap());
     let _ = fs::remove_file(&out);
-    let mut command = Command::new("osslsigncode");
+    let mut command = command("osslsigncode");
     command
         .arg("sign")
         .arg("-certs")
@@ -784,7 +918,7 @@ pub fn keep_seed_bytes(target: &str, bytes: &[u8]) {
 /// `osslsigncode verify` of a signed package against `ca` (and `tsa_ca` for the
 /// timestamp); its output, or the error with the output.
 pub fn verify(signed: &Path, ca: &Cert, tsa_ca: Option<&Cert>) -> Result<String, String> {
-    let mut command = Command::new("osslsigncode");
+    let mut command = command("osslsigncode");
     command.arg("verify").arg("-CAfile").arg(&ca.cert);
     if let Some(tsa) = tsa_ca {
         command.arg("-TSA-CAfile").arg(&tsa.cert);

@@ -32,6 +32,9 @@ pub(crate) struct Summary {
     pub pools: usize,
     /// Principals it is assigned to in the backend.
     pub principals: usize,
+    /// Of the assigned principals, those who get it at sign-in and those the backend
+    /// cannot tell (no directory), when that is computed.
+    pub reach: Option<(usize, usize)>,
 }
 
 /// The package's conditions.
@@ -107,8 +110,17 @@ fn reconciled(s: &Subject<'_>, summary: &Summary) -> Vec<Cond> {
             READY,
             "Reconciled",
             format!(
-                "{kind} {} {what}: {} host pool(s), {} principal(s)",
-                summary.name, summary.pools, summary.principals
+                "{kind} {} {what}: {} host pool(s), {} principal(s){}",
+                summary.name,
+                summary.pools,
+                summary.principals,
+                match summary.reach {
+                    Some((reached, 0)) => format!(", {reached} of them get it at sign-in"),
+                    Some((reached, unknown)) => format!(
+                        ", {reached} of them get it at sign-in ({unknown} not known: without a directory, membership through groups cannot be told)"
+                    ),
+                    None => String::new(),
+                }
             ),
         ),
         Cond::yes(SYNCED, "ReconcileSucceeded", "the last reconcile succeeded"),
@@ -135,22 +147,23 @@ fn certificate(s: &Subject<'_>, findings: &[Finding]) -> Option<Cond> {
     )
 }
 
+/// `Degraded`: true on warnings. What the controller could not check (the notes) is said
+/// in its message after them, and never makes the package Degraded: a missing optional
+/// permission is worth knowing, not a fault of the package.
 fn degraded(findings: &[Finding]) -> Cond {
-    let warnings: Vec<&Finding> = findings
-        .iter()
-        .filter(|f| f.severity == Severity::Warning)
-        .collect();
+    let of = |severity: Severity| -> Vec<&Finding> {
+        findings.iter().filter(|f| f.severity == severity).collect()
+    };
+    let (warnings, notes) = (of(Severity::Warning), of(Severity::Info));
+    let said = |head: Option<&str>| {
+        head.into_iter()
+            .chain(warnings.iter().chain(&notes).map(|f| f.message.as_str()))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
     match warnings.first() {
-        Some(w) => Cond::yes(
-            "Degraded",
-            w.reason,
-            warnings
-                .iter()
-                .map(|w| w.message.as_str())
-                .collect::<Vec<_>>()
-                .join("; "),
-        ),
-        None => Cond::no("Degraded", "NoWarnings", "no warnings"),
+        Some(w) => Cond::yes("Degraded", w.reason, said(None)),
+        None => Cond::no("Degraded", "NoWarnings", said(Some("no warnings"))),
     }
 }
 
@@ -233,8 +246,8 @@ fn truncate(s: &str) -> String {
     s.chars().take(1000).collect()
 }
 
-/// The events of a pass: Ready's transitions, the warnings when they change, and the
-/// rollout's moves.
+/// The events of a pass: Ready's transitions, the warnings (and, as Normal events, what
+/// could not be checked) when they change, and the rollout's moves.
 pub(crate) fn events(
     obs: &Observation,
     previous: &AppAttachPackageStatus,
@@ -262,9 +275,9 @@ pub(crate) fn events(
         out.extend(
             findings
                 .iter()
-                .filter(|f| f.severity == Severity::Warning)
+                .filter(|f| f.severity != Severity::Error)
                 .map(|w| Note {
-                    warning: true,
+                    warning: w.severity == Severity::Warning,
                     reason: w.reason.to_string(),
                     note: truncate(&w.message),
                     action: "Validate",

@@ -15,6 +15,8 @@ mod holdings;
 mod msix;
 mod outcomes;
 mod project;
+mod publish;
+mod reach;
 mod report;
 mod sessions;
 pub mod simulate;
@@ -38,7 +40,8 @@ use super::planner::{self, PoolObs};
 use super::validate::{self, Finding, Severity};
 use super::{ADOPT_ANNOTATION, Policy};
 use crate::arm::models::{
-    AppAttachPackage as ArmPackage, MsixPackage, PrincipalType, RoleAssignment, SendMessage,
+    AppAttachPackage as ArmPackage, Application, MsixPackage, PrincipalType, RoleAssignment,
+    SendMessage,
 };
 use crate::backend::BackendError;
 use crate::domain::naming;
@@ -100,6 +103,22 @@ pub enum Write {
         pool_id: String,
         /// The package full name.
         full_name: String,
+    },
+    /// PUT an application in a RemoteApp application group.
+    PutApplication {
+        /// The application group's id.
+        group_id: String,
+        /// The application's name.
+        name: String,
+        /// The body.
+        body: Application,
+    },
+    /// DELETE an application from an application group.
+    DeleteApplication {
+        /// The application group's id.
+        group_id: String,
+        /// The application's name.
+        name: String,
     },
     /// Drain a session host (`false`) or let it take sessions again (`true`).
     AllowNewSessions {
@@ -305,6 +324,7 @@ pub fn decide(obs: &Observation, settings: &Settings) -> Decision {
     };
     steps.requeue = steps.requeue.or(plan.requeue);
     sessions::pass(&s, &mut steps);
+    publish::pass(&s, &mut steps);
     if let Some(why) = &view.stale
         && !steps.writes.is_empty()
     {
@@ -336,6 +356,27 @@ pub fn decide(obs: &Observation, settings: &Settings) -> Decision {
         Outcome::default(),
         steps.requeue,
     )
+}
+
+/// Who will not get the package once the controller has done its work: the
+/// `PrincipalNotReached` warnings of the last pass of a simulation of the controller on
+/// `obs` (every gate passes, every drained session ends). `appattach validate --against`
+/// gives them as the controller would.
+pub fn reach_warnings(obs: &Observation) -> Vec<Finding> {
+    let settings = Settings {
+        rollout_poll: Duration::from_secs(3600),
+    };
+    let mut sim = simulate::Sim::new(obs.clone(), settings);
+    sim.run(500)
+        .last()
+        .map(|d| {
+            d.findings
+                .iter()
+                .filter(|f| f.reason == reach::NOT_REACHED)
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Decides what deleting the package does: its backend resources go (unless the policy
@@ -386,6 +427,7 @@ pub fn check(obs: &Observation) -> Vec<Finding> {
         }));
     }
     findings.extend(principals(obs).1);
+    findings.extend(publish::check(obs));
     findings.extend(duplicates(obs));
     if pkg.spec.mode == PackageMode::AppAttach
         && let Some(v) = &obs.backend

@@ -214,10 +214,12 @@ pub(crate) fn cleanup(obs: &Observation, settings: &Settings) -> Decision {
         return only_status(obs, obs.status(), vec![event], Requeue::AwaitChange);
     };
     let s = super::subject(obs, view, settings, policy);
-    let writes = match s.spec.mode {
+    // Its published applications go first: none is left naming a package that is gone.
+    let mut writes = super::publish::remove_all(&s);
+    writes.extend(match s.spec.mode {
         PackageMode::AppAttach => app_attach::remove_all(&s),
         PackageMode::MsixAppAttach => msix::remove_all(&s),
-    };
+    });
     let sessions = super::sessions::in_use(&s);
     let image = &s.spec.image.path;
     let keep_image = if sessions > 0 {
@@ -244,8 +246,12 @@ pub(crate) fn cleanup(obs: &Observation, settings: &Settings) -> Decision {
         });
     }
     let what = match s.spec.mode {
-        PackageMode::AppAttach => "its backend packages and their role assignments",
-        PackageMode::MsixAppAttach => "its MSIX packages from every host pool",
+        PackageMode::AppAttach => {
+            "its backend packages, their role assignments and its published RemoteApp applications"
+        }
+        PackageMode::MsixAppAttach => {
+            "its MSIX packages from every host pool and its published RemoteApp applications"
+        }
     };
     events.push(Note {
         warning: false,

@@ -6,6 +6,7 @@ use super::super::observe::{BackendView, HeldPackage, PoolView};
 use super::Write;
 use crate::arm::Scope;
 use crate::arm::models::{AppAttachPackage as ArmPackage, RoleAssignment};
+use crate::backend::snapshot::application_name;
 
 /// `view` with `writes` applied in order.
 pub fn project(view: &BackendView, scope: &Scope, writes: &[Write]) -> BackendView {
@@ -59,6 +60,12 @@ pub fn apply(v: &mut BackendView, scope: &Scope, w: &Write) {
                 }
             }
         }
+        Write::PutApplication {
+            group_id,
+            name,
+            body,
+        } => put_application(v, group_id, name, Some(body)),
+        Write::DeleteApplication { group_id, name } => put_application(v, group_id, name, None),
         Write::SendMessage { .. } => {}
         Write::LogOff { session_id } => {
             for p in pools_mut(v) {
@@ -115,6 +122,29 @@ fn put_role(v: &mut BackendView, scope: &Scope, at: &str, name: &str, body: &Rol
         body.name = Some(name.to_string());
         body.properties.scope = Some(at.to_string());
         p.roles.push(body);
+    }
+}
+
+/// Puts (or with `None`, deletes) an application of a group.
+fn put_application(
+    v: &mut BackendView,
+    group_id: &str,
+    name: &str,
+    body: Option<&crate::arm::models::Application>,
+) {
+    for g in v
+        .app_groups
+        .iter_mut()
+        .filter(|g| g.id.eq_ignore_ascii_case(group_id))
+    {
+        g.applications
+            .retain(|a| !application_name(a).eq_ignore_ascii_case(name));
+        if let Some(body) = body {
+            let mut body = body.clone();
+            body.id = Some(format!("{}/applications/{name}", g.id));
+            body.name = Some(format!("{}/{name}", g.name()));
+            g.applications.push(body);
+        }
     }
 }
 

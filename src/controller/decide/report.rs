@@ -10,7 +10,9 @@ use super::super::observe::BackendView;
 use super::super::planner::{gate, parse_time};
 use super::super::validate::{Finding, PoolFacts, Severity};
 use super::conditions;
-use super::{AssignmentStatus, Decision, Holdings, Memory, Requeue, Subject, Write, project};
+use super::{
+    AssignmentStatus, Decision, Holdings, Memory, Requeue, Subject, Write, project, publish, reach,
+};
 use crate::arm::models::RoleAssignment;
 use crate::resources::{
     AppAttachPackageStatus, HostPoolAssignmentStatus, HostPoolRollout, HostPoolStatus, PackageMode,
@@ -37,7 +39,19 @@ pub(crate) fn decision(
     requeue: Option<Duration>,
 ) -> Decision {
     let after = project(s.view, &s.obs.scope, &writes);
-    let status = package_status(s, &after, &memory, &findings, &outcome);
+    // Who gets the package, from what the backend holds after the writes: a principal who
+    // gets it nowhere is a warning of this pass (a settled pass reports it again).
+    let reach = reach::reach(s, &after);
+    let mut findings = findings;
+    findings.retain(|f| f.reason != reach::NOT_REACHED);
+    if let Some(r) = &reach {
+        let at = findings
+            .iter()
+            .position(|f| f.severity == Severity::Warning)
+            .unwrap_or(findings.len());
+        findings.splice(at..at, r.findings.iter().cloned());
+    }
+    let status = package_status(s, &after, &memory, &findings, &outcome, reach.as_ref());
     let intent_status = intent
         .as_ref()
         .map(|m| intent_status(s, m))
@@ -131,6 +145,7 @@ pub(crate) fn package_status(
     m: &Memory,
     findings: &[Finding],
     outcome: &Outcome,
+    reach: Option<&reach::Reach>,
 ) -> AppAttachPackageStatus {
     let record = m.rollout.as_ref();
     let held = holdings(s, after, record);
@@ -157,6 +172,7 @@ pub(crate) fn package_status(
             .map_or_else(|| s.wanted.backend_name.clone(), |c| c.backend_name.clone()),
         pools: pools_on.len(),
         principals,
+        reach: reach.map(|r| (r.reached, r.unknown)),
     };
     let conds = conditions::package(s, m, findings, outcome, &summary);
     AppAttachPackageStatus {
@@ -174,6 +190,7 @@ pub(crate) fn package_status(
             .map(|r| r.target.version.clone()),
         host_pool_count: Some(pools_on.len() as i32),
         principal_count: Some(principals as i32),
+        reached_principal_count: reach.map(|r| r.reached as i32),
         session_host_count: Some(hosts as i32),
         share_handles_per_file: Some(hosts as i32),
         host_pools: rows,
@@ -342,6 +359,7 @@ pub(crate) fn assignments(
     status: &AppAttachPackageStatus,
     after: &BackendView,
 ) -> Vec<AssignmentStatus> {
+    let published = publish::published_on(&s.key, after);
     let mut out: Vec<AssignmentStatus> = s
         .obs
         .inputs
@@ -357,7 +375,7 @@ pub(crate) fn assignments(
                     .spec
                     .host_pools
                     .iter()
-                    .map(|h| pool_row(&h.name, status, after))
+                    .map(|h| pool_row(&h.name, status, after, &published))
                     .collect(),
                 cached_digest: None,
             };
@@ -400,7 +418,12 @@ pub(crate) fn assignments(
 
 /// A HostPoolAssignment's row for one host pool: found or not, and what the package's
 /// row says it runs.
-fn pool_row(name: &str, status: &AppAttachPackageStatus, after: &BackendView) -> HostPoolStatus {
+fn pool_row(
+    name: &str,
+    status: &AppAttachPackageStatus,
+    after: &BackendView,
+    published: &BTreeMap<String, usize>,
+) -> HostPoolStatus {
     let pool = after
         .pools
         .iter()
@@ -417,6 +440,9 @@ fn pool_row(name: &str, status: &AppAttachPackageStatus, after: &BackendView) ->
             (None, _) => "NotFound".to_string(),
             (Some(_), p) => p.unwrap_or(PoolPhase::Pending).as_str().to_string(),
         }),
+        published_applications: pool
+            .and_then(|p| published.get(&p.id.to_ascii_lowercase()))
+            .map(|n| *n as i32),
     }
 }
 
@@ -433,10 +459,15 @@ pub(crate) fn pool_facts(view: &BackendView, mode: PackageMode, _family: &str) -
                 .tags
                 .as_ref()
                 .and_then(|t| t.get("appattach.io/identity-provider").cloned()),
-            host_os_versions: p
+            hosts: p
                 .hosts
                 .iter()
-                .filter_map(|h| h.properties.os_version.clone())
+                .map(|h| {
+                    crate::domain::host_os::classify(
+                        &view.vm_read(h),
+                        h.properties.os_version.as_deref(),
+                    )
+                })
                 .collect(),
             has_other_feature: match mode {
                 PackageMode::AppAttach => !p.msix.is_empty(),

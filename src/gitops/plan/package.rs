@@ -11,6 +11,7 @@ use kube::ResourceExt;
 
 use super::super::validate::PackageCheck;
 use super::{After, Change, PackagePlan, Ring, RolloutPlan, Status, differences, gate, msix_gate};
+use crate::backend::snapshot::application_name;
 use crate::controller::Policy;
 use crate::controller::build;
 use crate::controller::decide::{self, Decision, Settings, Write, simulate::Sim};
@@ -134,7 +135,11 @@ fn summarize(
     }
     out.status = match out.changes.first() {
         None => Status::NoChange,
-        Some(c) if c.action == "create" && !c.resource.starts_with("roleAssignments/") => {
+        Some(c)
+            if c.action == "create"
+                && !c.resource.starts_with("roleAssignments/")
+                && !c.resource.starts_with("applicationGroups/") =>
+        {
             Status::Create
         }
         Some(_) => Status::Update,
@@ -314,6 +319,42 @@ impl Shown<'_> {
                 format!("userSessions/{}", leaf(session_id)),
                 "a message about the update".into(),
             ),
+            Write::PutApplication {
+                group_id,
+                name,
+                body,
+            } => {
+                let group = leaf(group_id);
+                let held = view
+                    .app_groups
+                    .iter()
+                    .find(|g| g.id.eq_ignore_ascii_case(group_id))
+                    .is_some_and(|g| {
+                        g.applications
+                            .iter()
+                            .any(|a| application_name(a).eq_ignore_ascii_case(name))
+                    });
+                let p = &body.properties;
+                Change::new(
+                    if held { "update" } else { "create" },
+                    format!("applicationGroups/{group}/applications/{name}"),
+                    format!(
+                        "publishes {} application {} as \"{}\" to the users of RemoteApp group {group}",
+                        self.display,
+                        p.msix_package_application_id.clone().unwrap_or_default(),
+                        p.friendly_name.clone().unwrap_or_default()
+                    ),
+                )
+            }
+            Write::DeleteApplication { group_id, name } => Change::new(
+                "delete",
+                format!("applicationGroups/{}/applications/{name}", leaf(group_id)),
+                format!(
+                    "unpublishes {} from RemoteApp group {}",
+                    self.display,
+                    leaf(group_id)
+                ),
+            ),
             Write::LogOff { session_id } => Change::new(
                 "delete",
                 format!("userSessions/{}", leaf(session_id)),
@@ -384,17 +425,21 @@ fn after(obs: &Observation, start: &BackendView, end: &BackendView) -> After {
                     .collect()
             };
             After {
+                owner: key.clone(),
+                publishes: publishes(end),
                 replaces: ours(start)
                     .iter()
                     .map(|p| obs.scope.package_id(&p.name).to_ascii_lowercase())
                     .collect(),
                 packages: ours(end)
                     .into_iter()
-                    .map(|p| app_attach_entitlement(obs, &family, &p))
+                    .map(|p| p.sign_in(&obs.scope.package_id(&p.name), &family))
                     .collect(),
             }
         }
         PackageMode::MsixAppAttach => After {
+            owner: key.clone(),
+            publishes: publishes(end),
             replaces: msix_of(start, &family)
                 .into_iter()
                 .map(|(id, _)| id.to_ascii_lowercase())
@@ -416,34 +461,12 @@ fn after(obs: &Observation, start: &BackendView, end: &BackendView) -> After {
     }
 }
 
-fn app_attach_entitlement(
-    obs: &Observation,
-    family: &str,
-    p: &crate::controller::observe::HeldPackage,
-) -> entitlements::Package {
-    let image = p.package.properties.image.clone().unwrap_or_default();
-    entitlements::Package {
-        id: obs.scope.package_id(&p.name),
-        feature: Feature::AppAttach,
-        family_name: image
-            .package_family_name
-            .unwrap_or_else(|| family.to_string()),
-        version: image.version.unwrap_or_default(),
-        image_path: image.image_path.unwrap_or_default(),
-        active: image.is_active == Some(true),
-        host_pools: p
-            .package
-            .properties
-            .host_pool_references
-            .clone()
-            .unwrap_or_default(),
-        principals: p
-            .roles
-            .iter()
-            .filter(|r| r.is_desktop_virtualization_user())
-            .map(|r| r.properties.principal_id.to_ascii_lowercase())
-            .collect(),
-    }
+/// The applications of each application group a view holds (lower-case group id).
+fn publishes(v: &BackendView) -> Vec<(String, Vec<crate::arm::models::Application>)> {
+    v.app_groups
+        .iter()
+        .map(|g| (g.id.to_ascii_lowercase(), g.applications.clone()))
+        .collect()
 }
 
 /// The MSIX packages of a family under each host pool, by id, with the pool's id.

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::super::simulate::Sim;
 use super::super::{Decision, Settings, Write};
 use crate::arm::Scope;
-use crate::controller::observe::{BackendView, Inputs, Observation, PoolView};
+use crate::controller::observe::{BackendView, GroupView, Inputs, Observation, PoolView};
 use crate::domain::directory::Directory;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -75,12 +75,20 @@ pub fn hpa(pools: &[(&str, i32)]) -> HostPoolAssignment {
 }
 
 pub fn ua() -> UserAssignment {
+    users(&[("Group", "Finance", FINANCE)])
+}
+
+/// A UserAssignment of `app` to these principals (kind, name, object id).
+pub fn users(principals: &[(&str, &str, &str)]) -> UserAssignment {
+    let principals: Vec<Value> = principals
+        .iter()
+        .map(|(k, n, o)| json!({"kind": k, "name": n, "objectId": o}))
+        .collect();
     serde_json::from_value(json!({
         "apiVersion": "appattach.io/v1alpha1",
         "kind": "UserAssignment",
         "metadata": {"name": "app-users", "namespace": NS, "generation": 1},
-        "spec": {"packageRef": {"name": "app"},
-                 "principals": [{"kind": "Group", "name": "Finance", "objectId": FINANCE}]}
+        "spec": {"packageRef": {"name": "app"}, "principals": principals}
     }))
     .unwrap()
 }
@@ -147,14 +155,46 @@ pub fn settings() -> Settings {
     }
 }
 
-/// An estate with `pkg` assigned to `rings` (and to Finance) and nothing in the backend.
+/// An application group of a host pool, with these members (object ids).
+pub fn group(
+    name: &str,
+    pool: &str,
+    kind: crate::arm::models::ApplicationGroupType,
+    members: &[&str],
+) -> GroupView {
+    GroupView {
+        id: format!(
+            "/subscriptions/{}/resourceGroups/rg/providers/Microsoft.DesktopVirtualization/applicationGroups/{name}",
+            scope().subscription
+        ),
+        pool_id: scope().host_pool_id(pool),
+        kind,
+        members: members.iter().map(|m| m.to_ascii_lowercase()).collect(),
+        applications: vec![],
+    }
+}
+
+/// An estate with `pkg` assigned to `rings` (and to Finance) and nothing in the backend;
+/// Finance signs in to every pool through its Desktop application group.
 pub fn estate(pkg: AppAttachPackage, rings: &[(&str, i32)]) -> Sim {
     let pools = rings
         .iter()
         .map(|(n, r)| pool(n, *r, if *r == 0 { 2 } else { 1 }))
         .collect();
+    let app_groups = rings
+        .iter()
+        .map(|(n, _)| {
+            group(
+                &format!("{n}-desktop"),
+                n,
+                crate::arm::models::ApplicationGroupType::Desktop,
+                &[FINANCE],
+            )
+        })
+        .collect();
     let view = BackendView {
         pools,
+        app_groups,
         directory: Some(std::sync::Arc::new(directory())),
         sessions_read: true,
         ..BackendView::default()

@@ -5,6 +5,8 @@
 mod fixtures;
 mod properties;
 mod regressions;
+mod remote_app;
+mod session_host_os;
 
 use super::simulate::Sim;
 use super::{Decision, Write};
