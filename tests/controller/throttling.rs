@@ -49,7 +49,7 @@ async fn a_429_with_retry_after_holds_the_next_request_that_long() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_500_package_changes_stays_within_the_write_budget() {
     let mut env = Env::new("throttle-budget", Duration::from_secs(600)).await;
     env.concurrency = 16;
@@ -91,7 +91,11 @@ async fn a_burst_of_500_package_changes_stays_within_the_write_budget() {
     })
     .await;
     // Every window of the emulator's log holds at most the burst plus the rate times its
-    // length (one more for the log's millisecond rounding).
+    // length (one more for the log's millisecond rounding). The client takes its tokens
+    // when it sends; the log stamps a request when the emulator serves it, and a loaded
+    // machine delays some requests more than others, so arrivals bunch: the window is
+    // widened by JITTER. A client without a budget sends the 500 at once, far beyond it.
+    const JITTER: f64 = 0.25;
     let writes: Vec<jiff::Timestamp> = log(&env)
         .await
         .iter()
@@ -102,7 +106,7 @@ async fn a_burst_of_500_package_changes_stays_within_the_write_budget() {
     for i in 0..writes.len() {
         for j in i..writes.len() {
             let span = writes[j].duration_since(writes[i]).as_secs_f64();
-            let allowed = f64::from(burst) + rate * span + 1.0;
+            let allowed = f64::from(burst) + rate * (span + JITTER) + 1.0;
             assert!(
                 (j - i + 1) as f64 <= allowed,
                 "{} writes in {span:.3}s (allowed {allowed:.1})",
