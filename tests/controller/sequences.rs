@@ -669,10 +669,6 @@ async fn quiescent(env: &Env, spec: &Spec) -> Result<Value, String> {
             serde_json::to_value(env.ns.api("AppAttachPackage").get(NAME).await.unwrap()).unwrap();
         let st = &obj["status"];
         let described = st["observedGeneration"] == obj["metadata"]["generation"];
-        let running = matches!(
-            st["rollout"]["phase"].as_str(),
-            Some("Progressing" | "RollingBack" | "Paused")
-        );
         let ready = st["conditions"]
             .as_array()
             .into_iter()
@@ -680,6 +676,16 @@ async fn quiescent(env: &Env, spec: &Spec) -> Result<Value, String> {
             .find(|c| c["type"] == "Ready")
             .cloned()
             .unwrap_or_default();
+        // A rollout waits, as recorded, while the spec is refused: it goes on once fixed.
+        let refused = matches!(
+            ready["reason"].as_str(),
+            Some("CertificateExpired" | "HostPoolNotFound")
+        );
+        let running = !refused
+            && matches!(
+                st["rollout"]["phase"].as_str(),
+                Some("Progressing" | "RollingBack" | "Paused")
+            );
         let decided = ready["status"] == "True" || ready["status"] == "False";
         if described && !running && decided && *st == last {
             // The same status for 3 s, the backend's picture refreshed meanwhile.
@@ -890,6 +896,23 @@ async fn truth(env: &Env, spec: &Spec, st: &Value) -> Verdict {
             ));
         }
     }
+    // A spec that cannot be reconciled is refused, with its reason, and writes nothing:
+    // the backend stays as it was (a rollout waits where it stood).
+    let refused = if spec.expired {
+        Some("CertificateExpired")
+    } else if spec.invalid {
+        Some("HostPoolNotFound")
+    } else {
+        None
+    };
+    if let Some(reason) = refused {
+        if ready["status"] != "False" || ready["reason"] != reason {
+            return Err(format!(
+                "truth: the spec is refused for {reason}, Ready is {ready}"
+            ));
+        }
+        return Ok(());
+    }
     // The version every stable pool runs: one, and one that can stage.
     let current: BTreeSet<&String> = STABLE
         .iter()
@@ -924,22 +947,6 @@ async fn truth(env: &Env, spec: &Spec, st: &Value) -> Verdict {
                 if spec.inactive { "Inactive" } else { "Active" }
             ));
         }
-    }
-    // A spec that cannot be reconciled is refused, with its reason; nothing else holds.
-    let refused = if spec.expired {
-        Some("CertificateExpired")
-    } else if spec.invalid {
-        Some("HostPoolNotFound")
-    } else {
-        None
-    };
-    if let Some(reason) = refused {
-        if ready["status"] != "False" || ready["reason"] != reason {
-            return Err(format!(
-                "truth: the spec is refused for {reason}, Ready is {ready}"
-            ));
-        }
-        return Ok(());
     }
     let stages = spec.versions.last().unwrap().1;
     let wanted_good = match stages {
@@ -1091,7 +1098,9 @@ async fn check(test: &str, seed: u64, ops: Vec<Op>) {
     let mut shortest = ops.clone();
     let mut why = first.clone();
     let mut i = 0;
-    while i < shortest.len() && shortest.len() > 1 {
+    // Shrinking stops after ten minutes: a liveness failure takes minutes a run.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while i < shortest.len() && shortest.len() > 1 && Instant::now() < deadline {
         let mut fewer = shortest.clone();
         fewer.remove(i);
         match run(test, &fewer).await {
