@@ -1203,3 +1203,10 @@ fn operations_read_back_as_they_are_written() {
         }
     }
 }
+
+/// Seed 1014's shrunk reproduction: drift while a failed version is held was never
+/// corrected (the running version was kept exactly as the backend had it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_drift_while_a_failed_version_is_held_is_corrected() {
+    check("seqr1014", 1014, vec![Op::Missing, Op::DriftInactive]).await;
+}
