@@ -559,3 +559,40 @@ fn a_held_version_follows_the_spec_state_and_corrects_drift() {
     assert_eq!(image.is_regular_registration, Some(true));
     assert_eq!(image.is_active, Some(true));
 }
+
+/// Found by the generated sequences (seed 1018, `inactive-1,fail-host,good`): a new
+/// version of an Inactive package waited for ever, saying "waiting for 2 of 2 session
+/// host(s) to report staging": hosts do not stage an inactive package (the seed: it is
+/// ignored). The rollout is held at its ring saying why and what to do, and goes on once
+/// the package is Active.
+#[test]
+fn a_rollout_of_an_inactive_package_is_held_saying_why_and_goes_on_once_active() {
+    let inactive = |p: &mut crate::resources::AppAttachPackage| {
+        p.spec.state = crate::resources::PackageState::Inactive
+    };
+    let mut sim = steady(package("1.0.0.0", json!({"soak": "1s"})), &RINGS);
+    respec(&mut sim, inactive);
+    sim.run(20);
+    // The simulated hosts, like the service's, do not stage an inactive package.
+    sim.stages = Arc::new(|_: &str, _: &str| true);
+    respec(&mut sim, |p| to_version(p, "2.0.0.0"));
+    let ds = sim.run(60);
+    let r = sim.obs.package.status.clone().unwrap().rollout.unwrap();
+    assert_eq!(r.phase, RolloutPhase::Held, "{r:?}");
+    let message = r.message.unwrap_or_default();
+    assert!(
+        message.contains("Inactive") && message.contains("spec.state Active"),
+        "{message}"
+    );
+    assert_eq!(condition(&sim, "Ready").unwrap().1, "RolloutHeld");
+    assert!(
+        ds[ds.len() - 10..].iter().all(|d| d.writes.is_empty()),
+        "a held rollout writes nothing while it waits"
+    );
+    respec(&mut sim, |p| {
+        p.spec.state = crate::resources::PackageState::Active
+    });
+    sim.run(200);
+    assert!(everywhere(&sim, "2.0.0.0"), "{:?}", versions(&sim));
+    assert!(ready(&sim));
+}
