@@ -218,6 +218,8 @@ pub struct Input<'a> {
     pub now: Timestamp,
     /// How often to look at gates and sessions.
     pub poll: Duration,
+    /// The package is Inactive: session hosts ignore it, so none reports staging it.
+    pub inactive: bool,
 }
 
 /// Parses an RFC 3339 time from status.
@@ -439,6 +441,16 @@ fn gated(r: &RolloutStatus, input: &Input<'_>, rings: &[i32]) -> Plan {
     }
     let mut next = r.clone();
     next.phase = Phase::Progressing;
+    if input.inactive && !g.pending.is_empty() {
+        // No host will report: hold here, safely, rather than wait for ever or switch the
+        // next rings with nothing staged.
+        next.phase = Phase::Held;
+        next.message = Some(format!(
+            "ring {ring}: the package is Inactive, and session hosts do not stage an inactive package, so no host can report staging {}; set spec.state Active and the rollout goes on from here (or run `rollout undo`)",
+            r.target.version
+        ));
+        return Plan::record(next, Some(input.poll));
+    }
     if !g.pending.is_empty() {
         next.message = Some(format!(
             "ring {ring}: waiting for {} of {} session host(s) to report staging {} ({})",

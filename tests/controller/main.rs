@@ -25,6 +25,7 @@ mod reconcile;
 mod remote_app;
 mod rollout;
 mod rollout_support;
+mod sequences;
 mod session_host_os;
 mod snapshot;
 mod throttling;

@@ -286,7 +286,7 @@ fn one_version(s: &Subject<'_>, want: &Want, refs: Vec<String>) -> Option<(bool,
         )
     };
     let body: ArmPackage = match (&want.body, held) {
-        (Body::Kept, Some(h)) => kept(&h.package, &s.key, &refs),
+        (Body::Kept, Some(h)) => kept(&h.package, &s.key, &refs, &desired(s.spec).package),
         (Body::Kept, None) => {
             let at = s.spec_at(&want.version);
             desired(&at).package
@@ -328,9 +328,21 @@ fn one_version(s: &Subject<'_>, want: &Want, refs: Vec<String>) -> Option<(bool,
     Some((grows || held.is_none(), writes))
 }
 
-/// The backend's body of a version, with these host pools and this object as owner.
-fn kept(held: &ArmPackage, key: &str, refs: &[String]) -> ArmPackage {
+/// A version kept as the backend has it (its image, identity and certificate are that
+/// version's), with its host pools and owner, and what the spec says of every version:
+/// state, registration and the health-check policy. Drift of those is corrected on a kept
+/// version too.
+fn kept(held: &ArmPackage, key: &str, refs: &[String], now: &ArmPackage) -> ArmPackage {
     let mut body = held.clone();
+    body.properties.fail_health_check_on_staging_failure =
+        now.properties.fail_health_check_on_staging_failure;
+    if let (Some(i), Some(n)) = (
+        body.properties.image.as_mut(),
+        now.properties.image.as_ref(),
+    ) {
+        i.is_active = n.is_active;
+        i.is_regular_registration = n.is_regular_registration;
+    }
     body.id = None;
     body.name = None;
     body.resource_type = None;

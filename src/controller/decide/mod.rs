@@ -688,6 +688,7 @@ impl Subject<'_> {
             pools: &self.pools,
             now: self.now,
             poll: self.settings.rollout_poll,
+            inactive: self.spec.state == PackageState::Inactive,
         })
     }
 

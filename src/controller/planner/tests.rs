@@ -61,6 +61,7 @@ fn input<'a>(
         pools,
         now: t(now),
         poll: Duration::from_secs(5),
+        inactive: false,
     }
 }
 

@@ -521,3 +521,78 @@ fn an_unassigned_msix_pool_stays_in_status_until_its_package_is_gone() {
             .all(|r| r.name != "hp-r2")
     );
 }
+
+/// Found by the generated sequences (seed 1014, shrunk to `missing,drift-inactive`): while
+/// a failed version is held, the version that runs is kept as the backend has it, so a
+/// package set inactive in the portal stayed inactive, and a state or registration
+/// changed in the spec meanwhile never reached it.
+#[test]
+fn a_held_version_follows_the_spec_state_and_corrects_drift() {
+    let mut sim = steady(package("1.0.0.0", json!({"soak": "1s"})), &RINGS);
+    sim.stages = Arc::new(|_: &str, image: &str| !image.contains("2.0.0.0"));
+    respec(&mut sim, |p| to_version(p, "2.0.0.0"));
+    sim.run(200);
+    let st = sim.obs.package.status.clone().unwrap();
+    assert_eq!(st.rollout.unwrap().phase, RolloutPhase::Failed);
+    // Drift, as in the portal: the version that runs is set inactive.
+    let v = sim.obs.backend.as_mut().unwrap();
+    let held = v.packages.iter_mut().find(|p| p.name == "ns-app").unwrap();
+    held.package.properties.image.as_mut().unwrap().is_active = Some(false);
+    let d = sim.pass();
+    let put = d
+        .writes
+        .iter()
+        .find_map(|w| match w {
+            Write::PutPackage { name, body } if name == "ns-app" => Some(body.clone()),
+            _ => None,
+        })
+        .expect("the drift is corrected");
+    assert_eq!(put.properties.image.unwrap().is_active, Some(true));
+    // A registration changed in the spec reaches it too, though the failed version is held.
+    respec(&mut sim, |p| {
+        p.spec.registration = crate::resources::Registration::LogonBlocking
+    });
+    sim.run(20);
+    let v = sim.view();
+    let held = v.packages.iter().find(|p| p.name == "ns-app").unwrap();
+    let image = held.package.properties.image.as_ref().unwrap();
+    assert_eq!(image.is_regular_registration, Some(true));
+    assert_eq!(image.is_active, Some(true));
+}
+
+/// Found by the generated sequences (seed 1018, `inactive-1,fail-host,good`): a new
+/// version of an Inactive package waited for ever, saying "waiting for 2 of 2 session
+/// host(s) to report staging": hosts do not stage an inactive package (the seed: it is
+/// ignored). The rollout is held at its ring saying why and what to do, and goes on once
+/// the package is Active.
+#[test]
+fn a_rollout_of_an_inactive_package_is_held_saying_why_and_goes_on_once_active() {
+    let inactive = |p: &mut crate::resources::AppAttachPackage| {
+        p.spec.state = crate::resources::PackageState::Inactive
+    };
+    let mut sim = steady(package("1.0.0.0", json!({"soak": "1s"})), &RINGS);
+    respec(&mut sim, inactive);
+    sim.run(20);
+    // The simulated hosts, like the service's, do not stage an inactive package.
+    sim.stages = Arc::new(|_: &str, _: &str| true);
+    respec(&mut sim, |p| to_version(p, "2.0.0.0"));
+    let ds = sim.run(60);
+    let r = sim.obs.package.status.clone().unwrap().rollout.unwrap();
+    assert_eq!(r.phase, RolloutPhase::Held, "{r:?}");
+    let message = r.message.unwrap_or_default();
+    assert!(
+        message.contains("Inactive") && message.contains("spec.state Active"),
+        "{message}"
+    );
+    assert_eq!(condition(&sim, "Ready").unwrap().1, "RolloutHeld");
+    assert!(
+        ds[ds.len() - 10..].iter().all(|d| d.writes.is_empty()),
+        "a held rollout writes nothing while it waits"
+    );
+    respec(&mut sim, |p| {
+        p.spec.state = crate::resources::PackageState::Active
+    });
+    sim.run(200);
+    assert!(everywhere(&sim, "2.0.0.0"), "{:?}", versions(&sim));
+    assert!(ready(&sim));
+}
