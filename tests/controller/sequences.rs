@@ -704,11 +704,11 @@ async fn quiescent(env: &Env, spec: &Spec) -> Result<Value, String> {
     ))
 }
 
+/// The version a package PUT names, and the host pools (lower-case names) it references.
+type Refs = (String, Vec<String>);
+
 /// The package paths this object owns in a log, and the version and pools each PUT gave.
-fn package_writes(
-    log: &[Applied],
-    after: u64,
-) -> Vec<(u64, String, Option<(String, Vec<String>)>)> {
+fn package_writes(log: &[Applied], after: u64) -> Vec<(u64, String, Option<Refs>)> {
     let prefix = format!("{}/appattachpackages/", rg());
     log.iter()
         .filter(|w| w.seq > after && w.path.starts_with(&prefix))
