@@ -16,6 +16,8 @@ pub const SUB: &str = "00000000-0000-0000-0000-000000000000";
 pub const RG: &str = "rg-avd";
 pub const FINANCE: &str = "6f1c2d3e-4a5b-4c6d-8e7f-90a1b2c3d4e5";
 pub const SALES: &str = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f2a3b4c5d";
+/// The Designers group of the worlds that have one (the RemoteApp tests').
+pub const DESIGNERS: &str = "0d9c8b7a-6e5f-4a3b-9c2d-1e0f9a8b7c6d";
 
 fn world() -> World {
     serde_yaml_ng::from_str(&format!(

@@ -7,8 +7,6 @@ use serde_json::{Value, json};
 use crate::harness::*;
 use crate::rollout_support::{at, manifest, put_image, wait_rollout};
 
-const DESIGNERS: &str = "0d9c8b7a-6e5f-4a3b-9c2d-1e0f9a8b7c6d";
-
 fn world() -> appattach_operator::emulator::World {
     serde_yaml_ng::from_str(&format!(
         r#"

@@ -30,7 +30,6 @@ use crate::harness::*;
 use crate::rollout_support::{manifest, put_image};
 use crate::support::set;
 
-const DESIGNERS: &str = "0d9c8b7a-6e5f-4a3b-9c2d-1e0f9a8b7c6d";
 const BOB: &str = "4d5e6f7a-8b9c-4d0e-9f1a-2b3c4d5e6f7a";
 /// The pools assigned in every sequence, with their rings: the ring-order oracle's.
 const STABLE: [(&str, i32); 3] = [("hp-r0", 0), ("hp-r1", 1), ("hp-r2", 2)];
@@ -398,6 +397,23 @@ fn rg() -> String {
         .to_ascii_lowercase()
 }
 
+/// The backend packages the controller owns (by their owner tag).
+async fn owned_packages(env: &Env) -> Vec<Value> {
+    let (_, list) = env
+        .get(&format!(
+            "{}/appAttachPackages?api-version=2024-04-03",
+            rg()
+        ))
+        .await;
+    list["value"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["tags"]["appattach.io/owner"].is_string())
+        .cloned()
+        .collect()
+}
+
 /// Why a sequence failed.
 type Verdict = Result<(), String>;
 
@@ -584,18 +600,8 @@ async fn step(env: &Env, ctl: &mut Controller, spec: &mut Spec, op: &Op) {
             }
         }
         Op::DriftInactive => {
-            let (_, list) = env
-                .get(&format!(
-                    "{}/appAttachPackages?api-version=2024-04-03",
-                    rg()
-                ))
-                .await;
-            let ours = list["value"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|p| p["tags"]["appattach.io/owner"].is_string());
-            if let Some(id) = ours.and_then(|p| p["id"].as_str()) {
+            let ours = owned_packages(env).await;
+            if let Some(id) = ours.first().and_then(|p| p["id"].as_str()) {
                 env.arm(
                     reqwest::Method::PATCH,
                     &format!("{id}?api-version=2024-04-03"),
@@ -856,18 +862,7 @@ async fn truth(env: &Env, spec: &Spec, st: &Value) -> Verdict {
         .find(|c| c["type"] == "Ready")
         .cloned()
         .unwrap_or_default();
-    let (_, list) = env
-        .get(&format!(
-            "{}/appAttachPackages?api-version=2024-04-03",
-            rg()
-        ))
-        .await;
-    let ours: Vec<&Value> = list["value"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|p| p["tags"]["appattach.io/owner"].is_string())
-        .collect();
+    let ours = owned_packages(env).await;
     // What each assigned pool runs, by the backend.
     let mut runs: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for p in &ours {
