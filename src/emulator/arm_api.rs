@@ -569,50 +569,83 @@ pub(super) fn app_groups_of<'a>(
 
 fn list(inner: &Inner, req: &Request, kind: ResourceType, prefix: &str) -> Result<Reply> {
     let filter = Filter::parse(kind, req.query.get("$filter").map(String::as_str))?;
-    let page_size: usize = match req.query.get("pagesize") {
-        None => 100,
-        Some(v) => v
-            .parse()
-            .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| {
-                ArmError::invalid(format!(
-                    "pageSize '{v}' is invalid: give a whole number from 1 to 1000."
-                ))
-            })?,
-    };
-    let skip: usize = match req.query.get("$skiptoken") {
-        None => 0,
-        Some(v) => v.parse().map_err(|_| {
-            ArmError::invalid(format!(
-                "$skipToken '{v}' is invalid: use the nextLink as given."
-            ))
-        })?,
-    };
+    let page = Page::of(&req.query)?;
     let matching: Vec<&store::Stored> = inner
         .store
         .list(kind, prefix)
         .into_iter()
         .filter(|s| filter.matches(&s.body))
         .collect();
-    let mut value = Vec::with_capacity(page_size.min(matching.len()));
-    for s in matching.iter().skip(skip).take(page_size) {
+    let mut value = Vec::with_capacity(page.size.min(matching.len()));
+    for s in matching.iter().skip(page.skip).take(page.size) {
         let id = ResourceId::parse(&s.id).expect("stored ids parse");
         value.push(get(inner, &id)?);
     }
-    let mut body = json!({ "value": value });
-    if skip + page_size < matching.len() {
-        let mut next: Vec<(String, String)> = req
-            .query
-            .iter()
-            .filter(|(k, _)| k.as_str() != "$skiptoken")
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        next.push(("$skipToken".into(), (skip + page_size).to_string()));
-        let query = serde_urlencoded::to_string(&next).expect("query encodes");
-        body["nextLink"] = json!(format!("{}{}?{query}", req.base, req.path));
-    }
+    let body = page.body(
+        value,
+        matching.len(),
+        &req.query,
+        &format!("{}{}", req.base, req.path),
+    );
     Ok(Reply::Json(StatusCode::OK, body))
+}
+
+/// One page of a list, as `pageSize` and `$skipToken` ask for it.
+pub(super) struct Page {
+    /// Items per page (100 unless asked).
+    pub size: usize,
+    /// Items before this page.
+    pub skip: usize,
+}
+
+impl Page {
+    /// The page a request's query asks for.
+    pub fn of(query: &BTreeMap<String, String>) -> Result<Self> {
+        let size = match query.get("pagesize") {
+            None => 100,
+            Some(v) => v
+                .parse()
+                .ok()
+                .filter(|n| (1..=1000).contains(n))
+                .ok_or_else(|| {
+                    ArmError::invalid(format!(
+                        "pageSize '{v}' is invalid: give a whole number from 1 to 1000."
+                    ))
+                })?,
+        };
+        let skip = match query.get("$skiptoken") {
+            None => 0,
+            Some(v) => v.parse().map_err(|_| {
+                ArmError::invalid(format!(
+                    "$skipToken '{v}' is invalid: use the nextLink as given."
+                ))
+            })?,
+        };
+        Ok(Self { size, skip })
+    }
+
+    /// The list's body: this page's `value`, and a `nextLink` to `url` with the same query
+    /// while items remain of `total`.
+    pub fn body(
+        &self,
+        value: Vec<Value>,
+        total: usize,
+        query: &BTreeMap<String, String>,
+        url: &str,
+    ) -> Value {
+        let mut body = json!({ "value": value });
+        if self.skip + self.size < total {
+            let mut next: Vec<(String, String)> = query
+                .iter()
+                .filter(|(k, _)| k.as_str() != "$skiptoken")
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            next.push(("$skipToken".into(), (self.skip + self.size).to_string()));
+            let query = serde_urlencoded::to_string(&next).expect("query encodes");
+            body["nextLink"] = json!(format!("{url}?{query}"));
+        }
+        body
+    }
 }
 
 /// An OData `$filter` of `property eq 'value'` clauses joined by `and`.

@@ -153,42 +153,12 @@ fn list(
     base: &str,
     path: &str,
 ) -> Result<Value, ArmError> {
-    let page_size: usize = match query.get("pagesize") {
-        None => 100,
-        Some(v) => v
-            .parse()
-            .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| {
-                ArmError::invalid(format!(
-                    "pageSize '{v}' is invalid: give a whole number from 1 to 1000."
-                ))
-            })?,
-    };
-    let skip: usize = match query.get("$skiptoken") {
-        None => 0,
-        Some(v) => v.parse().map_err(|_| {
-            ArmError::invalid(format!(
-                "$skipToken '{v}' is invalid: use the nextLink as given."
-            ))
-        })?,
-    };
+    let page = super::arm_api::Page::of(query)?;
     let value: Vec<Value> = vms
         .iter()
-        .skip(skip)
-        .take(page_size)
+        .skip(page.skip)
+        .take(page.size)
         .map(|vm| body(world, vm))
         .collect();
-    let mut out = json!({ "value": value });
-    if skip + page_size < vms.len() {
-        let mut next: Vec<(String, String)> = query
-            .iter()
-            .filter(|(k, _)| k.as_str() != "$skiptoken")
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        next.push(("$skipToken".into(), (skip + page_size).to_string()));
-        let query = serde_urlencoded::to_string(&next).expect("query encodes");
-        out["nextLink"] = json!(format!("{base}{path}?{query}"));
-    }
-    Ok(out)
+    Ok(page.body(value, vms.len(), query, &format!("{base}{path}")))
 }
