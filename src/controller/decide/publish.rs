@@ -163,6 +163,23 @@ fn error(reason: &'static str, message: String) -> Finding {
 /// of this object's applications nobody names any more. Removals come first; new and
 /// changed applications after the package writes, so the family they name is on the pool.
 pub(super) fn pass(s: &Subject<'_>, steps: &mut Steps) {
+    // Most packages publish nothing and hold no application: nothing to project.
+    let declared = s
+        .obs
+        .inputs
+        .host_pool_assignments
+        .iter()
+        .flat_map(|a| &a.spec.host_pools)
+        .any(|h| !h.remote_app_groups.is_empty());
+    let holds = s
+        .view
+        .app_groups
+        .iter()
+        .flat_map(|g| &g.applications)
+        .any(|a| application_owner(a) == Some(s.key.as_str()));
+    if !declared && !holds {
+        return;
+    }
     let after = project(s.view, &s.obs.scope, &steps.writes);
     let held = report::holdings(s, &after, steps.memory.rollout.as_ref());
     let wanted = wanted(s, &after, &held);
