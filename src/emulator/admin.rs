@@ -31,6 +31,7 @@ pub fn router(_emulator: Emulator) -> Router<Emulator> {
             "/_emulator/staging-faults",
             post(add_staging_fault).delete(clear_staging_faults),
         )
+        .route("/_emulator/power", post(power))
         .route(
             "/_emulator/faults",
             get(list_faults).post(add_fault).delete(clear_faults),
@@ -198,7 +199,10 @@ fn sign_in_locked(inner: &mut Inner, req: &SignInRequest) -> Result<SignInResult
         .filter(|s| {
             let p = &s.body["properties"];
             p["allowNewSession"].as_bool() != Some(false)
-                && p["status"].as_str() != Some("Unavailable")
+                && !matches!(
+                    p["status"].as_str(),
+                    Some("Unavailable" | staging::SHUTDOWN)
+                )
         })
         .min_by_key(|s| s.body["properties"]["sessions"].as_i64().unwrap_or(0))
         .map(|s| (s.id.clone(), s.body.clone()))
@@ -428,6 +432,46 @@ struct StagingFault {
     /// What staging reports on it; empty: the host stops reporting at all (as if its
     /// agent hung), until the faults are cleared.
     error: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Power {
+    /// Session host, named as for a staging fault.
+    session_host: String,
+    /// Started (true) or shut down (false).
+    running: bool,
+}
+
+/// Shuts a session host's VM down (status `Shutdown`: it takes no session, stages
+/// nothing and reports nothing), or starts it: it is `Available` and runs its health
+/// check at the next staging round, as a host that boots does.
+async fn power(State(em): State<Emulator>, Json(p): Json<Power>) -> Response {
+    let mut inner = em.lock();
+    let id = match staging::fault_target(&inner, &p.session_host) {
+        Ok(id) => id,
+        Err(e) => return fail(e),
+    };
+    let Some(mut body) = inner.store.get(&id).map(|s| s.body.clone()) else {
+        return fail(ArmError::not_found(format!("session host {id} is gone")));
+    };
+    let props = &mut body["properties"];
+    if p.running {
+        if props["status"] == staging::SHUTDOWN {
+            props["status"] = json!("Available");
+            props["sessionHostHealthCheckResults"] = json!([{
+                "healthCheckName": "AppAttachHealthCheck",
+                "healthCheckResult": "Unknown",
+            }]);
+        }
+    } else {
+        props["status"] = json!(staging::SHUTDOWN);
+    }
+    inner.store.put(&id, body);
+    match commit(&mut inner) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(r) => *r,
+    }
 }
 
 /// Makes one session host fail to stage every image (say, it cannot reach the share).

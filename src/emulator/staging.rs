@@ -39,6 +39,8 @@ pub struct StageSummary {
 /// Named values holding per-host staging faults: `stagingfault/{session host id, lower
 /// case}` → error. Keyed by the id, so two pools may each have a host of the same name.
 pub const FAULT_PREFIX: &str = "stagingfault/";
+/// The status of a session host whose VM is shut down (`/_emulator/power`).
+pub const SHUTDOWN: &str = "Shutdown";
 
 /// How many session hosts a refusal lists before it only counts the rest.
 const LISTED_HOSTS: usize = 20;
@@ -221,8 +223,8 @@ pub fn stage(inner: &mut Inner, host_pool: Option<&str>) -> StageSummary {
                 .meta(&format!("{FAULT_PREFIX}{}", host_id.to_ascii_lowercase()))
                 .and_then(Value::as_str)
                 .map(String::from);
-            if fault.as_deref() == Some("") {
-                continue; // a host that does not report
+            if fault.as_deref() == Some("") || body["properties"]["status"] == SHUTDOWN {
+                continue; // a host that does not report, or is off
             }
             let staged: Vec<StagedPackage> = packages
                 .iter()

@@ -306,3 +306,67 @@ async fn a_short_host_name_two_pools_share_is_refused_until_the_pool_is_named() 
         .await;
     assert_eq!(status, 204, "{body}");
 }
+
+/// A host shut down takes no session, stages nothing and reports nothing; started, it
+/// runs its health check at the next round and reports the images it finds.
+#[tokio::test]
+async fn a_host_shut_down_reports_nothing_until_it_starts_again() {
+    let em = TestEmulator::start().await;
+    em.share_file("a.vhdx");
+    em.create_package(
+        "pkg-one",
+        package_body(r"\\fs\apps\a.vhdx", "1.0.0.0", &["hp-a"]),
+    )
+    .await;
+    let host = format!("{}/sessionHosts/a-0.contoso.com", pool_id("hp-a"));
+    let (status, body) = em
+        .post(
+            "/_emulator/power",
+            json!({"sessionHost": "a-0", "running": false}),
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+    let (_, summary) = em.post("/_emulator/stage?hostPool=hp-a", json!({})).await;
+    assert_eq!(summary["failedHosts"], json!([]), "{summary}");
+    let (_, off) = em.get(&host).await;
+    assert_eq!(off["properties"]["status"], "Shutdown", "{off}");
+    assert_eq!(
+        off["properties"]["sessionHostHealthCheckResults"][0]["healthCheckResult"], "Unknown",
+        "an image put while the host was off is not reported: {off}"
+    );
+    // Shut down, it is not a host a user can land on; alice lands on the other one.
+    let (status, session) = em
+        .post(
+            "/_emulator/signin",
+            json!({"user": "alice@contoso.com", "hostPool": "hp-a"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{session}");
+    assert!(
+        !session.to_string().contains("a-0.contoso.com"),
+        "{session}"
+    );
+
+    let (status, body) = em
+        .post(
+            "/_emulator/power",
+            json!({"sessionHost": "a-0.contoso.com", "running": true}),
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+    em.post("/_emulator/stage?hostPool=hp-a", json!({})).await;
+    let (_, on) = em.get(&host).await;
+    assert_eq!(on["properties"]["status"], "Available", "{on}");
+    assert_eq!(
+        on["properties"]["sessionHostHealthCheckResults"][0]["healthCheckResult"],
+        "HealthCheckSucceeded",
+        "{on}"
+    );
+    let (status, _) = em
+        .post(
+            "/_emulator/power",
+            json!({"sessionHost": "nowhere-0", "running": false}),
+        )
+        .await;
+    assert_eq!(status, 404);
+}
