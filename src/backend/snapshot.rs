@@ -625,8 +625,12 @@ fn changed_owners(old: &Picture, new: &Picture) -> BTreeSet<String> {
         }
     }
     // An application group whose members or applications changed changes who gets the
-    // packages of its host pool: they report it.
-    for pool in changed_group_pools(old, new) {
+    // packages of its host pool, and a session host that starts or stops failing to stage
+    // (or is shut down, or starts) changes what its pool's packages report: they report it.
+    for pool in changed_group_pools(old, new)
+        .into_iter()
+        .chain(changed_host_health(old, new))
+    {
         let refs = new
             .host_pools
             .get(&pool)
@@ -643,6 +647,41 @@ fn changed_owners(old: &Picture, new: &Picture) -> BTreeSet<String> {
         }
     }
     out
+}
+
+/// The host pools (lower-case ids) whose session hosts' status or app attach health check
+/// (result and message, not its time: a check that says the same again changes nothing)
+/// differ between two pictures.
+fn changed_host_health(old: &Picture, new: &Picture) -> BTreeSet<String> {
+    let health =
+        |p: &Picture, pool: &str| -> Vec<(Option<String>, Option<String>, Option<String>)> {
+            p.session_hosts
+                .get(pool)
+                .into_iter()
+                .flatten()
+                .map(|h| {
+                    let check = h
+                        .properties
+                        .session_host_health_check_results
+                        .iter()
+                        .flatten()
+                        .find(|c| c.health_check_name.as_deref() == Some("AppAttachHealthCheck"));
+                    (
+                        h.properties.status.clone(),
+                        check.and_then(|c| c.health_check_result.clone()),
+                        check
+                            .and_then(|c| c.additional_failure_details.as_ref())
+                            .and_then(|d| d.message.clone()),
+                    )
+                })
+                .collect()
+        };
+    old.session_hosts
+        .keys()
+        .chain(new.session_hosts.keys())
+        .filter(|pool| health(old, pool) != health(new, pool))
+        .cloned()
+        .collect()
 }
 
 /// The applications `owner` published, by group, sorted.
@@ -808,5 +847,54 @@ mod tests {
         assert_eq!(changed, BTreeSet::from(["ns/pkg".to_string()]));
         // Nothing changed: nobody is woken.
         assert!(changed_owners(&picture(), &picture()).is_empty());
+    }
+
+    #[test]
+    fn a_session_host_that_starts_failing_to_stage_wakes_the_owners_on_its_pool() {
+        let with_host = |result: &str, message: Option<&str>, at: &str, status: &str| {
+            let mut p = picture();
+            let host: SessionHost = serde_json::from_value(json!({
+                "id": format!("{RG}/hostPools/hp/sessionHosts/h-0"), "name": "hp/h-0",
+                "properties": {"status": status, "sessionHostHealthCheckResults": [{
+                    "healthCheckName": "AppAttachHealthCheck", "healthCheckResult": result,
+                    "additionalFailureDetails": {"message": message, "lastHealthCheckDateTime": at}}]}
+            }))
+            .unwrap();
+            p.session_hosts.insert(
+                format!("{RG}/hostPools/hp").to_ascii_lowercase(),
+                vec![host],
+            );
+            p
+        };
+        let good = with_host(
+            "HealthCheckSucceeded",
+            None,
+            "2026-01-01T00:00:00Z",
+            "Available",
+        );
+        let failing = with_host(
+            "HealthCheckFailed",
+            Some("cannot stage x.vhdx"),
+            "2026-01-01T00:01:00Z",
+            "Available",
+        );
+        let owners = BTreeSet::from(["ns/pkg".to_string()]);
+        assert_eq!(changed_owners(&good, &failing), owners);
+        assert_eq!(changed_owners(&failing, &good), owners);
+        let off = with_host(
+            "HealthCheckSucceeded",
+            None,
+            "2026-01-01T00:00:00Z",
+            "Shutdown",
+        );
+        assert_eq!(changed_owners(&good, &off), owners);
+        // The same report again, later: nothing to say anew.
+        let again = with_host(
+            "HealthCheckSucceeded",
+            None,
+            "2026-01-01T00:05:00Z",
+            "Available",
+        );
+        assert!(changed_owners(&good, &again).is_empty());
     }
 }

@@ -85,7 +85,7 @@ impl Gate {
 }
 
 /// Host states that will not report until someone starts them.
-const OFF: [&str; 3] = ["Shutdown", "NoHeartbeat", "Disconnected"];
+pub(crate) const OFF: [&str; 3] = ["Shutdown", "NoHeartbeat", "Disconnected"];
 
 /// Reads the health checks of `hosts` since `since` for the image `image`. A failed check
 /// counts against the image when its message names the image; a check that fails on

@@ -20,6 +20,7 @@ mod reach;
 mod report;
 mod sessions;
 pub mod simulate;
+mod staging;
 #[cfg(test)]
 mod tests;
 
@@ -303,8 +304,9 @@ pub fn decide(obs: &Observation, settings: &Settings) -> Decision {
     let Some(view) = &obs.backend else {
         return outcomes::refused(obs, check(obs));
     };
-    let findings = check(obs);
+    let mut findings = check(obs);
     let s = subject(obs, view, settings, policy);
+    findings.extend(staging::warnings(&s));
     let recorded = || Memory::recorded(&s.previous);
     if findings.iter().any(|f| f.severity == Severity::Error) {
         return report::decision(

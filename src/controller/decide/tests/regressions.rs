@@ -596,3 +596,99 @@ fn a_rollout_of_an_inactive_package_is_held_saying_why_and_goes_on_once_active()
     assert!(everywhere(&sim, "2.0.0.0"), "{:?}", versions(&sim));
     assert!(ready(&sim));
 }
+
+/// The message of a condition.
+fn condition_message(sim: &crate::controller::decide::simulate::Sim, type_: &str) -> String {
+    let st = sim.obs.package.status.as_ref().unwrap();
+    let c = st.conditions.iter().find(|c| c.type_ == type_).unwrap();
+    c.message.clone()
+}
+
+/// Found by the generated sequences (`missing,recreate`): a package made again after its
+/// backend was removed places its version everywhere at once (a first version has no
+/// rollout, so no gate), and when no host can stage that image the status said Ready with
+/// "no warnings". What the hosts report of the version their pool runs is said.
+#[test]
+fn a_first_version_no_host_can_stage_is_degraded_naming_the_hosts_and_the_image() {
+    let mut sim = estate(package("1.0.0.0", json!({"soak": "1s"})), &RINGS);
+    sim.stages = Arc::new(|_: &str, image: &str| !image.contains("1.0.0.0"));
+    sim.run(20);
+    assert!(ready(&sim), "the backend matches the spec");
+    assert_eq!(
+        condition(&sim, "Degraded"),
+        Some(("True".into(), "StagingFailed".into()))
+    );
+    let message = condition_message(&sim, "Degraded");
+    for host in ["hp-r0-0", "hp-r0-1", "hp-r1-0", "hp-r2-0"] {
+        assert!(message.contains(host), "{message}");
+    }
+    assert!(message.contains("4 of 4 session host(s)"), "{message}");
+    assert!(message.contains(&image("1.0.0.0")), "{message}");
+}
+
+/// A host that begins failing the version its pool runs is reported, and the report
+/// clears once it stages; a host shut down (its last report stale) is not judged, and a
+/// failure naming another image (a version the pool no longer runs) says nothing of this
+/// one.
+#[test]
+fn a_host_failing_the_running_version_is_reported_until_it_stages_it() {
+    let mut sim = steady(package("1.0.0.0", json!({"soak": "1s"})), &RINGS);
+    assert_eq!(
+        condition(&sim, "Degraded"),
+        Some(("False".into(), "NoWarnings".into()))
+    );
+    let report = |failed: Option<&str>, status: &str| {
+        let check = match failed {
+            Some(image) => json!({"healthCheckName": "AppAttachHealthCheck",
+                "healthCheckResult": "HealthCheckFailed",
+                "additionalFailureDetails": {"message": format!("cannot stage {image}: 0x80070005 Access is denied"),
+                                             "lastHealthCheckDateTime": "2026-01-01T00:00:00Z"}}),
+            None => json!({"healthCheckName": "AppAttachHealthCheck",
+                "healthCheckResult": "HealthCheckSucceeded",
+                "additionalFailureDetails": {"lastHealthCheckDateTime": "2026-01-01T00:00:00Z"}}),
+        };
+        (check, status.to_string())
+    };
+    let set = |sim: &mut crate::controller::decide::simulate::Sim,
+               (check, status): (serde_json::Value, String)| {
+        let v = sim.obs.backend.as_mut().unwrap();
+        let host = &mut v
+            .pools
+            .iter_mut()
+            .find(|p| p.name == "hp-r1")
+            .unwrap()
+            .hosts[0];
+        host.properties.session_host_health_check_results =
+            Some(vec![serde_json::from_value(check).unwrap()]);
+        host.properties.status = Some(status);
+    };
+    let one = image("1.0.0.0");
+    set(&mut sim, report(Some(&one), "Available"));
+    sim.pass();
+    assert_eq!(
+        condition(&sim, "Degraded"),
+        Some(("True".into(), "StagingFailed".into()))
+    );
+    let message = condition_message(&sim, "Degraded");
+    assert!(
+        message.contains("hp-r1-0 (hp-r1)") && message.contains("Access is denied"),
+        "{message}"
+    );
+    assert!(message.contains("1 of 4"), "{message}");
+    assert!(ready(&sim), "Ready is the backend matching the spec");
+
+    set(&mut sim, report(Some(&one), "Shutdown"));
+    sim.pass();
+    assert_eq!(condition(&sim, "Degraded").unwrap().1, "NoWarnings");
+
+    set(&mut sim, report(Some(&image("0.9.0.0")), "Available"));
+    sim.pass();
+    assert_eq!(condition(&sim, "Degraded").unwrap().1, "NoWarnings");
+
+    set(&mut sim, report(Some(&one), "Available"));
+    sim.pass();
+    assert_eq!(condition(&sim, "Degraded").unwrap().1, "StagingFailed");
+    set(&mut sim, report(None, "Available"));
+    sim.pass();
+    assert_eq!(condition(&sim, "Degraded").unwrap().1, "NoWarnings");
+}
