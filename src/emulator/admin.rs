@@ -32,6 +32,7 @@ pub fn router(_emulator: Emulator) -> Router<Emulator> {
             post(add_staging_fault).delete(clear_staging_faults),
         )
         .route("/_emulator/power", post(power))
+        .route("/_emulator/reports", get(health_reports))
         .route(
             "/_emulator/faults",
             get(list_faults).post(add_fault).delete(clear_faults),
@@ -430,8 +431,8 @@ struct StagingFault {
     /// `hostPool/sessionHost`, its id, or its short host name when unambiguous.
     session_host: String,
     /// What staging reports on it; empty: the host stops reporting at all (as if its
-    /// agent hung), until the faults are cleared.
-    error: String,
+    /// agent hung), until the faults are cleared; null: this host's fault is cleared.
+    error: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -482,7 +483,7 @@ async fn add_staging_fault(State(em): State<Emulator>, Json(f): Json<StagingFaul
         Err(e) => return fail(e),
     };
     let key = format!("{}{}", staging::FAULT_PREFIX, host.key());
-    inner.store.set_meta(&key, Some(Value::String(f.error)));
+    inner.store.set_meta(&key, f.error.map(Value::String));
     match commit(&mut inner) {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(r) => *r,
@@ -503,6 +504,10 @@ async fn clear_staging_faults(State(em): State<Emulator>) -> Response {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(r) => *r,
     }
+}
+
+async fn health_reports(State(em): State<Emulator>) -> Response {
+    Json(json!({ "value": em.lock().reports.reports() })).into_response()
 }
 
 async fn staging_view(State(em): State<Emulator>) -> Response {

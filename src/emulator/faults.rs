@@ -416,6 +416,11 @@ impl WriteLog {
             .collect()
     }
 
+    /// The sequence number of the last write logged (0 before any).
+    pub fn last_seq(&self) -> u64 {
+        self.next
+    }
+
     /// Forgets the writes logged so far (the sequence goes on).
     pub fn clear(&mut self) {
         self.writes.clear();

@@ -112,6 +112,8 @@ pub struct Inner {
     pub counts: faults::Counts,
     /// The ARM writes applied, in order, with their bodies.
     pub writes: faults::WriteLog,
+    /// The health reports session hosts made, in order, placed in the order of writes.
+    pub reports: staging::ReportLog,
     /// Required bearer token.
     pub token: Option<String>,
     /// The request budget enforced, if any.
@@ -223,6 +225,7 @@ impl Emulator {
                 faults: Default::default(),
                 counts: Default::default(),
                 writes: Default::default(),
+                reports: Default::default(),
                 token: config.token,
                 budget: config.arm_budget.map(ratelimit::Limiter::new),
             })),

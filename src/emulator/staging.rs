@@ -26,6 +26,45 @@ pub struct StagedPackage {
     pub error: Option<String>,
 }
 
+/// A health report a session host made: what it staged, and where it falls in the order
+/// of the emulator's writes. Tests judge a rollout's gate by these (a ring may switch only
+/// after the hosts of the rings before it reported the new image staged).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthReport {
+    /// The sequence number of the last write applied before the report.
+    pub after: u64,
+    /// When it reported (RFC 3339).
+    pub at: String,
+    /// The session host's id, lower-case.
+    pub session_host: String,
+    /// What it staged of each active package on its host pool.
+    pub staged: Vec<StagedPackage>,
+}
+
+/// The health reports made, oldest first (the oldest go beyond [`REPORTS`]).
+#[derive(Debug, Default)]
+pub struct ReportLog {
+    reports: std::collections::VecDeque<HealthReport>,
+}
+
+/// How many health reports the log keeps.
+pub const REPORTS: usize = 10_000;
+
+impl ReportLog {
+    fn record(&mut self, report: HealthReport) {
+        if self.reports.len() == REPORTS {
+            self.reports.pop_front();
+        }
+        self.reports.push_back(report);
+    }
+
+    /// The reports kept, oldest first.
+    pub fn reports(&self) -> Vec<HealthReport> {
+        self.reports.iter().cloned().collect()
+    }
+}
+
 /// The outcome of a staging run.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -299,6 +338,13 @@ pub fn stage(inner: &mut Inner, host_pool: Option<&str>) -> StageSummary {
             let id = ResourceId::parse(&host_id).expect("stored ids parse");
             inner.store.put(&id, body);
             inner.store.set_meta(&record_key, Some(record));
+            let after = inner.writes.last_seq();
+            inner.reports.record(HealthReport {
+                after,
+                at: now(),
+                session_host: host_id.to_ascii_lowercase(),
+                staged,
+            });
         }
     }
     summary

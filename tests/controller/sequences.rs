@@ -136,6 +136,8 @@ enum Op {
     Recreate,
     /// The rings of hp-r1 and hp-r2 swapped (toggles).
     Rings,
+    /// A host of ring 0 stops reporting staging (on), or reports again (off).
+    Mute(bool),
 }
 
 /// `appattach.io/reconcile-policy`.
@@ -187,6 +189,7 @@ impl Op {
             Op::Policy(p) => format!("policy-{}", p.word()),
             Op::Recreate => "recreate".into(),
             Op::Rings => "rings".into(),
+            Op::Mute(m) => format!("mute-{}", u8::from(*m)),
         }
     }
 
@@ -231,6 +234,7 @@ impl Op {
                     "suspend" => Op::Suspend(arg == "1"),
                     "expired" => Op::Expired(arg == "1"),
                     "inactive" => Op::Inactive(arg == "1"),
+                    "mute" => Op::Mute(arg == "1"),
                     _ => return None,
                 }
             }
@@ -242,7 +246,7 @@ impl Op {
 fn generate(seed: u64, steps: usize) -> Vec<Op> {
     let mut r = Rng(seed);
     (0..steps)
-        .map(|_| match r.below(32) {
+        .map(|_| match r.below(33) {
             0..=2 => Op::Good,
             3 => Op::Missing,
             4 | 5 => Op::Principals {
@@ -272,6 +276,7 @@ fn generate(seed: u64, steps: usize) -> Vec<Op> {
             28 => Op::Policy([Policy::Manage, Policy::Skip, Policy::Detach][r.below(3) as usize]),
             29 => Op::Recreate,
             30 => Op::Rings,
+            31 => Op::Mute(r.chance(60)),
             _ => Op::Good,
         })
         .collect()
@@ -303,6 +308,10 @@ struct Spec {
     ring_changes: Vec<(u64, bool)>,
     /// Write-log ranges in which the package was deleted and made again.
     recreated: Vec<(u64, u64)>,
+    /// The ring-1 host was shut down at some point (the gate skips a host that is off).
+    powered: bool,
+    /// r0-0 does not report staging.
+    muted: bool,
 }
 
 /// Whether a version's rollout can pass every gate.
@@ -591,6 +600,8 @@ async fn run(test: &str, ops: &[Op]) -> Verdict {
         swapped: false,
         ring_changes: vec![],
         recreated: vec![],
+        powered: false,
+        muted: false,
     };
     put_image(&env, NAME, "1.0.0.0");
     let mut ctl = Controller {
@@ -622,6 +633,10 @@ async fn run(test: &str, ops: &[Op]) -> Verdict {
     if ctl.child.is_none() {
         ctl.child = Some(Controller::start(&env));
     }
+    if spec.muted {
+        spec.muted = false;
+        mute(&env, false).await;
+    }
     // Lifted: suspend, a paused rollout, and a policy that observes only.
     if spec.suspend || spec.paused || spec.policy == Policy::Skip {
         spec.suspend = false;
@@ -634,6 +649,15 @@ async fn run(test: &str, ops: &[Op]) -> Verdict {
     let status = quiescent(&env, &spec).await?;
     if std::env::var_os("APPATTACH_SEQ_TRACE").is_some() {
         eprintln!("quiescent: spec {spec:?}\n  status {status}");
+        eprintln!("  reports {}", env.get("/_emulator/reports").await.1);
+        eprintln!(
+            "  writes {:?}",
+            write_log(&env)
+                .await
+                .iter()
+                .map(|w| (w.seq, &w.method, &w.path))
+                .collect::<Vec<_>>()
+        );
     }
     let log = write_log(&env).await;
     // A steady state writes nothing (a failed rollout is not retried either).
@@ -811,6 +835,7 @@ async fn step(env: &Env, ctl: &mut Controller, spec: &mut Spec, op: &Op) -> Verd
             }
         }
         Op::Power(on) => {
+            spec.powered |= !on;
             env.arm(
                 reqwest::Method::POST,
                 "/_emulator/power",
@@ -850,6 +875,10 @@ async fn step(env: &Env, ctl: &mut Controller, spec: &mut Spec, op: &Op) -> Verd
             }
             env.ns.apply(&spec.package()).await.unwrap();
         }
+        Op::Mute(m) => {
+            spec.muted = *m;
+            mute(env, *m).await;
+        }
         Op::Rings => {
             spec.swapped = !spec.swapped;
             spec.ring_changes
@@ -858,6 +887,16 @@ async fn step(env: &Env, ctl: &mut Controller, spec: &mut Spec, op: &Op) -> Verd
         }
     }
     Ok(())
+}
+
+/// r0-0 silent (it stages nothing and reports nothing), or reporting again.
+async fn mute(env: &Env, silent: bool) {
+    env.arm(
+        reqwest::Method::POST,
+        "/_emulator/staging-faults",
+        Some(json!({"sessionHost": "r0-0", "error": if silent { json!("") } else { Value::Null }})),
+    )
+    .await;
 }
 
 /// `appattach rollout undo`, as a user runs it; the version it went back to joins the
@@ -990,6 +1029,11 @@ async fn safety(
     // Versions that every stable pool ran at once: a rollback may go back to them.
     let mut established: BTreeSet<String> = BTreeSet::from(["1.0.0.0".to_string()]);
     let mut had: BTreeSet<&str> = BTreeSet::new();
+    // The health reports session hosts made, placed among the writes.
+    let (_, reports) = env.get("/_emulator/reports").await;
+    let reports: Vec<&Value> = reports["value"].as_array().into_iter().flatten().collect();
+    // When each pool began running each version: the write that gave it.
+    let mut since: BTreeMap<(String, String), u64> = BTreeMap::new();
     for (seq, name, refs) in package_writes(log, setup) {
         // The rings in force at this write, and those just before (a pass may act on
         // the assignment it read before the change).
@@ -1022,6 +1066,12 @@ async fn safety(
             }
         }
         let after = on_pools(&held);
+        for (pool, versions) in &after {
+            for v in versions {
+                since.entry((pool.clone(), v.clone())).or_insert(seq);
+            }
+        }
+        since.retain(|(pool, v), _| after.get(pool).is_some_and(|s| s.contains(v)));
         for (pool, r) in ring.iter() {
             let now = after.get(*pool).cloned().unwrap_or_default();
             if now.is_empty() && had.contains(pool) && !deleting {
@@ -1051,6 +1101,39 @@ async fn safety(
                 if let (Some(lower), Some(_)) = (below(&maps[0]), below(&maps[1])) {
                     return Err(format!(
                         "safety: write {seq} gave {pool} (ring {r}) version {v} while {lower} does not run it"
+                    ));
+                }
+                // The gate: every host of the lower rings reported the version staged,
+                // after its pool switched to it and before this write.
+                let unstaged = |map: &BTreeMap<&str, i32>| {
+                    let r = map[*pool];
+                    map.iter()
+                        .filter(|(_, lr)| **lr < r)
+                        .flat_map(|(lower, _)| hosts_of(lower).iter().map(move |h| (*lower, *h)))
+                        .filter(|(_, h)| !(spec.powered && *h == "r1-0"))
+                        .find(|(lower, h)| {
+                            let switched = since
+                                .get(&(lower.to_string(), v.clone()))
+                                .copied()
+                                .unwrap_or(u64::MAX);
+                            !reports.iter().any(|rep| {
+                                let after = rep["after"].as_u64().unwrap_or_default();
+                                rep["sessionHost"]
+                                    .as_str()
+                                    .is_some_and(|id| id.ends_with(&format!("/sessionhosts/{h}")))
+                                    && (switched..seq).contains(&after)
+                                    && rep["staged"]
+                                        .as_array()
+                                        .into_iter()
+                                        .flatten()
+                                        .any(|p| p["version"] == v.as_str() && p["staged"] == true)
+                            })
+                        })
+                        .map(|(lower, h)| format!("{h} of {lower} (ring {})", map[lower]))
+                };
+                if let (Some(host), Some(_)) = (unstaged(&maps[0]), unstaged(&maps[1])) {
+                    return Err(format!(
+                        "safety: write {seq} gave {pool} (ring {r}) version {v} before {host} reported staging it"
                     ));
                 }
             }
@@ -1100,6 +1183,16 @@ async fn safety(
         }
     }
     Ok(())
+}
+
+/// The session hosts of the three ring pools, as the world names them.
+fn hosts_of(pool: &str) -> &'static [&'static str] {
+    match pool {
+        "hp-r0" => &["r0-0", "r0-1"],
+        "hp-r1" => &["r1-0"],
+        "hp-r2" => &["r2-0"],
+        _ => &[],
+    }
 }
 
 /// The versions each pool runs, by the packages held.

@@ -370,3 +370,69 @@ async fn a_host_shut_down_reports_nothing_until_it_starts_again() {
         .await;
     assert_eq!(status, 404);
 }
+
+/// A host made silent reports again once its fault alone is cleared (error null); the
+/// other hosts' faults stay.
+#[tokio::test]
+async fn a_staging_fault_of_one_host_is_cleared_by_a_null_error() {
+    let em = TestEmulator::start().await;
+    em.share_file("a.vhdx");
+    em.create_package(
+        "pkg-one",
+        package_body(r"\\fs\apps\a.vhdx", "1.0.0.0", &["hp-a"]),
+    )
+    .await;
+    for (host, error) in [("a-0", json!("")), ("a-1", json!("disk full"))] {
+        let (status, body) = em
+            .post(
+                "/_emulator/staging-faults",
+                json!({"sessionHost": host, "error": error}),
+            )
+            .await;
+        assert_eq!(status, 204, "{body}");
+    }
+    let (_, summary) = em.post("/_emulator/stage?hostPool=hp-a", json!({})).await;
+    let (_, reports) = em.get("/_emulator/reports").await;
+    let reported = |reports: &serde_json::Value, host: &str| {
+        reports["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["sessionHost"].as_str().unwrap().ends_with(host))
+            .count()
+    };
+    assert_eq!(reported(&reports, "/a-0.contoso.com"), 0, "{summary}");
+    assert_eq!(reported(&reports, "/a-1.contoso.com"), 1, "{reports}");
+    let (status, body) = em
+        .post(
+            "/_emulator/staging-faults",
+            json!({"sessionHost": "a-0", "error": null}),
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+    let (_, summary) = em.post("/_emulator/stage?hostPool=hp-a", json!({})).await;
+    let (_, reports) = em.get("/_emulator/reports").await;
+    let a0: Vec<&serde_json::Value> = reports["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            r["sessionHost"]
+                .as_str()
+                .unwrap()
+                .ends_with("/a-0.contoso.com")
+        })
+        .collect();
+    assert_eq!(a0.len(), 1, "{reports}");
+    assert_eq!(a0[0]["staged"][0]["staged"], true, "{reports}");
+    assert!(
+        a0[0]["after"].as_u64().unwrap() >= 1,
+        "placed after the package's PUT"
+    );
+    // a-1 still fails.
+    assert_eq!(
+        summary["failedHosts"].as_array().unwrap().len(),
+        1,
+        "{summary}"
+    );
+}
