@@ -441,9 +441,11 @@ fn gated(r: &RolloutStatus, input: &Input<'_>, rings: &[i32]) -> Plan {
     }
     let mut next = r.clone();
     next.phase = Phase::Progressing;
-    if input.inactive && !g.pending.is_empty() {
-        // No host will report: hold here, safely, rather than wait for ever or switch the
-        // next rings with nothing staged.
+    if input.inactive {
+        // No host stages an inactive package, so none reports staging it: a report that
+        // came says nothing of it (a host whose last active package went inactive reports
+        // success with nothing staged). Hold here, safely, rather than wait for ever or
+        // switch the next rings with nothing staged.
         next.phase = Phase::Held;
         next.message = Some(format!(
             "ring {ring}: the package is Inactive, and session hosts do not stage an inactive package, so no host can report staging {}; set spec.state Active and the rollout goes on from here (or run `rollout undo`)",

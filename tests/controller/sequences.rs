@@ -1661,3 +1661,13 @@ async fn regression_a_new_version_of_an_inactive_package_is_held_not_stuck() {
 async fn regression_a_version_no_host_can_stage_is_reported_when_it_runs() {
     check("seqrstage", 7, vec![Op::Missing, Op::Recreate]).await;
 }
+
+/// Seed 3044's shrunk reproduction (seed 3001 met the same): an Inactive package's
+/// rollout passed ring 0's gate on reports that said nothing of the new version (hosts
+/// stage no inactive package) and went on to ring 1 unstaged; it is held at the gate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_an_inactive_package_is_held_at_the_gate_whatever_the_hosts_report() {
+    let ops = "missing,policy-skip,extra-1,inactive-1,mute-0,recreate,signout,kill,signout,host-off,principals-11";
+    let ops = ops.split(',').map(|w| Op::parse(w).unwrap()).collect();
+    check("seqr3044", 3044, ops).await;
+}

@@ -692,3 +692,33 @@ fn a_host_failing_the_running_version_is_reported_until_it_stages_it() {
     sim.pass();
     assert_eq!(condition(&sim, "Degraded").unwrap().1, "NoWarnings");
 }
+
+/// Seeds 3001 and 3044 (`... inactive-1, good`, and a package made again Inactive): the
+/// hold above waited only while hosts had not reported. But a host whose last active
+/// package becomes inactive reports again, a success that says nothing of the new
+/// version (it stages no inactive package), and the gate took it for staging: the
+/// version went on to the next rings unstaged. An Inactive package's rollout holds at
+/// the gate whatever the hosts say.
+#[test]
+fn a_rollout_of_a_package_made_inactive_with_it_holds_even_when_hosts_report_success() {
+    let mut sim = steady(package("1.0.0.0", json!({"soak": "1s"})), &RINGS);
+    respec(&mut sim, |p| {
+        to_version(p, "2.0.0.0");
+        p.spec.state = crate::resources::PackageState::Inactive;
+    });
+    sim.run(60);
+    let r = sim.obs.package.status.clone().unwrap().rollout.unwrap();
+    assert_eq!(r.phase, RolloutPhase::Held, "{r:?}");
+    let on = versions(&sim);
+    assert!(
+        on.iter()
+            .filter(|(p, _)| p != "hp-r0")
+            .all(|(_, v)| v.as_deref() == Some("1.0.0.0")),
+        "no ring after the first gets a version no host staged: {on:?}"
+    );
+    respec(&mut sim, |p| {
+        p.spec.state = crate::resources::PackageState::Active
+    });
+    sim.run(200);
+    assert!(everywhere(&sim, "2.0.0.0"), "{:?}", versions(&sim));
+}
