@@ -432,6 +432,14 @@ fn pools_of(pools: Vec<Value>) -> Value {
     })
 }
 
+/// The `appattach` binary: this build's, or `APPATTACH_BIN` (a long campaign runs a copy,
+/// so that building meanwhile does not change what it tests).
+fn appattach() -> std::path::PathBuf {
+    std::env::var_os("APPATTACH_BIN")
+        .map(Into::into)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_appattach").into())
+}
+
 /// The controller as its own process.
 struct Controller {
     child: Option<Child>,
@@ -442,7 +450,7 @@ impl Controller {
     fn start(env: &Env) -> Child {
         let mut args = env.controller_args();
         args.retain(|a| a != "--resync" && a != "5m");
-        Command::new(env!("CARGO_BIN_EXE_appattach"))
+        Command::new(appattach())
             .arg("controller")
             .args(args)
             .args(["--resync", "30s", "--backend-refresh", "3s"])
@@ -902,7 +910,7 @@ async fn mute(env: &Env, silent: bool) {
 /// `appattach rollout undo`, as a user runs it; the version it went back to joins the
 /// model (a package without history is refused, and nothing changes).
 async fn undo(env: &Env, spec: &mut Spec) {
-    let out = Command::new(env!("CARGO_BIN_EXE_appattach"))
+    let out = Command::new(appattach())
         .args(["rollout", "undo", NAME, "-n", &env.ns.name])
         .env("KUBECONFIG", env.ns.cp.kubeconfig())
         .output()
