@@ -1679,3 +1679,15 @@ async fn regression_an_inactive_package_is_held_at_the_gate_whatever_the_hosts_r
     let ops = ops.split(',').map(|w| Op::parse(w).unwrap()).collect();
     check("seqr3044", 3044, ops).await;
 }
+
+/// Seed 10020's shrunk reproduction: after a failed rollout had rolled back, `rollout
+/// undo` (the spec back on the version every pool runs) left Ready=False RolloutFailed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_undo_after_a_failed_rollout_is_ready() {
+    check(
+        "seqr10020",
+        10020,
+        vec![Op::Missing, Op::Invalid, Op::Undo, Op::Invalid],
+    )
+    .await;
+}

@@ -72,7 +72,12 @@ pub(crate) fn package(
     if first_error.is_none()
         && let Some(r) = &m.rollout
     {
-        let (progressing, ready) = rollout(r);
+        let (progressing, mut ready) = rollout(r);
+        // A failed rollout is the verdict on its own target only: a spec that went back
+        // to the version that runs (`rollout undo` after the rollback) is judged afresh.
+        if r.phase == Phase::Failed && !super::super::planner::same(&r.target, &s.wanted) {
+            ready = None;
+        }
         if let Some(ready) = ready {
             wanted.retain(|c| c.type_ != READY);
             wanted.insert(0, ready);

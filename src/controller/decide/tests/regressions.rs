@@ -722,3 +722,39 @@ fn a_rollout_of_a_package_made_inactive_with_it_holds_even_when_hosts_report_suc
     sim.run(200);
     assert!(everywhere(&sim, "2.0.0.0"), "{:?}", versions(&sim));
 }
+
+/// Seed 10020, shrunk to `missing,invalid,undo,invalid`: once a failed rollout had
+/// rolled back, a spec that went back to the version every pool runs (`rollout undo`)
+/// stayed `Ready=False RolloutFailed`: the failure of the old spec was taken for the
+/// verdict on the new one. The spec's version runs everywhere, so it is Ready; the
+/// failure stays in the history.
+#[test]
+fn a_spec_back_on_the_running_version_after_a_failed_rollout_is_ready() {
+    let mut sim = steady(package("1.0.0.0", json!({"soak": "1s"})), &RINGS);
+    sim.stages = Arc::new(|_: &str, image: &str| !image.contains("2.0.0.0"));
+    respec(&mut sim, |p| to_version(p, "2.0.0.0"));
+    sim.run(200);
+    let r = sim.obs.package.status.clone().unwrap().rollout.unwrap();
+    assert_eq!(r.phase, RolloutPhase::Failed, "{r:?}");
+    assert_eq!(condition(&sim, "Ready").unwrap().1, "RolloutFailed");
+    respec(&mut sim, |p| to_version(p, "1.0.0.0"));
+    let ds = sim.run(20);
+    assert!(
+        ds.iter().all(|d| d.writes.is_empty()),
+        "1.0.0.0 runs everywhere already"
+    );
+    assert!(
+        ready(&sim),
+        "{:?}",
+        sim.obs.package.status.as_ref().unwrap().conditions
+    );
+    let st = sim.obs.package.status.clone().unwrap();
+    assert_eq!(st.target_version, None, "no rollout targets anything");
+    assert!(
+        st.history
+            .iter()
+            .any(|h| h.result == RolloutResult::Failed && h.version == "2.0.0.0"),
+        "{:?}",
+        st.history
+    );
+}
