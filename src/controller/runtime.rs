@@ -264,7 +264,11 @@ pub async fn run_until<B: Backend + Clone>(
         failures: Mutex::new(HashMap::new()),
     });
     count_resources(&config, &caches);
-    tokio::spawn(readiness(
+    // Tasks that live as long as this controller: a JoinSet aborts them when `run` ends
+    // or is dropped (a controller embedded in a process, as in `appattach local` and the
+    // tests, leaves nothing behind ticking).
+    let mut alongside = tokio::task::JoinSet::new();
+    alongside.spawn(readiness(
         &config,
         &caches,
         (snapshot_ready, ctx.snapshot.clone()),
@@ -689,6 +693,47 @@ mod tests {
         assert_ne!(
             super::super::status::digest(&changed),
             super::super::status::digest(&before)
+        );
+    }
+
+    /// Seen in the logs of a long campaign of generated sequences: a controller run in a
+    /// process and stopped (as the tests and `appattach local` do) left its readiness task
+    /// behind, waking every 30 s for ever to say the first list is not done. Every task a
+    /// controller starts ends with it.
+    #[tokio::test]
+    async fn a_stopped_controller_leaves_no_task_behind() {
+        let metrics = tokio::runtime::Handle::current().metrics();
+        let before = metrics.num_alive_tasks();
+        // Nothing answers: the watches and the backend's refresh retry, readiness waits.
+        let client =
+            kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap()))
+                .unwrap();
+        let backend = crate::backend::ArmClient::new(
+            "http://127.0.0.1:9",
+            "00000000-0000-0000-0000-000000000000",
+            "rg",
+            crate::backend::Auth::None,
+        );
+        let controller = tokio::spawn(run(client, backend, Config::default()));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while metrics.num_alive_tasks() < before + 2 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(
+            metrics.num_alive_tasks() >= before + 2,
+            "the controller started its tasks"
+        );
+        // Let it run a while: watches retrying, readiness waiting for the first lists.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        controller.abort();
+        let _ = controller.await;
+        while metrics.num_alive_tasks() > before && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            metrics.num_alive_tasks(),
+            before,
+            "tasks outlived the controller"
         );
     }
 }
