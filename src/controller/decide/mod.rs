@@ -304,9 +304,8 @@ pub fn decide(obs: &Observation, settings: &Settings) -> Decision {
     let Some(view) = &obs.backend else {
         return outcomes::refused(obs, check(obs));
     };
-    let mut findings = check(obs);
+    let findings = check(obs);
     let s = subject(obs, view, settings, policy);
-    findings.extend(staging::warnings(&s));
     let recorded = || Memory::recorded(&s.previous);
     if findings.iter().any(|f| f.severity == Severity::Error) {
         return report::decision(

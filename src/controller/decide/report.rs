@@ -51,6 +51,15 @@ pub(crate) fn decision(
             .unwrap_or(findings.len());
         findings.splice(at..at, r.findings.iter().cloned());
     }
+    // What the hosts say of the version each pool runs once the writes are done (a first
+    // version is placed by this very pass).
+    let held = holdings(s, &after, memory.rollout.as_ref());
+    let staging = super::staging::warnings(&after, &held);
+    let at = findings
+        .iter()
+        .position(|f| f.severity < Severity::Warning)
+        .unwrap_or(findings.len());
+    findings.splice(at..at, staging);
     let status = package_status(s, &after, &memory, &findings, &outcome, reach.as_ref());
     let intent_status = intent
         .as_ref()

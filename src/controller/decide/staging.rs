@@ -8,9 +8,10 @@
 
 use jiff::Timestamp;
 
+use super::super::observe::BackendView;
 use super::super::planner;
 use super::super::validate::{Finding, Severity};
-use super::Subject;
+use super::holdings::{Holdings, host_obs};
 
 /// The reason of the warning.
 pub const STAGING_FAILED: &str = "StagingFailed";
@@ -18,31 +19,33 @@ pub const STAGING_FAILED: &str = "StagingFailed";
 /// At most this many hosts are named one by one; the rest are counted.
 const NAMED: usize = 5;
 
-/// A warning when session hosts of an assigned pool fail to stage the version it runs.
-pub(crate) fn warnings(s: &Subject<'_>) -> Vec<Finding> {
+/// A warning when session hosts of an assigned pool fail to stage the version it runs in
+/// `after` (the backend once the pass's writes are done), by `held` (what of this object
+/// it holds).
+pub(crate) fn warnings(after: &BackendView, held: &Holdings) -> Vec<Finding> {
     let mut failing: Vec<(String, String, String, String)> = vec![]; // (pool, host, image, error)
     let mut hosts = 0;
-    for p in &s.pools {
-        let Some(image) = p.on.as_ref().and_then(|on| {
-            s.held
-                .versions
-                .iter()
-                .find(|v| v.backend_name.eq_ignore_ascii_case(on))
-                .map(|v| v.image_path.clone())
-        }) else {
+    for p in &after.pools {
+        let Some(image) = held
+            .version_on(&p.id)
+            .map(|v| v.image_path.clone())
+            .filter(|i| !i.is_empty())
+        else {
             continue;
         };
-        if image.is_empty() {
-            continue;
-        }
         hosts += p.hosts.len();
         // A host that is off reports nothing now; its last report is stale.
-        let on = p.hosts.iter().filter(|h| {
-            !h.status
-                .as_deref()
-                .is_some_and(|s| planner::OFF.contains(&s))
-        });
-        let gate = planner::gate(on, Timestamp::MIN, &image, &[]);
+        let on: Vec<_> = p
+            .hosts
+            .iter()
+            .map(host_obs)
+            .filter(|h| {
+                !h.status
+                    .as_deref()
+                    .is_some_and(|s| planner::OFF.contains(&s))
+            })
+            .collect();
+        let gate = planner::gate(&on, Timestamp::MIN, &image, &[]);
         for (host, error) in gate.failed {
             failing.push((p.name.clone(), host, image.clone(), error));
         }

@@ -758,3 +758,36 @@ fn a_spec_back_on_the_running_version_after_a_failed_rollout_is_ready() {
         st.history
     );
 }
+
+/// Seeds 10130 and 10179: a package made again placed its first version on pools whose
+/// hosts already reported they cannot stage that image (a host failing every image), and
+/// the pass judged the hosts by the pools as they were before its writes (running
+/// nothing): no warning, and nothing changed after to wake it. The hosts are judged
+/// against what the pools run once the pass's writes are done.
+#[test]
+fn the_pass_that_places_a_first_version_says_what_the_hosts_report_of_it() {
+    let mut sim = estate(package("1.0.0.0", json!({"soak": "1s"})), &RINGS);
+    let failed = json!({"healthCheckName": "AppAttachHealthCheck",
+        "healthCheckResult": "HealthCheckFailed",
+        "additionalFailureDetails": {"message": format!("cannot stage {}: 0x80070005 Access is denied", image("1.0.0.0")),
+                                     "lastHealthCheckDateTime": "2026-01-01T00:00:00Z"}});
+    let v = sim.obs.backend.as_mut().unwrap();
+    let host = &mut v
+        .pools
+        .iter_mut()
+        .find(|p| p.name == "hp-r0")
+        .unwrap()
+        .hosts[1];
+    host.properties.session_host_health_check_results =
+        Some(vec![serde_json::from_value(failed).unwrap()]);
+    let d = sim.decide();
+    assert!(!d.writes.is_empty(), "the first version is placed");
+    let degraded = d
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Degraded")
+        .unwrap();
+    assert_eq!(degraded.reason, "StagingFailed", "{degraded:?}");
+    assert!(degraded.message.contains("hp-r0-1 (hp-r0)"), "{degraded:?}");
+}
