@@ -49,15 +49,32 @@ fn with_conditions(obs: &Observation, wanted: &[Cond]) -> AppAttachPackageStatus
     }
 }
 
-/// `spec.suspend`: nothing is read or written; `Synced` says so.
-pub(crate) fn suspended(obs: &Observation) -> Decision {
+/// The conditions recorded, but for `Synced`, for a pass that does not compare the
+/// backend with the spec: kept while they are about this generation. A `Ready` verdict on
+/// an older spec is not the verdict on this one: it becomes Unknown, saying why.
+fn kept_for_generation(obs: &Observation, reason: &'static str, why: &str) -> Vec<Cond> {
     let previous = obs.status();
     let mut wanted = keep_except(&previous.conditions, SYNCED);
-    wanted.push(Cond::no(
-        SYNCED,
-        "Suspended",
-        "spec.suspend is true: nothing is written to the backend until it is false",
-    ));
+    let generation = obs.package.metadata.generation;
+    if previous.observed_generation != generation {
+        wanted.retain(|c| c.type_ != READY);
+        wanted.push(Cond::unknown(
+            READY,
+            reason,
+            format!(
+                "generation {} of the spec is not compared with the backend yet: {why}",
+                generation.unwrap_or_default()
+            ),
+        ));
+    }
+    wanted
+}
+
+/// `spec.suspend`: nothing is read or written; `Synced` says so.
+pub(crate) fn suspended(obs: &Observation) -> Decision {
+    let why = "spec.suspend is true: nothing is written to the backend until it is false";
+    let mut wanted = kept_for_generation(obs, "Suspended", why);
+    wanted.push(Cond::no(SYNCED, "Suspended", why));
     only_status(
         obs,
         with_conditions(obs, &wanted),
@@ -101,9 +118,8 @@ fn sync_failure(e: &BackendError) -> SyncFailure {
 /// A pass that could not read the backend: `Synced=False`, the rest as recorded (the
 /// backend may still serve users).
 pub(crate) fn unobserved(obs: &Observation, e: &BackendError) -> Decision {
-    let previous = obs.status();
     let f = sync_failure(e);
-    let mut wanted = keep_except(&previous.conditions, SYNCED);
+    let mut wanted = kept_for_generation(obs, f.reason, &f.message);
     if f.reason == "BackendAuthFailed" {
         wanted.retain(|c| c.type_ != READY);
         wanted.push(Cond::no(READY, f.reason, f.message.clone()));

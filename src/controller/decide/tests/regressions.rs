@@ -791,3 +791,58 @@ fn the_pass_that_places_a_first_version_says_what_the_hosts_report_of_it() {
     assert_eq!(degraded.reason, "StagingFailed", "{degraded:?}");
     assert!(degraded.message.contains("hp-r0-1 (hp-r0)"), "{degraded:?}");
 }
+
+/// Seed 10047 (throttles and kills around three version changes): a pass that could
+/// not read the backend kept the Ready=True of the last spec it compared and stamped it
+/// with the new generation, so the status said "matches the spec" at 1.0.0.0 for a spec
+/// at 4.0.0.0 with no rollout, and kstatus, Flux and the sequences took it as done. A
+/// suspended package did the same. A verdict on an older spec is Unknown for a new one.
+#[test]
+fn a_pass_that_cannot_read_the_backend_does_not_call_a_new_spec_ready() {
+    let mut sim = steady(package("1.0.0.0", json!({"soak": "1s"})), &RINGS);
+    // The same spec, the backend unreadable: what was known stays.
+    let d = crate::controller::decide::unobserved(
+        &sim.obs,
+        &BackendError::Throttled(std::time::Duration::from_secs(1)),
+    );
+    let ready = d
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("True", "Reconciled")
+    );
+
+    respec(&mut sim, |p| to_version(p, "2.0.0.0"));
+    let d = crate::controller::decide::unobserved(
+        &sim.obs,
+        &BackendError::Throttled(std::time::Duration::from_secs(1)),
+    );
+    let ready = d
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(ready.status, "Unknown", "{ready:?}");
+    assert_eq!(ready.reason, "BackendThrottled");
+    assert!(ready.message.contains("generation 2"), "{ready:?}");
+    assert_eq!(ready.observed_generation, Some(2));
+
+    respec(&mut sim, |p| p.spec.suspend = true);
+    let d = sim.decide();
+    let ready = d
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("Unknown", "Suspended"),
+        "{ready:?}"
+    );
+}
