@@ -322,8 +322,8 @@ enum Stages {
     /// A host began failing while it rolled out, or `undo` went back to a version that
     /// may run already or cannot stage: either may happen.
     Either,
-    /// Placed on every pool by a package made again after its backend was removed: a
-    /// first version is not rolled out, so no gate holds it back.
+    /// Placed on every pool as a first version (by a package made again after its
+    /// backend was removed): not rolled out, so no gate holds it back.
     Installed,
 }
 
@@ -682,7 +682,7 @@ async fn run(test: &str, ops: &[Op]) -> Verdict {
     }
     let oracles = [
         safety(&env, &spec, &log, setup_writes, &foreign).await,
-        truth(&env, &spec, &status).await,
+        truth(&env, &spec, &status, first_placed(&log, setup_writes)).await,
     ];
     ctl.kill();
     oracles.into_iter().collect::<Result<Vec<()>, String>>()?;
@@ -876,11 +876,9 @@ async fn step(env: &Env, ctl: &mut Controller, spec: &mut Spec, op: &Op) -> Verd
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             spec.recreated.push((from, log_position(env).await));
-            // Its backend went (policy manage, not suspended): the version is placed
-            // anew, everywhere at once. Otherwise the new object finds it where it was.
-            if spec.policy == Policy::Manage && !spec.suspend {
-                spec.versions.last_mut().unwrap().1 = Stages::Installed;
-            }
+            // Its backend gone (policy manage, not suspended), the next version placed is
+            // a first version (see `first_placed`); otherwise the new object finds it
+            // where it was.
             env.ns.apply(&spec.package()).await.unwrap();
         }
         Op::Mute(m) => {
@@ -1214,8 +1212,31 @@ fn on_pools(held: &BTreeMap<String, (String, Vec<String>)>) -> BTreeMap<String, 
     out
 }
 
-/// Truth at quiescence: the status against the backend, and the backend against the spec.
-async fn truth(env: &Env, spec: &Spec, st: &Value) -> Verdict {
+/// The version last placed while the backend held nothing of the package: a first
+/// version, which is not rolled out (1.0.0.0 at the start, or the version a package made
+/// again after its backend was removed placed).
+fn first_placed(log: &[Applied], setup: u64) -> Option<String> {
+    let mut held: BTreeSet<String> = BTreeSet::new();
+    let mut first = None;
+    for (_, name, refs) in package_writes(log, setup) {
+        match refs {
+            Some((version, _)) => {
+                if held.is_empty() {
+                    first = Some(version);
+                }
+                held.insert(name);
+            }
+            None => {
+                held.remove(&name);
+            }
+        }
+    }
+    first
+}
+
+/// Truth at quiescence: the status against the backend, and the backend against the spec;
+/// `installed` is the version placed as a first version, with no rollout.
+async fn truth(env: &Env, spec: &Spec, st: &Value, installed: Option<String>) -> Verdict {
     let ready = st["conditions"]
         .as_array()
         .into_iter()
@@ -1326,12 +1347,17 @@ async fn truth(env: &Env, spec: &Spec, st: &Value) -> Verdict {
         ));
     }
     let runs_now = current.iter().next().unwrap().to_string();
-    if spec.stages_of(&runs_now) == Some(Stages::No) {
+    let first = installed.as_deref() == Some(runs_now.as_str());
+    if !first && spec.stages_of(&runs_now) == Some(Stages::No) {
         return Err(format!(
             "truth: the pools run {runs_now}, which cannot stage on ring 0"
         ));
     }
-    let stages = spec.versions.last().unwrap().1;
+    let stages = match spec.versions.last().unwrap().1 {
+        Stages::Yes => Stages::Yes,
+        _ if installed.as_deref() == Some(spec.version()) => Stages::Installed,
+        s => s,
+    };
     let wanted_good = match stages {
         Stages::Yes | Stages::Installed => true,
         Stages::No => false,
@@ -1690,4 +1716,12 @@ async fn regression_undo_after_a_failed_rollout_is_ready() {
         vec![Op::Missing, Op::Invalid, Op::Undo, Op::Invalid],
     )
     .await;
+}
+
+/// Seed 10047: throttles and kills around three version changes left a status that
+/// said Ready (at 1.0.0.0, for a spec at 4.0.0.0) from a pass that could not read the
+/// backend; the harness took it for quiescence and the controller was still writing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_an_unread_backend_does_not_make_a_new_spec_ready() {
+    check("seqr10047", 10047, generate(10047, 12)).await;
 }
