@@ -444,6 +444,17 @@ pub struct SessionHostProperties {
     pub session_host_health_check_results: Option<Vec<SessionHostHealthCheckReport>>,
 }
 
+impl SessionHostProperties {
+    /// The host's last `AppAttachHealthCheck`: what it said of staging the images of its
+    /// host pool's active packages.
+    pub fn app_attach_health_check(&self) -> Option<&SessionHostHealthCheckReport> {
+        self.session_host_health_check_results
+            .iter()
+            .flatten()
+            .find(|c| c.health_check_name.as_deref() == Some("AppAttachHealthCheck"))
+    }
+}
+
 /// `SessionHostHealthCheckReport`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

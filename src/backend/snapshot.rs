@@ -660,12 +660,7 @@ fn changed_host_health(old: &Picture, new: &Picture) -> BTreeSet<String> {
                 .into_iter()
                 .flatten()
                 .map(|h| {
-                    let check = h
-                        .properties
-                        .session_host_health_check_results
-                        .iter()
-                        .flatten()
-                        .find(|c| c.health_check_name.as_deref() == Some("AppAttachHealthCheck"));
+                    let check = h.properties.app_attach_health_check();
                     (
                         h.properties.status.clone(),
                         check.and_then(|c| c.health_check_result.clone()),

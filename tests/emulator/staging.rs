@@ -22,6 +22,18 @@ async fn health(em: &TestEmulator, pool: &str) -> Vec<(String, String, Value)> {
         .collect()
 }
 
+/// An emulator with image `a.vhdx` on the share and package `pkg-one` (1.0.0.0) on hp-a.
+async fn one_package_on_hp_a() -> TestEmulator {
+    let em = TestEmulator::start().await;
+    em.share_file("a.vhdx");
+    em.create_package(
+        "pkg-one",
+        package_body(r"\\fs\apps\a.vhdx", "1.0.0.0", &["hp-a"]),
+    )
+    .await;
+    em
+}
+
 #[tokio::test]
 async fn a_complete_cimfs_image_stages_on_every_host_of_the_pool() {
     let em = TestEmulator::start().await;
@@ -158,13 +170,7 @@ async fn staging_runs_on_its_own_tick() {
 
 #[tokio::test]
 async fn a_staging_fault_names_the_session_host_as_arm_does() {
-    let em = TestEmulator::start().await;
-    em.share_file("a.vhdx");
-    em.create_package(
-        "pkg-one",
-        package_body(r"\\fs\apps\a.vhdx", "1.0.0.0", &["hp-a"]),
-    )
-    .await;
+    let em = one_package_on_hp_a().await;
     // The session host's resource name, as the world file and ARM spell it.
     let (status, body) = em
         .post(
@@ -311,20 +317,15 @@ async fn a_short_host_name_two_pools_share_is_refused_until_the_pool_is_named() 
 /// runs its health check at the next round and reports the images it finds.
 #[tokio::test]
 async fn a_host_shut_down_reports_nothing_until_it_starts_again() {
-    let em = TestEmulator::start().await;
-    em.share_file("a.vhdx");
-    em.create_package(
-        "pkg-one",
-        package_body(r"\\fs\apps\a.vhdx", "1.0.0.0", &["hp-a"]),
-    )
-    .await;
+    let em = one_package_on_hp_a().await;
     let host = format!("{}/sessionHosts/a-0.contoso.com", pool_id("hp-a"));
-    let (status, body) = em
-        .post(
+    let power = |host: &'static str, running: bool| {
+        em.post(
             "/_emulator/power",
-            json!({"sessionHost": "a-0", "running": false}),
+            json!({"sessionHost": host, "running": running}),
         )
-        .await;
+    };
+    let (status, body) = power("a-0", false).await;
     assert_eq!(status, 204, "{body}");
     let (_, summary) = em.post("/_emulator/stage?hostPool=hp-a", json!({})).await;
     assert_eq!(summary["failedHosts"], json!([]), "{summary}");
@@ -347,12 +348,7 @@ async fn a_host_shut_down_reports_nothing_until_it_starts_again() {
         "{session}"
     );
 
-    let (status, body) = em
-        .post(
-            "/_emulator/power",
-            json!({"sessionHost": "a-0.contoso.com", "running": true}),
-        )
-        .await;
+    let (status, body) = power("a-0.contoso.com", true).await;
     assert_eq!(status, 204, "{body}");
     em.post("/_emulator/stage?hostPool=hp-a", json!({})).await;
     let (_, on) = em.get(&host).await;
@@ -362,12 +358,7 @@ async fn a_host_shut_down_reports_nothing_until_it_starts_again() {
         "HealthCheckSucceeded",
         "{on}"
     );
-    let (status, _) = em
-        .post(
-            "/_emulator/power",
-            json!({"sessionHost": "nowhere-0", "running": false}),
-        )
-        .await;
+    let (status, _) = power("nowhere-0", false).await;
     assert_eq!(status, 404);
 }
 
@@ -375,13 +366,7 @@ async fn a_host_shut_down_reports_nothing_until_it_starts_again() {
 /// other hosts' faults stay.
 #[tokio::test]
 async fn a_staging_fault_of_one_host_is_cleared_by_a_null_error() {
-    let em = TestEmulator::start().await;
-    em.share_file("a.vhdx");
-    em.create_package(
-        "pkg-one",
-        package_body(r"\\fs\apps\a.vhdx", "1.0.0.0", &["hp-a"]),
-    )
-    .await;
+    let em = one_package_on_hp_a().await;
     for (host, error) in [("a-0", json!("")), ("a-1", json!("disk full"))] {
         let (status, body) = em
             .post(

@@ -223,12 +223,7 @@ pub fn leaf(id: &str) -> &str {
 
 /// The app attach health check of a session host, as the gate reads it.
 pub fn host_obs(h: &SessionHost) -> HostObs {
-    let check = h
-        .properties
-        .session_host_health_check_results
-        .iter()
-        .flatten()
-        .find(|c| c.health_check_name.as_deref() == Some("AppAttachHealthCheck"));
+    let check = h.properties.app_attach_health_check();
     let details = check.and_then(|c| c.additional_failure_details.as_ref());
     HostObs {
         name: leaf(h.name.as_deref().unwrap_or_default()).to_string(),

@@ -792,6 +792,17 @@ fn the_pass_that_places_a_first_version_says_what_the_hosts_report_of_it() {
     assert!(degraded.message.contains("hp-r0-1 (hp-r0)"), "{degraded:?}");
 }
 
+/// The Ready condition a decision gives.
+fn ready_of(
+    d: &super::super::Decision,
+) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    d.status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap()
+}
+
 /// Seed 10047 (throttles and kills around three version changes): a pass that could
 /// not read the backend kept the Ready=True of the last spec it compared and stamped it
 /// with the new generation, so the status said "matches the spec" at 1.0.0.0 for a spec
@@ -805,12 +816,7 @@ fn a_pass_that_cannot_read_the_backend_does_not_call_a_new_spec_ready() {
         &sim.obs,
         &BackendError::Throttled(std::time::Duration::from_secs(1)),
     );
-    let ready = d
-        .status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .unwrap();
+    let ready = ready_of(&d);
     assert_eq!(
         (ready.status.as_str(), ready.reason.as_str()),
         ("True", "Reconciled")
@@ -821,12 +827,7 @@ fn a_pass_that_cannot_read_the_backend_does_not_call_a_new_spec_ready() {
         &sim.obs,
         &BackendError::Throttled(std::time::Duration::from_secs(1)),
     );
-    let ready = d
-        .status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .unwrap();
+    let ready = ready_of(&d);
     assert_eq!(ready.status, "Unknown", "{ready:?}");
     assert_eq!(ready.reason, "BackendThrottled");
     assert!(ready.message.contains("generation 2"), "{ready:?}");
@@ -834,12 +835,7 @@ fn a_pass_that_cannot_read_the_backend_does_not_call_a_new_spec_ready() {
 
     respec(&mut sim, |p| p.spec.suspend = true);
     let d = sim.decide();
-    let ready = d
-        .status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .unwrap();
+    let ready = ready_of(&d);
     assert_eq!(
         (ready.status.as_str(), ready.reason.as_str()),
         ("Unknown", "Suspended"),
