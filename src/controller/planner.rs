@@ -303,11 +303,27 @@ fn idle(input: &Input<'_>) -> Plan {
         return Plan::bare(Action::FailedVersion);
     }
     let rings = rings(input.pools);
-    let previous: Vec<VersionRef> = std::iter::once(current)
+    let mut previous: Vec<VersionRef> = std::iter::once(current)
         .chain(&input.others)
         .filter(|v| v.backend_name != input.wanted.backend_name)
         .cloned()
         .collect();
+    // A rollback takes every pool back to the first previous version: the one the highest
+    // ring runs. An estate found split (by a new object, the record of the rollout it
+    // interrupted gone) is split the way rollouts go, lower rings ahead: going back to
+    // what they run would give the higher rings a version whose gate they never passed.
+    let top = |v: &VersionRef| {
+        input
+            .pools
+            .iter()
+            .filter(|p| {
+                p.on.as_deref()
+                    .is_some_and(|o| o.eq_ignore_ascii_case(&v.backend_name))
+            })
+            .map(|p| p.ring)
+            .max()
+    };
+    previous.sort_by_key(|v| std::cmp::Reverse(top(v)));
     let from = previous.first().map_or("-", |v| v.version.as_str());
     let next = RolloutStatus {
         revision: input.rollout.map_or(1, |r| r.revision + 1),

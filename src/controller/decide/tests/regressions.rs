@@ -842,3 +842,51 @@ fn a_pass_that_cannot_read_the_backend_does_not_call_a_new_spec_ready() {
         "{ready:?}"
     );
 }
+
+/// Seed 20250 (`..., good, pause, ..., policy-skip, good, good, fail, recreate`): the
+/// package was made again while a rollout was half done (2.0.0.0 on rings 0 and 1, 1.0.0.0
+/// on ring 2). The new object, with no record of it, took the version most pools ran for
+/// the one to fall back to; its rollout of a version that failed at ring 0 then rolled
+/// every pool back to 2.0.0.0, giving ring 2 a version whose gate it never passed. A
+/// rollback goes back to the version the highest ring runs.
+#[test]
+fn a_rollback_after_a_superseded_rollout_gives_no_pool_a_version_its_rings_did_not_pass() {
+    let mut sim = steady(package("1.0.0.0", json!({"soak": "1s"})), &RINGS);
+    sim.stages = Arc::new(|_: &str, image: &str| !image.contains("3.0.0.0"));
+    respec(&mut sim, |p| to_version(p, "2.0.0.0"));
+    let mut ds = vec![];
+    // 2.0.0.0 until it runs on ring 1, not ring 2.
+    for _ in 0..200 {
+        ds.push(sim.pass());
+        let on = versions(&sim);
+        if on
+            .iter()
+            .any(|(p, v)| p == "hp-r1" && v.as_deref() == Some("2.0.0.0"))
+        {
+            break;
+        }
+    }
+    assert!(
+        versions(&sim)
+            .iter()
+            .any(|(p, v)| p == "hp-r2" && v.as_deref() == Some("1.0.0.0")),
+        "{:?}",
+        versions(&sim)
+    );
+    // The package deleted with its backend left (policy skip or detach-on-delete) and
+    // made again at 3.0.0.0: a new object, with no record of the rollout it interrupted.
+    respec(&mut sim, |p| {
+        to_version(p, "3.0.0.0");
+        p.status = None;
+    });
+    ds.extend(sim.run(300));
+    let ws = writes(&ds);
+    for refs in switches(&ws, "2.0.0.0") {
+        assert!(
+            !refs.contains(&"hp-r2".to_string()),
+            "2.0.0.0 reached hp-r2 without passing ring 2's turn: {:?}",
+            switches(&ws, "2.0.0.0")
+        );
+    }
+    assert!(everywhere(&sim, "1.0.0.0"), "{:?}", versions(&sim));
+}
