@@ -138,6 +138,8 @@ enum Op {
     Rings,
     /// A host of ring 0 stops reporting staging (on), or reports again (off).
     Mute(bool),
+    /// Another image of the same version (rebuilt, on the share), the version unchanged.
+    Swap,
 }
 
 /// `appattach.io/reconcile-policy`.
@@ -190,6 +192,7 @@ impl Op {
             Op::Recreate => "recreate".into(),
             Op::Rings => "rings".into(),
             Op::Mute(m) => format!("mute-{}", u8::from(*m)),
+            Op::Swap => "swap".into(),
         }
     }
 
@@ -216,6 +219,7 @@ impl Op {
             "undo" => Op::Undo,
             "recreate" => Op::Recreate,
             "rings" => Op::Rings,
+            "swap" => Op::Swap,
             w if w.starts_with("policy-") => Op::Policy(
                 [Policy::Manage, Policy::Skip, Policy::Detach]
                     .into_iter()
@@ -246,7 +250,7 @@ impl Op {
 fn generate(seed: u64, steps: usize) -> Vec<Op> {
     let mut r = Rng(seed);
     (0..steps)
-        .map(|_| match r.below(33) {
+        .map(|_| match r.below(34) {
             0..=2 => Op::Good,
             3 => Op::Missing,
             4 | 5 => Op::Principals {
@@ -277,6 +281,7 @@ fn generate(seed: u64, steps: usize) -> Vec<Op> {
             29 => Op::Recreate,
             30 => Op::Rings,
             31 => Op::Mute(r.chance(60)),
+            32 => Op::Swap,
             _ => Op::Good,
         })
         .collect()
@@ -312,6 +317,12 @@ struct Spec {
     powered: bool,
     /// r0-0 does not report staging.
     muted: bool,
+    /// The image of the spec's version, when not the one its version names.
+    image: Option<String>,
+    /// Images made by `swap` so far (each a new file name).
+    swaps: usize,
+    /// The write-log position when the spec's version last changed.
+    version_since: u64,
 }
 
 /// Whether a version's rollout can pass every gate.
@@ -352,6 +363,9 @@ impl Spec {
             self.version(),
             json!({"soak": "1s", "paused": self.paused}),
         );
+        if let Some(image) = &self.image {
+            p = set(p, "/spec/image/path", json!(image));
+        }
         p["metadata"]["annotations"] = json!({"appattach.io/reconcile-policy": self.policy.word()});
         p = set(p, "/spec/suspend", json!(self.suspend));
         if self.expired {
@@ -610,6 +624,9 @@ async fn run(test: &str, ops: &[Op]) -> Verdict {
         recreated: vec![],
         powered: false,
         muted: false,
+        image: None,
+        swaps: 0,
+        version_since: 0,
     };
     put_image(&env, NAME, "1.0.0.0");
     let mut ctl = Controller {
@@ -622,7 +639,12 @@ async fn run(test: &str, ops: &[Op]) -> Verdict {
     env.wait_package(NAME, 3, 1).await;
 
     for (i, op) in ops.iter().enumerate() {
-        step(&env, &mut ctl, &mut spec, op).await?;
+        if let Err(why) = step(&env, &mut ctl, &mut spec, op).await {
+            return Err(format!(
+                "{why}\n  record: {}",
+                record(&env, &spec, test).await
+            ));
+        }
         if ctl.paused > 0 {
             ctl.paused += 1;
             if ctl.paused > 3 {
@@ -654,23 +676,67 @@ async fn run(test: &str, ops: &[Op]) -> Verdict {
         }
         env.ns.apply(&spec.package()).await.unwrap();
     }
-    let status = quiescent(&env, &spec).await?;
-    if std::env::var_os("APPATTACH_SEQ_TRACE").is_some() {
-        eprintln!("quiescent: spec {spec:?}\n  status {status}");
-        eprintln!("  reports {}", env.get("/_emulator/reports").await.1);
-        eprintln!(
-            "  writes {:?}",
-            write_log(&env)
-                .await
-                .iter()
-                .map(|w| (w.seq, &w.method, &w.path))
-                .collect::<Vec<_>>()
-        );
+    let verdict = judge(&env, &mut ctl, &spec, setup_writes, &foreign).await;
+    match verdict {
+        Err(why) => Err(format!(
+            "{why}\n  record: {}",
+            record(&env, &spec, test).await
+        )),
+        ok => ok,
     }
-    let log = write_log(&env).await;
+}
+
+/// What a failed sequence leaves to read: the model, the package's status, the writes and
+/// the hosts' reports, in a file (named in the failure).
+async fn record(env: &Env, spec: &Spec, test: &str) -> String {
+    let status = env
+        .ns
+        .api("AppAttachPackage")
+        .get_opt(NAME)
+        .await
+        .ok()
+        .flatten()
+        .map(|o| serde_json::to_value(o).unwrap()["status"].clone());
+    let writes: Vec<String> = write_log(env)
+        .await
+        .iter()
+        .map(|w| {
+            let refs = &w.body["properties"]["hostPoolReferences"];
+            let version = &w.body["properties"]["image"]["version"];
+            let tail = w
+                .path
+                .rsplit("/providers/microsoft.desktopvirtualization/")
+                .next()
+                .unwrap_or(&w.path);
+            format!("{} {} {tail} {version} {refs}", w.seq, w.method)
+        })
+        .collect();
+    let (_, reports) = env.get("/_emulator/reports").await;
+    let text = format!(
+        "spec: {spec:#?}\n\nstatus: {:#}\n\nwrites:\n{}\n\nreports: {reports:#}\n",
+        status.unwrap_or_default(),
+        writes.join("\n")
+    );
+    let path = std::env::temp_dir().join(format!("appattach-{test}-{}.txt", env.ns.name));
+    match std::fs::write(&path, text) {
+        Ok(()) => path.display().to_string(),
+        Err(e) => format!("not written: {e}"),
+    }
+}
+
+/// The oracles, once the package is quiescent.
+async fn judge(
+    env: &Env,
+    ctl: &mut Controller,
+    spec: &Spec,
+    setup_writes: u64,
+    foreign: &[(String, Value)],
+) -> Verdict {
+    let status = quiescent(env, spec).await?;
+    let log = write_log(env).await;
     // A steady state writes nothing (a failed rollout is not retried either).
     tokio::time::sleep(Duration::from_secs(3)).await;
-    if let Some(w) = write_log(&env)
+    if let Some(w) = write_log(env)
         .await
         .iter()
         .find(|w| w.seq > log.last().map_or(0, |l| l.seq))
@@ -681,8 +747,8 @@ async fn run(test: &str, ops: &[Op]) -> Verdict {
         ));
     }
     let oracles = [
-        safety(&env, &spec, &log, setup_writes, &foreign).await,
-        truth(&env, &spec, &status, first_placed(&log, setup_writes)).await,
+        safety(env, spec, &log, setup_writes, foreign).await,
+        truth(env, spec, &status, first_placed(&log, setup_writes)).await,
     ];
     ctl.kill();
     oracles.into_iter().collect::<Result<Vec<()>, String>>()?;
@@ -723,6 +789,8 @@ async fn step(env: &Env, ctl: &mut Controller, spec: &mut Spec, op: &Op) -> Verd
                 Stages::No
             };
             spec.versions.push((v, stages));
+            spec.version_since = log_position(env).await;
+            spec.image = None;
             env.ns.apply(&spec.package()).await.unwrap();
         }
         Op::Principals { designers, bob } => {
@@ -881,6 +949,24 @@ async fn step(env: &Env, ctl: &mut Controller, spec: &mut Spec, op: &Op) -> Verd
             // where it was.
             env.ns.apply(&spec.package()).await.unwrap();
         }
+        Op::Swap => {
+            // The same version rebuilt in a new file: the service refuses an image
+            // changed in place, so the API server refuses it at apply, and nothing moves.
+            spec.swaps += 1;
+            let file = format!("{NAME}_{}-{}.vhdx", spec.version(), spec.swaps);
+            std::fs::write(env.share.join(&file), b"vhdx").unwrap();
+            let mut swapped = spec.package();
+            swapped["spec"]["image"]["path"] = json!(format!(r"{}\{file}", crate::harness::SHARE));
+            match env.ns.apply(&swapped).await {
+                Err(kube::Error::Api(e))
+                    if e.code == 422 && e.message.contains("spec.package.version must change") => {}
+                other => {
+                    return Err(format!(
+                        "bad input: an image swapped without a new version was not refused at apply: {other:?}"
+                    ));
+                }
+            }
+        }
         Op::Mute(m) => {
             spec.muted = *m;
             mute(env, *m).await;
@@ -922,6 +1008,7 @@ async fn undo(env: &Env, spec: &mut Spec) {
         .as_str()
         .unwrap_or_default()
         .to_string();
+    spec.image = obj["spec"]["image"]["path"].as_str().map(String::from);
     // A version that staged everywhere stages again unless a host fails now; one that
     // did not may still be what the pools run (undo of a failed rollout).
     let stages = match spec.stages_of(&version) {
@@ -929,6 +1016,7 @@ async fn undo(env: &Env, spec: &mut Spec) {
         _ => Stages::Either,
     };
     spec.versions.push((version, stages));
+    spec.version_since = log_position(env).await;
     // The next applies say the same as the CLI did: the model's manifest.
     env.ns.apply(&spec.package()).await.unwrap();
 }
@@ -1215,14 +1303,14 @@ fn on_pools(held: &BTreeMap<String, (String, Vec<String>)>) -> BTreeMap<String, 
 /// The version last placed while the backend held nothing of the package: a first
 /// version, which is not rolled out (1.0.0.0 at the start, or the version a package made
 /// again after its backend was removed placed).
-fn first_placed(log: &[Applied], setup: u64) -> Option<String> {
+fn first_placed(log: &[Applied], setup: u64) -> Option<(String, u64)> {
     let mut held: BTreeSet<String> = BTreeSet::new();
     let mut first = None;
-    for (_, name, refs) in package_writes(log, setup) {
+    for (seq, name, refs) in package_writes(log, setup) {
         match refs {
             Some((version, _)) => {
                 if held.is_empty() {
-                    first = Some(version);
+                    first = Some((version, seq));
                 }
                 held.insert(name);
             }
@@ -1235,8 +1323,8 @@ fn first_placed(log: &[Applied], setup: u64) -> Option<String> {
 }
 
 /// Truth at quiescence: the status against the backend, and the backend against the spec;
-/// `installed` is the version placed as a first version, with no rollout.
-async fn truth(env: &Env, spec: &Spec, st: &Value, installed: Option<String>) -> Verdict {
+/// `installed` is the version last placed as a first version, with no rollout, and where.
+async fn truth(env: &Env, spec: &Spec, st: &Value, installed: Option<(String, u64)>) -> Verdict {
     let ready = st["conditions"]
         .as_array()
         .into_iter()
@@ -1347,7 +1435,7 @@ async fn truth(env: &Env, spec: &Spec, st: &Value, installed: Option<String>) ->
         ));
     }
     let runs_now = current.iter().next().unwrap().to_string();
-    let first = installed.as_deref() == Some(runs_now.as_str());
+    let first = installed.as_ref().is_some_and(|(v, _)| *v == runs_now);
     if !first && spec.stages_of(&runs_now) == Some(Stages::No) {
         return Err(format!(
             "truth: the pools run {runs_now}, which cannot stage on ring 0"
@@ -1355,7 +1443,14 @@ async fn truth(env: &Env, spec: &Spec, st: &Value, installed: Option<String>) ->
     }
     let stages = match spec.versions.last().unwrap().1 {
         Stages::Yes => Stages::Yes,
-        _ if installed.as_deref() == Some(spec.version()) => Stages::Installed,
+        // The spec's version placed as a first version after the spec named it (a
+        // version named after that placement is rolled out, gated).
+        _ if installed
+            .as_ref()
+            .is_some_and(|(v, at)| v == spec.version() && spec.version_since <= *at) =>
+        {
+            Stages::Installed
+        }
         s => s,
     };
     let wanted_good = match stages {
