@@ -555,11 +555,9 @@ async fn owned_packages(env: &Env) -> Vec<Value> {
 /// Why a sequence failed.
 type Verdict = Result<(), String>;
 
-/// Runs one sequence from a fresh environment; the first oracle it breaks.
-async fn run(test: &str, ops: &[Op]) -> Verdict {
-    let mut env = Env::staging_with_world(test, world()).await;
-    env.stop_controller().await;
-    // Objects the controller does not own: a package and a published application.
+/// Objects the controller does not own: a package and a published application, as
+/// made by hand (their paths, lower-case, and bodies).
+async fn foreign_objects(env: &Env) -> Result<[(String, Value); 2], String> {
     let foreign_pkg = format!("{}/appAttachPackages/by-hand", rg());
     let (code, body) = env
         .arm(
@@ -593,7 +591,7 @@ async fn run(test: &str, ops: &[Op]) -> Verdict {
         ),
     )
     .await;
-    let foreign = [
+    Ok([
         (
             foreign_pkg.to_ascii_lowercase(),
             env.get(&foreign_pkg).await.1,
@@ -602,7 +600,14 @@ async fn run(test: &str, ops: &[Op]) -> Verdict {
             foreign_app.to_ascii_lowercase(),
             env.get(&foreign_app).await.1,
         ),
-    ];
+    ])
+}
+
+/// Runs one sequence from a fresh environment; the first oracle it breaks.
+async fn run(test: &str, ops: &[Op]) -> Verdict {
+    let mut env = Env::staging_with_world(test, world()).await;
+    env.stop_controller().await;
+    let foreign = foreign_objects(&env).await?;
     let setup_writes = write_log(&env).await.last().map_or(0, |w| w.seq);
 
     let mut spec = Spec {
@@ -814,27 +819,7 @@ async fn step(env: &Env, ctl: &mut Controller, spec: &mut Spec, op: &Op) -> Verd
             spec.suspend = *s;
             env.ns.apply(&spec.package()).await.unwrap();
         }
-        Op::DriftRole => {
-            let (_, list) = env
-                .get(&format!(
-                    "{}/providers/Microsoft.Authorization/roleAssignments?api-version=2022-04-01",
-                    rg().replace("/providers/microsoft.desktopvirtualization", "")
-                ))
-                .await;
-            let ours = list["value"].as_array().into_iter().flatten().find(|r| {
-                r["properties"]["scope"]
-                    .as_str()
-                    .is_some_and(|s| s.contains("/appattachpackages/") && !s.contains("by-hand"))
-            });
-            if let Some(id) = ours.and_then(|r| r["id"].as_str()) {
-                env.arm(
-                    reqwest::Method::DELETE,
-                    &format!("{id}?api-version=2022-04-01"),
-                    None,
-                )
-                .await;
-            }
-        }
+        Op::DriftRole => drift_role(env).await,
         Op::DriftInactive => {
             let ours = owned_packages(env).await;
             if let Some(id) = ours.first().and_then(|p| p["id"].as_str()) {
@@ -928,45 +913,8 @@ async fn step(env: &Env, ctl: &mut Controller, spec: &mut Spec, op: &Op) -> Verd
             spec.policy = *p;
             env.ns.apply(&spec.package()).await.unwrap();
         }
-        Op::Recreate => {
-            // The finalizer needs a controller.
-            running(env, ctl);
-            let from = log_position(env).await;
-            let api = env.ns.api("AppAttachPackage");
-            let _ = api.delete(NAME, &Default::default()).await;
-            let deadline = Instant::now() + Duration::from_secs(90);
-            while api.get_opt(NAME).await.unwrap().is_some() {
-                if Instant::now() > deadline {
-                    return Err(format!(
-                        "liveness: the package was not deleted within 90 s (spec {spec:?})"
-                    ));
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            spec.recreated.push((from, log_position(env).await));
-            // Its backend gone (policy manage, not suspended), the next version placed is
-            // a first version (see `first_placed`); otherwise the new object finds it
-            // where it was.
-            env.ns.apply(&spec.package()).await.unwrap();
-        }
-        Op::Swap => {
-            // The same version rebuilt in a new file: the service refuses an image
-            // changed in place, so the API server refuses it at apply, and nothing moves.
-            spec.swaps += 1;
-            let file = format!("{NAME}_{}-{}.vhdx", spec.version(), spec.swaps);
-            std::fs::write(env.share.join(&file), b"vhdx").unwrap();
-            let mut swapped = spec.package();
-            swapped["spec"]["image"]["path"] = json!(format!(r"{}\{file}", crate::harness::SHARE));
-            match env.ns.apply(&swapped).await {
-                Err(kube::Error::Api(e))
-                    if e.code == 422 && e.message.contains("spec.package.version must change") => {}
-                other => {
-                    return Err(format!(
-                        "bad input: an image swapped without a new version was not refused at apply: {other:?}"
-                    ));
-                }
-            }
-        }
+        Op::Recreate => recreate(env, ctl, spec).await?,
+        Op::Swap => swap(env, spec).await?,
         Op::Mute(m) => {
             spec.muted = *m;
             mute(env, *m).await;
@@ -976,6 +924,74 @@ async fn step(env: &Env, ctl: &mut Controller, spec: &mut Spec, op: &Op) -> Verd
             spec.ring_changes
                 .push((log_position(env).await, spec.swapped));
             env.ns.apply(&spec.pools()).await.unwrap();
+        }
+    }
+    Ok(())
+}
+
+/// In the backend, as in the portal: one of our role assignments deleted.
+async fn drift_role(env: &Env) {
+    let (_, list) = env
+        .get(&format!(
+            "{}/providers/Microsoft.Authorization/roleAssignments?api-version=2022-04-01",
+            rg().replace("/providers/microsoft.desktopvirtualization", "")
+        ))
+        .await;
+    let ours = list["value"].as_array().into_iter().flatten().find(|r| {
+        r["properties"]["scope"]
+            .as_str()
+            .is_some_and(|s| s.contains("/appattachpackages/") && !s.contains("by-hand"))
+    });
+    if let Some(id) = ours.and_then(|r| r["id"].as_str()) {
+        env.arm(
+            reqwest::Method::DELETE,
+            &format!("{id}?api-version=2022-04-01"),
+            None,
+        )
+        .await;
+    }
+}
+
+/// The package deleted (the controller running, to finish it), then applied again.
+async fn recreate(env: &Env, ctl: &mut Controller, spec: &mut Spec) -> Verdict {
+    // The finalizer needs a controller.
+    running(env, ctl);
+    let from = log_position(env).await;
+    let api = env.ns.api("AppAttachPackage");
+    let _ = api.delete(NAME, &Default::default()).await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while api.get_opt(NAME).await.unwrap().is_some() {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "liveness: the package was not deleted within 90 s (spec {spec:?})"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    spec.recreated.push((from, log_position(env).await));
+    // Its backend gone (policy manage, not suspended), the next version placed is
+    // a first version (see `first_placed`); otherwise the new object finds it
+    // where it was.
+    env.ns.apply(&spec.package()).await.unwrap();
+    Ok(())
+}
+
+/// The version's image rebuilt in a new file, the version unchanged: refused at apply.
+async fn swap(env: &Env, spec: &mut Spec) -> Verdict {
+    // The same version rebuilt in a new file: the service refuses an image
+    // changed in place, so the API server refuses it at apply, and nothing moves.
+    spec.swaps += 1;
+    let file = format!("{NAME}_{}-{}.vhdx", spec.version(), spec.swaps);
+    std::fs::write(env.share.join(&file), b"vhdx").unwrap();
+    let mut swapped = spec.package();
+    swapped["spec"]["image"]["path"] = json!(format!(r"{}\{file}", crate::harness::SHARE));
+    match env.ns.apply(&swapped).await {
+        Err(kube::Error::Api(e))
+            if e.code == 422 && e.message.contains("spec.package.version must change") => {}
+        other => {
+            return Err(format!(
+                "bad input: an image swapped without a new version was not refused at apply: {other:?}"
+            ));
         }
     }
     Ok(())
@@ -1118,6 +1134,13 @@ async fn safety(
     setup: u64,
     foreign: &[(String, Value)],
 ) -> Verdict {
+    ring_order(env, spec, log, setup).await?;
+    no_repeats_nothing_foreign(env, log, setup, foreign).await
+}
+
+/// A version reaches a ring only after the lower rings run it and their hosts reported
+/// it staged; no pool loses every version it had.
+async fn ring_order(env: &Env, spec: &Spec, log: &[Applied], setup: u64) -> Verdict {
     // name -> (version, pools) as the backend holds it.
     let mut held: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
     // Versions that every stable pool ran at once: a rollback may go back to them.
@@ -1242,7 +1265,17 @@ async fn safety(
             }
         }
     }
-    // No write applied twice in a row with the same content.
+    Ok(())
+}
+
+/// No write applied twice in a row with the same content, and nothing the controller
+/// does not own touched.
+async fn no_repeats_nothing_foreign(
+    env: &Env,
+    log: &[Applied],
+    setup: u64,
+    foreign: &[(String, Value)],
+) -> Verdict {
     let mut last: BTreeMap<&str, (&str, &Value)> = BTreeMap::new();
     let prefix = format!("{}/appattachpackages/", rg());
     // The drift the sequence makes is a PATCH of a package (the controller PUTs them):
@@ -1325,59 +1358,10 @@ fn first_placed(log: &[Applied], setup: u64) -> Option<(String, u64)> {
 /// Truth at quiescence: the status against the backend, and the backend against the spec;
 /// `installed` is the version last placed as a first version, with no rollout, and where.
 async fn truth(env: &Env, spec: &Spec, st: &Value, installed: Option<(String, u64)>) -> Verdict {
-    let ready = st["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|c| c["type"] == "Ready")
-        .cloned()
-        .unwrap_or_default();
+    let ready = condition(st, "Ready");
     let ours = owned_packages(env).await;
-    // What each assigned pool runs, by the backend.
-    let mut runs: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for p in &ours {
-        for r in p["properties"]["hostPoolReferences"]
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
-            let pool = r
-                .as_str()
-                .unwrap_or_default()
-                .rsplit('/')
-                .next()
-                .unwrap_or_default();
-            runs.entry(pool.to_ascii_lowercase()).or_default().insert(
-                p["properties"]["image"]["version"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .into(),
-            );
-        }
-    }
-    for row in st["hostPools"].as_array().into_iter().flatten() {
-        let name = row["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_ascii_lowercase();
-        let backend = runs.get(&name).cloned().unwrap_or_default();
-        let shown = row["version"].as_str().map(String::from);
-        // A pool runs one version, and its row says which; a pool that never got the
-        // package (added while the spec is refused) runs none, and its row says none.
-        let refused = spec.expired || spec.invalid;
-        let agrees = match (&shown, backend.len()) {
-            (None, 0) => refused,
-            (Some(v), 1) => backend.contains(v),
-            // A switch stopped by a kill between its two writes waits, refused.
-            (Some(v), _) => refused && backend.contains(v),
-            _ => false,
-        };
-        if !agrees {
-            return Err(format!(
-                "truth: status row {name} says {shown:?}, the backend runs {backend:?}"
-            ));
-        }
-    }
+    let runs = runs_by_pool(&ours);
+    rows_agree(spec, st, &runs)?;
     // A spec that cannot be reconciled is refused, with its reason, and writes nothing:
     // the backend stays as it was (a rollout waits where it stood).
     let refused = if spec.expired {
@@ -1420,6 +1404,86 @@ async fn truth(env: &Env, spec: &Spec, st: &Value, installed: Option<(String, u6
         }
         return Ok(());
     }
+    let (runs_now, wanted_good) = versions_agree(spec, st, &ready, &runs, installed)?;
+    grants_agree(env, spec, &ours, &runs_now).await?;
+    warnings_agree(spec, st, &ready, &runs_now, wanted_good)?;
+    hosts_agree(env).await
+}
+
+/// A condition of a status, or null.
+fn condition(st: &Value, type_: &str) -> Value {
+    st["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == type_)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// What each assigned pool runs (lower-case name), by the backend's packages.
+fn runs_by_pool(ours: &[Value]) -> BTreeMap<String, BTreeSet<String>> {
+    let mut runs: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for p in ours {
+        for r in p["properties"]["hostPoolReferences"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let pool = r
+                .as_str()
+                .unwrap_or_default()
+                .rsplit('/')
+                .next()
+                .unwrap_or_default();
+            runs.entry(pool.to_ascii_lowercase()).or_default().insert(
+                p["properties"]["image"]["version"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .into(),
+            );
+        }
+    }
+    runs
+}
+
+/// Every status row says what its pool runs.
+fn rows_agree(spec: &Spec, st: &Value, runs: &BTreeMap<String, BTreeSet<String>>) -> Verdict {
+    for row in st["hostPools"].as_array().into_iter().flatten() {
+        let name = row["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let backend = runs.get(&name).cloned().unwrap_or_default();
+        let shown = row["version"].as_str().map(String::from);
+        // A pool runs one version, and its row says which; a pool that never got the
+        // package (added while the spec is refused) runs none, and its row says none.
+        let refused = spec.expired || spec.invalid;
+        let agrees = match (&shown, backend.len()) {
+            (None, 0) => refused,
+            (Some(v), 1) => backend.contains(v),
+            // A switch stopped by a kill between its two writes waits, refused.
+            (Some(v), _) => refused && backend.contains(v),
+            _ => false,
+        };
+        if !agrees {
+            return Err(format!(
+                "truth: status row {name} says {shown:?}, the backend runs {backend:?}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The version every stable pool runs, against the spec and Ready: that version, and
+/// whether the spec's version should run.
+fn versions_agree(
+    spec: &Spec,
+    st: &Value,
+    ready: &Value,
+    runs: &BTreeMap<String, BTreeSet<String>>,
+    installed: Option<(String, u64)>,
+) -> Result<(String, bool), String> {
     // The version every stable pool runs: one, and one that can stage.
     let current: BTreeSet<&String> = STABLE
         .iter()
@@ -1478,10 +1542,15 @@ async fn truth(env: &Env, spec: &Spec, st: &Value, installed: Option<(String, u6
             spec.version()
         ));
     }
+    Ok((runs_now, wanted_good))
+}
+
+/// Role assignments and published applications, against the assignments.
+async fn grants_agree(env: &Env, spec: &Spec, ours: &[Value], runs_now: &str) -> Verdict {
     // Role assignments: exactly the assigned principals, on the version that runs.
     let running = ours
         .iter()
-        .find(|p| p["properties"]["image"]["version"] == runs_now.as_str())
+        .find(|p| p["properties"]["image"]["version"] == runs_now)
         .and_then(|p| p["id"].as_str())
         .unwrap_or_default();
     let (_, roles) = env
@@ -1525,14 +1594,19 @@ async fn truth(env: &Env, spec: &Spec, st: &Value, installed: Option<(String, u6
             spec.publish
         ));
     }
+    Ok(())
+}
+
+/// The warnings `Degraded` says: who is not reached, and hosts that cannot stage.
+fn warnings_agree(
+    spec: &Spec,
+    st: &Value,
+    ready: &Value,
+    runs_now: &str,
+    wanted_good: bool,
+) -> Verdict {
     // Reach: Bob can sign in nowhere, so he is reported exactly when assigned.
-    let degraded = st["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|c| c["type"] == "Degraded")
-        .cloned()
-        .unwrap_or_default();
+    let degraded = condition(st, "Degraded");
     // Degraded's reason is its first warning's; its message says them all.
     let says = |what: &str| {
         degraded["status"] == "True"
@@ -1560,7 +1634,7 @@ async fn truth(env: &Env, spec: &Spec, st: &Value, installed: Option<(String, u6
 
     // What the hosts report of the version that runs is said: a failing host of ring 0
     // fails every image, and an image that is not on the share fails on every host.
-    let staging_fails = !spec.inactive && (spec.host_failing || spec.missing.contains(&runs_now));
+    let staging_fails = !spec.inactive && (spec.host_failing || spec.missing.contains(runs_now));
     if says("cannot stage the version their host pool runs") != staging_fails {
         return Err(format!(
             "truth: the hosts {} stage {runs_now}, Degraded says {degraded}",
@@ -1568,7 +1642,11 @@ async fn truth(env: &Env, spec: &Spec, st: &Value, installed: Option<(String, u6
         ));
     }
 
-    // No session host left drained; no session told twice of one version.
+    Ok(())
+}
+
+/// No session host left drained; no session told twice of one version.
+async fn hosts_agree(env: &Env) -> Verdict {
     for pool in ["hp-r0", "hp-r1", "hp-r2", "hp-x"] {
         let (_, hosts) = env
             .get(&format!(
