@@ -1041,9 +1041,13 @@ async fn undo(env: &Env, spec: &mut Spec) {
 /// stays so; returns it.
 async fn quiescent(env: &Env, spec: &Spec) -> Result<Value, String> {
     let deadline = Instant::now() + Duration::from_secs(120);
-    let mut last = Value::Null;
+    let mut last = (Value::Null, 0, 0);
     let mut settled_since: Option<Instant> = None;
     while Instant::now() < deadline {
+        // What the backend did: its writes, and the hosts' reports.
+        let (_, reports) = env.get("/_emulator/reports").await;
+        let reported = reports["value"].as_array().map_or(0, Vec::len);
+        let written = log_position(env).await;
         let obj =
             serde_json::to_value(env.ns.api("AppAttachPackage").get(NAME).await.unwrap()).unwrap();
         let st = &obj["status"];
@@ -1066,8 +1070,10 @@ async fn quiescent(env: &Env, spec: &Spec) -> Result<Value, String> {
                 Some("Progressing" | "RollingBack" | "Paused")
             );
         let decided = ready["status"] == "True" || ready["status"] == "False";
-        if described && !running && decided && *st == last {
-            // The same status for 3 s, the backend's picture refreshed meanwhile.
+        let now = (st.clone(), written, reported);
+        if described && !running && decided && now == last {
+            // The same status, and no write or report, for 4 s: the controller's picture
+            // of the backend (refreshed every 3 s) holds the last change, and said it.
             let since = *settled_since.get_or_insert_with(Instant::now);
             if since.elapsed() > Duration::from_secs(4) {
                 return Ok(st.clone());
@@ -1075,11 +1081,12 @@ async fn quiescent(env: &Env, spec: &Spec) -> Result<Value, String> {
         } else {
             settled_since = None;
         }
-        last = st.clone();
+        last = now;
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     Err(format!(
-        "liveness: no quiescence within 120 s for spec {spec:?}; last status {last:#}"
+        "liveness: no quiescence within 120 s for spec {spec:?}; last status {:#}",
+        last.0
     ))
 }
 
