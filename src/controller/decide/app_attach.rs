@@ -235,7 +235,7 @@ fn roll_back(s: &Subject<'_>, plan: &Plan) -> Steps {
 /// The writes that give each wanted version the host pools `map` gives it, and the
 /// assigned principals: versions that gain host pools first, so a pool always runs one.
 fn arrange(s: &Subject<'_>, map: &BTreeMap<String, String>, wants: Vec<Want>) -> Vec<Write> {
-    let mut planned: Vec<(bool, Vec<Write>)> = Vec::new();
+    let mut planned: Vec<(bool, Write)> = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
     for want in wants {
         if !seen.insert(want.version.backend_name.to_ascii_lowercase()) {
@@ -250,21 +250,24 @@ fn arrange(s: &Subject<'_>, map: &BTreeMap<String, String>, wants: Vec<Want>) ->
             })
             .map(|p| p.id.clone())
             .collect();
-        if let Some(planned_one) = one_version(s, &want, refs) {
-            planned.push(planned_one);
-        }
+        planned.extend(one_version(s, &want, refs));
     }
     // The version a host pool moves to is added before the one it leaves is removed: in
     // between, its hosts stage both, so a health check taken then still speaks of the new
-    // image (removing first would leave a moment with neither).
-    planned.sort_by_key(|(grows, _)| !*grows);
-    planned.into_iter().flat_map(|(_, w)| w).collect()
+    // image (removing first would leave a moment with neither). Every write that adds
+    // comes first, in order; then every write that takes away.
+    planned.sort_by_key(|(adds, _)| !*adds);
+    planned.into_iter().map(|(_, w)| w).collect()
 }
 
-/// The writes of one version: its package (when it differs), then its new role
-/// assignments, then the removal of roles no one is assigned any more. Whether it gains
-/// host pools comes first.
-fn one_version(s: &Subject<'_>, want: &Want, refs: Vec<String>) -> Option<(bool, Vec<Write>)> {
+/// The writes of one version, each marked whether it adds (and goes before every write
+/// that takes away): its package (when it differs), its new role assignments, then the
+/// removal of roles no one is assigned any more. A package that gains host pools and
+/// loses others in one pass is written twice: first with both (it gains, and keeps the
+/// ones it loses until the versions they move to hold them), then as wanted (found by
+/// the generated sequences, seed 31614: written once, as one that gains, it went before
+/// the new version and left a pool without any).
+fn one_version(s: &Subject<'_>, want: &Want, refs: Vec<String>) -> Vec<(bool, Write)> {
     let name = &want.version.backend_name;
     let held = s
         .view
@@ -272,7 +275,7 @@ fn one_version(s: &Subject<'_>, want: &Want, refs: Vec<String>) -> Option<(bool,
         .iter()
         .find(|p| p.name.eq_ignore_ascii_case(name) && s.held.version(name).is_some());
     if held.is_none() && refs.is_empty() && !want.keep_empty {
-        return None; // not needed yet
+        return vec![]; // not needed yet
     }
     let id = s.obs.scope.package_id(name);
     let desired = |spec: &crate::resources::AppAttachPackageSpec| {
@@ -303,29 +306,56 @@ fn one_version(s: &Subject<'_>, want: &Want, refs: Vec<String>) -> Option<(bool,
                 .unwrap_or_default()
         })
         .unwrap_or_default();
-    let grows = refs
-        .iter()
-        .any(|r| !held_refs.iter().any(|h| h.eq_ignore_ascii_case(r)));
+    let has = |list: &[String], r: &String| list.iter().any(|h| h.eq_ignore_ascii_case(r));
+    let gains: Vec<&String> = refs.iter().filter(|r| !has(&held_refs, r)).collect();
+    let loses = held_refs.iter().any(|h| !has(&refs, h));
     let mut writes = vec![];
+    if !gains.is_empty() && loses {
+        let mut both = body.clone();
+        both.properties.host_pool_references = Some(
+            held_refs
+                .iter()
+                .cloned()
+                .chain(gains.into_iter().cloned())
+                .collect(),
+        );
+        writes.push((
+            true,
+            Write::PutPackage {
+                name: name.clone(),
+                body: both,
+            },
+        ));
+    }
     if held.is_none_or(|h| build::package_differs(&body, &h.package)) {
-        writes.push(Write::PutPackage {
-            name: name.clone(),
-            body,
-        });
+        writes.push((
+            !loses,
+            Write::PutPackage {
+                name: name.clone(),
+                body,
+            },
+        ));
     }
     let held_roles = held.map(|h| h.roles.clone()).unwrap_or_default();
     let (create, delete) = build::role_changes(&roles, &held_roles);
     // The package first, then new role assignments, then removals, so nobody who stays
     // entitled loses the app on the way.
     for n in create {
-        writes.push(Write::PutRole {
-            scope: id.clone(),
-            body: roles[&n].clone(),
-            name: n,
-        });
+        writes.push((
+            true,
+            Write::PutRole {
+                scope: id.clone(),
+                body: roles[&n].clone(),
+                name: n,
+            },
+        ));
     }
-    writes.extend(delete.into_iter().map(|id| Write::DeleteRole { id }));
-    Some((grows || held.is_none(), writes))
+    writes.extend(
+        delete
+            .into_iter()
+            .map(|id| (false, Write::DeleteRole { id })),
+    );
+    writes
 }
 
 /// A version kept as the backend has it (its image, identity and certificate are that

@@ -890,3 +890,53 @@ fn a_rollback_after_a_superseded_rollout_gives_no_pool_a_version_its_rings_did_n
     }
     assert!(everywhere(&sim, "1.0.0.0"), "{:?}", versions(&sim));
 }
+
+/// Seed 31614 of the long campaign: one pass both switched hp-r0 to the new version and
+/// gave the old version a newly assigned pool. The old version's write (one pool more,
+/// hp-r0 less) counted as one that "grows", and went before the new version's: hp-r0
+/// ran nothing in between. A version that gains and loses pools in one pass first gains
+/// them (the pools it loses kept), and loses them after the other versions took them.
+#[test]
+fn a_version_that_gains_and_loses_pools_in_one_pass_leaves_no_pool_without_a_version() {
+    let mut sim = steady(package("1.0.0.0", json!({"soak": "1s"})), &RINGS);
+    respec(&mut sim, |p| to_version(p, "2.0.0.0"));
+    // The rollout of 2.0.0.0 recorded; hp-x joins in ring 1 before ring 0 switches.
+    let recorded = sim.pass();
+    assert!(recorded.writes.is_empty(), "{:?}", recorded.writes);
+    let mut rings = RINGS.to_vec();
+    rings.push(("hp-x", 1));
+    {
+        let v = sim.obs.backend.as_mut().unwrap();
+        v.pools.push(pool("hp-x", 1, 1));
+        v.app_groups.push(group(
+            "hp-x-desktop",
+            "hp-x",
+            crate::arm::models::ApplicationGroupType::Desktop,
+            &[FINANCE],
+        ));
+    }
+    sim.obs.inputs.host_pool_assignments = vec![Arc::new(hpa(&rings))];
+    for _ in 0..200 {
+        let before = sim.view().clone();
+        let d = sim.pass();
+        // The pass's writes, one at a time, as the backend takes them.
+        let mut v = before;
+        let mut had = held(&v, crate::resources::PackageMode::AppAttach);
+        for w in &d.writes {
+            crate::controller::decide::apply_write(&mut v, &scope(), w);
+            let now = held(&v, crate::resources::PackageMode::AppAttach);
+            for (pool, versions) in &now {
+                assert!(
+                    !(versions.is_empty() && had.get(pool).is_some_and(|h| !h.is_empty())),
+                    "{pool} left without a version by {w:?} in {:?}",
+                    d.writes
+                );
+            }
+            had = now;
+        }
+        if everywhere(&sim, "2.0.0.0") {
+            break;
+        }
+    }
+    assert!(everywhere(&sim, "2.0.0.0"), "{:?}", versions(&sim));
+}
