@@ -671,9 +671,14 @@ fn changed_host_health(old: &Picture, new: &Picture) -> BTreeSet<String> {
                 })
                 .collect()
         };
-    old.session_hosts
+    // Each pool once: a pool in both pictures is compared once, not twice.
+    let pools: BTreeSet<&String> = old
+        .session_hosts
         .keys()
         .chain(new.session_hosts.keys())
+        .collect();
+    pools
+        .into_iter()
         .filter(|pool| health(old, pool) != health(new, pool))
         .cloned()
         .collect()

@@ -1052,13 +1052,7 @@ async fn quiescent(env: &Env, spec: &Spec) -> Result<Value, String> {
             serde_json::to_value(env.ns.api("AppAttachPackage").get(NAME).await.unwrap()).unwrap();
         let st = &obj["status"];
         let described = st["observedGeneration"] == obj["metadata"]["generation"];
-        let ready = st["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|c| c["type"] == "Ready")
-            .cloned()
-            .unwrap_or_default();
+        let ready = condition(st, "Ready");
         // A rollout waits, as recorded, while the spec is refused: it goes on once fixed.
         let refused = matches!(
             ready["reason"].as_str(),
