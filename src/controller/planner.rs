@@ -93,7 +93,11 @@ pub(crate) const OFF: [&str; 3] = ["Shutdown", "NoHeartbeat", "Disconnected"];
 /// `earlier` (this package's versions the rollout leaves: a superseded target, the version
 /// rolled back from) says nothing of `image` yet: such a report, come late from a slow
 /// host, once passed a ring's gate for a version its failing host never staged (found by
-/// the rollout property test).
+/// the rollout property test). A check stamped at `since` itself counts for nothing: the
+/// switch is recorded before it is written, so a check of that instant may have read the
+/// pool before it (a slow host's success on the version rolled back to, reported as the
+/// next version went on, once passed an MSIX ring's gate for a version that host could
+/// not stage: found by the same test).
 pub fn gate<'a>(
     hosts: impl IntoIterator<Item = &'a HostObs>,
     since: Timestamp,
@@ -109,7 +113,7 @@ pub fn gate<'a>(
         .collect();
     for h in hosts {
         match h.checked_at {
-            Some(t) if t >= since => {
+            Some(t) if t > since => {
                 let message = h
                     .message
                     .as_deref()

@@ -364,6 +364,17 @@ fn a_failure_naming_another_image_does_not_count_against_this_one() {
     assert_eq!(g.skipped, ["c"]);
 }
 
+/// The switch is recorded before it is written: a check stamped at that very instant may
+/// have read the pool before the switch, so it stages nothing (found by the rollout
+/// property test, in MSIX mode).
+#[test]
+fn a_check_stamped_at_the_switch_itself_says_nothing_of_the_new_version() {
+    let hosts = [host("a", Some(5), true, None), host("b", Some(6), true, None)];
+    let g = gate(&hosts, t(5), r"\\fs\apps\app_2.0.0.0.cim", &[]);
+    assert_eq!(g.pending, ["a"]);
+    assert_eq!(g.staged, ["b"]);
+}
+
 #[test]
 fn a_newer_spec_supersedes_and_going_back_rolls_back() {
     let s = spec();

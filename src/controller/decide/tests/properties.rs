@@ -59,7 +59,8 @@ impl Oracle {
                     .next();
                 let details = check.and_then(|c| c.additional_failure_details.as_ref());
                 let at = details.and_then(|d| parse_time(d.last_health_check_date_time.as_deref()));
-                if at.is_none_or(|t| t < *since) {
+                // A report stamped at the switch's instant may predate it.
+                if at.is_none_or(|t| t <= *since) {
                     return false;
                 }
                 let ok = check.and_then(|c| c.health_check_result.as_deref())
