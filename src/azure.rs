@@ -101,6 +101,16 @@ pub enum Method {
         /// The user-assigned identity's client id; the system-assigned one when absent.
         client_id: Option<String>,
     },
+    /// Workload identity with a token the controller requests itself (a service account
+    /// of the object's namespace, through the TokenRequest API), exchanged like the file.
+    Federated {
+        /// Directory (tenant) id.
+        tenant_id: String,
+        /// Application (client) id.
+        client_id: String,
+        /// Where each exchange gets a fresh service account token.
+        assertion: Arc<dyn Assertion>,
+    },
     /// An application's client secret.
     ClientSecret {
         /// Directory (tenant) id.
@@ -110,6 +120,22 @@ pub enum Method {
         /// The secret.
         secret: Secret,
     },
+}
+
+/// A source of federated tokens (JWTs) to exchange for Entra ID tokens.
+pub trait Assertion: Send + Sync {
+    /// A fresh token; an error names what failed and what to do.
+    fn assertion(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, AuthError>> + Send + '_>>;
+    /// What it is, for logs (never the token).
+    fn describe(&self) -> String;
+}
+
+impl std::fmt::Debug for dyn Assertion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
 }
 
 /// Why a token could not be had.
@@ -303,6 +329,29 @@ impl Credential {
         *self.cache.lock().await = None;
     }
 
+    /// The client credentials grant with a federated token as the client assertion.
+    fn exchange(
+        &self,
+        authority: &str,
+        tenant_id: &str,
+        client_id: &str,
+        assertion: &str,
+        scope: &str,
+    ) -> reqwest::RequestBuilder {
+        self.http
+            .post(format!("{authority}/{tenant_id}/oauth2/v2.0/token"))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", client_id),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
+                ("client_assertion", assertion),
+                ("scope", scope),
+            ])
+    }
+
     async fn fetch(&self) -> Result<(Secret, Duration), AuthError> {
         let scope = format!("{}/.default", self.endpoints.audience.trim_end_matches('/'));
         let authority = self.endpoints.authority_host.trim_end_matches('/');
@@ -332,18 +381,15 @@ impl Credential {
                         token_file.display()
                     ))
                 })?;
-                self.http
-                    .post(format!("{authority}/{tenant_id}/oauth2/v2.0/token"))
-                    .form(&[
-                        ("grant_type", "client_credentials"),
-                        ("client_id", client_id),
-                        (
-                            "client_assertion_type",
-                            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-                        ),
-                        ("client_assertion", assertion.trim()),
-                        ("scope", &scope),
-                    ])
+                self.exchange(authority, tenant_id, client_id, assertion.trim(), &scope)
+            }
+            Method::Federated {
+                tenant_id,
+                client_id,
+                assertion,
+            } => {
+                let assertion = assertion.assertion().await?;
+                self.exchange(authority, tenant_id, client_id, assertion.trim(), &scope)
             }
             Method::ManagedIdentity { client_id } => {
                 let resource = format!("{}/", self.endpoints.audience.trim_end_matches('/'));

@@ -103,6 +103,19 @@ impl ArmClient {
         self
     }
 
+    /// Keeps requests within a budget shared with other clients (ARM's is per principal
+    /// and subscription, whatever the resource group).
+    pub fn with_throttle(mut self, throttle: std::sync::Arc<Throttle>) -> Self {
+        self.throttle = Some(throttle);
+        self
+    }
+
+    /// Counts requests in these metric families, labelled with their target.
+    pub fn with_metrics(mut self, metrics: ArmMetrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
     fn rg_list_path(&self, collection: &str) -> String {
         format!(
             "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.DesktopVirtualization/{collection}?api-version={DV}",
@@ -237,7 +250,10 @@ impl ArmClient {
             {
                 self.metrics
                     .remaining
-                    .get_or_create(&throttle::KindLabels { kind: k.into() })
+                    .get_or_create(&throttle::KindLabels {
+                        kind: k.into(),
+                        target: self.metrics.target(),
+                    })
                     .set(left);
                 if let Some(t) = &self.throttle {
                     t.server_left(k, left);

@@ -70,7 +70,7 @@ pub type Result<T> = std::result::Result<T, BackendError>;
 
 /// The operations the controller uses. Names are resource names in the configured
 /// resource group; host pools may also be given as full ARM ids.
-pub trait Backend: Send + Sync + 'static {
+pub trait Backend: Send + Sync + Clone + 'static {
     /// Where the resources live: the subscription and resource group, which spell ids.
     fn scope(&self) -> &Scope;
     /// The ARM id of a host pool given by name or id.

@@ -103,6 +103,8 @@ impl Throttle {
 pub struct KindLabels {
     /// `reads`, `writes` or `deletes`.
     pub kind: String,
+    /// The backend target: `operator` (the flags'), or a BackendTarget's `namespace/name`.
+    pub target: String,
 }
 
 /// Labels: who made a request wait.
@@ -110,6 +112,8 @@ pub struct KindLabels {
 pub struct WaitLabels {
     /// `client` (our budget) or `server` (ARM's 429 or 503 with Retry-After).
     pub source: String,
+    /// The backend target.
+    pub target: String,
 }
 
 /// The ARM client's metrics.
@@ -122,6 +126,8 @@ pub struct RequestLabels {
     pub operation: String,
     /// The HTTP status code answered, or `error` when no answer came.
     pub status: String,
+    /// The backend target.
+    pub target: String,
 }
 
 /// Names a request's operation by the resource types on its path, without names or ids:
@@ -161,13 +167,33 @@ pub struct ArmMetrics {
     pub wait_seconds: Family<WaitLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
     /// Requests sent, by method, operation and status.
     pub requests: Family<RequestLabels, Counter>,
+    /// The target these requests go to, in every label set (`operator` when empty).
+    pub target: String,
 }
 
 impl ArmMetrics {
+    /// The same families, labelled with another target.
+    pub fn for_target(&self, target: &str) -> Self {
+        Self {
+            target: target.to_string(),
+            ..self.clone()
+        }
+    }
+
+    /// The target label.
+    pub fn target(&self) -> String {
+        if self.target.is_empty() {
+            "operator".into()
+        } else {
+            self.target.clone()
+        }
+    }
+
     /// Records a wait.
     pub fn waited(&self, source: &str, d: Duration) {
         let l = WaitLabels {
             source: source.into(),
+            target: self.target(),
         };
         self.throttled.get_or_create(&l).inc();
         self.wait_seconds.get_or_create(&l).inc_by(d.as_secs_f64());
@@ -180,6 +206,7 @@ impl ArmMetrics {
                 method: method.to_string(),
                 operation: operation(path_or_url),
                 status: status.map_or_else(|| "error".to_string(), |s| s.to_string()),
+                target: self.target(),
             })
             .inc();
     }

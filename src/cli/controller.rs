@@ -37,7 +37,7 @@ pub struct Args {
     /// AzureChinaCloud. Sets the ARM endpoint (unless --arm-endpoint is given) and the
     /// Entra ID authority (unless AZURE_AUTHORITY_HOST is set), and signs in with
     /// --azure-credential. Needs --subscription and --resource-group.
-    #[arg(long, env = "APPATTACH_CLOUD", requires_all = ["subscription", "resource_group"])]
+    #[arg(long, env = "APPATTACH_CLOUD")]
     pub cloud: Option<String>,
 
     /// How to sign in to Azure: auto (workload identity when AZURE_FEDERATED_TOKEN_FILE is
@@ -68,6 +68,27 @@ pub struct Args {
         default_value = "http://169.254.169.254/metadata/identity/oauth2/token"
     )]
     pub imds_endpoint: String,
+
+    /// Send the BackendTargets of this subscription to this ARM endpoint instead of the
+    /// cloud's, as SUBSCRIPTION=URL; repeatable (an emulator per subscription, in tests).
+    #[arg(long = "arm-endpoint-for", value_name = "SUBSCRIPTION=URL", value_parser = parse_endpoint_for)]
+    pub arm_endpoints_for: Vec<(String, String)>,
+
+    /// Serve no namespace without a BackendTarget: a package whose namespace has no
+    /// target named `default` (and names none) is refused, rather than written with the
+    /// operator's own identity to the operator's own subscription.
+    #[arg(long, env = "APPATTACH_REQUIRE_BACKEND_TARGET")]
+    pub require_backend_target: bool,
+
+    /// Namespaces whose BackendTargets may use the managed identity of the controller's
+    /// node (comma-separated). Any other namespace that asks for it is refused: the
+    /// node's identity is the operator's, not a team's.
+    #[arg(
+        long,
+        env = "APPATTACH_MANAGED_IDENTITY_NAMESPACES",
+        value_delimiter = ','
+    )]
+    pub managed_identity_namespaces: Vec<String>,
 
     /// Watch this namespace only (all namespaces when absent).
     #[arg(long)]
@@ -152,26 +173,8 @@ pub struct Args {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     // The backend first: a credential that does not work stops the start, naming why.
     let (mut backend, _emulator) = backend(&args).await?;
-    // ARM's published limits on Azure (one token of slack); elsewhere none, unless a flag
-    // sets one.
-    let arm = crate::backend::throttle::Limits::ARM_CLIENT;
-    let on_azure = args.cloud.is_some();
-    let given = [
-        args.arm_read_limit,
-        args.arm_write_limit,
-        args.arm_delete_limit,
-    ]
-    .iter()
-    .any(Option::is_some);
-    if on_azure || given {
-        let or_default = |flag: Option<(u32, f64)>, published: (u32, f64)| {
-            flag.unwrap_or(if on_azure { published } else { (u32::MAX, 1e9) })
-        };
-        backend = backend.with_limits(crate::backend::throttle::Limits {
-            reads: or_default(args.arm_read_limit, arm.reads),
-            writes: or_default(args.arm_write_limit, arm.writes),
-            deletes: or_default(args.arm_delete_limit, arm.deletes),
-        });
+    if let Some(limits) = limits(&args) {
+        backend = backend.with_limits(limits);
     }
     let client = kube::Client::try_default()
         .await
@@ -189,10 +192,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(addr) = args.metrics_bind_address {
         serve_metrics(addr, config.metrics.clone()).await?;
     }
-    if args.leader_elect {
-        let identity = identity(&args);
-        let backend = backend.with_instance(&identity);
-        return lead_then_run(&args, &identity, client, backend, config).await;
+    let identity = args.leader_elect.then(|| identity(&args));
+    if let Some(i) = &identity {
+        backend = backend.with_instance(i);
+    }
+    let backends = controller::Backends {
+        targets: targets(&args, &backend, identity.clone()),
+        default: (!args.require_backend_target).then_some(backend),
+    };
+    if let Some(identity) = identity {
+        return lead_then_run(&args, &identity, client, backends, config).await;
     }
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
@@ -200,8 +209,110 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         () = wait_for_kinds(&client, &config) => {}
         () = &mut shutdown => return Ok(()),
     }
-    drain(client, backend, config, shutdown, args.shutdown_timeout).await;
+    drain(client, backends, config, shutdown, args.shutdown_timeout).await;
     Ok(())
+}
+
+/// The client-side request budget: ARM's published limits on Azure (one token of
+/// slack); elsewhere none, unless a flag sets one.
+fn limits(args: &Args) -> Option<crate::backend::throttle::Limits> {
+    let arm = crate::backend::throttle::Limits::ARM_CLIENT;
+    let on_azure = args.cloud.is_some();
+    let given = [
+        args.arm_read_limit,
+        args.arm_write_limit,
+        args.arm_delete_limit,
+    ]
+    .iter()
+    .any(Option::is_some);
+    let or_default = |flag: Option<(u32, f64)>, published: (u32, f64)| {
+        flag.unwrap_or(if on_azure { published } else { (u32::MAX, 1e9) })
+    };
+    (on_azure || given).then(|| crate::backend::throttle::Limits {
+        reads: or_default(args.arm_read_limit, arm.reads),
+        writes: or_default(args.arm_write_limit, arm.writes),
+        deletes: or_default(args.arm_delete_limit, arm.deletes),
+    })
+}
+
+/// `--arm-endpoint-for SUBSCRIPTION=URL`.
+fn parse_endpoint_for(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((sub, url)) if !sub.trim().is_empty() && url.starts_with("http") => {
+            Ok((sub.trim().to_ascii_lowercase(), url.trim().to_string()))
+        }
+        _ => Err(format!(
+            "{s:?}: give SUBSCRIPTION=URL, for example 00000000-0000-0000-0000-000000000001=http://127.0.0.1:7781"
+        )),
+    }
+}
+
+/// How the namespaces' BackendTargets are served: each gets a client of its own (its
+/// subscription's endpoint, its identity), with the request budget of its principal in
+/// its subscription shared among the targets that have both, and its requests counted
+/// under its name. Not served with the in-process emulator (it has one backend only).
+fn targets(
+    args: &Args,
+    operator: &ArmClient,
+    instance: Option<String>,
+) -> controller::targets::TargetSettings<ArmClient> {
+    let mut settings = controller::targets::TargetSettings {
+        require_target: args.require_backend_target,
+        managed_identity_namespaces: args.managed_identity_namespaces.clone(),
+        ..Default::default()
+    };
+    if args.cloud.is_none() && args.arm_endpoint.is_none() {
+        return settings;
+    }
+    let cloud: crate::azure::Cloud = args
+        .cloud
+        .as_deref()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(crate::azure::Cloud::Public);
+    let mut endpoints = crate::azure::Endpoints::of(cloud, &crate::azure::process_env());
+    endpoints.imds = args.imds_endpoint.clone();
+    settings.endpoints = Some(endpoints);
+    let base = args
+        .arm_endpoint
+        .clone()
+        .unwrap_or_else(|| cloud.arm_endpoint().to_string());
+    let by_subscription: std::collections::HashMap<String, String> =
+        args.arm_endpoints_for.iter().cloned().collect();
+    let limits = limits(args);
+    let metrics = operator.metrics().clone();
+    let budgets: std::sync::Mutex<
+        std::collections::HashMap<String, std::sync::Arc<crate::backend::throttle::Throttle>>,
+    > = Default::default();
+    settings.make = Some(std::sync::Arc::new(
+        move |t: &controller::targets::Resolved| {
+            let endpoint = by_subscription
+                .get(&t.scope.subscription.to_ascii_lowercase())
+                .unwrap_or(&base);
+            let mut client = ArmClient::new(
+                endpoint,
+                &t.scope.subscription,
+                &t.scope.resource_group,
+                t.auth.clone(),
+            )
+            .with_metrics(metrics.for_target(&t.label));
+            if let Some(i) = &instance {
+                client = client.with_instance(i);
+            }
+            if let Some(limits) = limits {
+                let throttle = budgets
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(t.budget_key.clone())
+                    .or_insert_with(|| {
+                        std::sync::Arc::new(crate::backend::throttle::Throttle::new(limits))
+                    })
+                    .clone();
+                client = client.with_throttle(throttle);
+            }
+            client
+        },
+    ));
+    settings
 }
 
 /// This replica's name: `--leader-election-identity` (the pod name), else host and pid.
@@ -216,7 +327,7 @@ fn identity(args: &Args) -> String {
 /// finish before abandoning them.
 async fn drain(
     client: kube::Client,
-    backend: ArmClient,
+    backend: controller::Backends<ArmClient>,
     config: Config,
     shutdown: impl std::future::Future<Output = ()>,
     timeout: Duration,
@@ -225,7 +336,7 @@ async fn drain(
     let stop = async move {
         let _ = stop_rx.await;
     };
-    let run = controller::run_until(client, backend, config, stop);
+    let run = controller::run_until::<ArmClient>(client, backend, config, stop);
     tokio::pin!(run);
     tokio::select! {
         () = &mut run => return,
@@ -250,7 +361,7 @@ async fn lead_then_run(
     args: &Args,
     identity: &str,
     client: kube::Client,
-    backend: ArmClient,
+    backend: controller::Backends<ArmClient>,
     config: Config,
 ) -> anyhow::Result<()> {
     let ns = &args.leader_election_namespace;
@@ -504,7 +615,15 @@ pub async fn backend(args: &Args) -> anyhow::Result<(ArmClient, Option<emulator:
             .clone()
             .unwrap_or_else(|| cloud.arm_endpoint().to_string());
         let auth = match auth {
+            // Every package goes to its namespace's target: the operator's own identity is
+            // not used, and need not exist.
+            Auth::None if args.require_backend_target => Auth::None,
             Auth::None => {
+                if args.subscription.is_none() || args.resource_group.is_none() {
+                    anyhow::bail!(
+                        "--cloud needs --subscription and --resource-group (the operator's own target), unless --require-backend-target sends every package to its namespace's BackendTarget"
+                    );
+                }
                 let method = crate::azure::Method::from_env(&args.azure_credential, &env)
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
                 let credential = crate::azure::Credential::new(method, endpoints);

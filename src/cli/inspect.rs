@@ -205,6 +205,7 @@ pub fn manifest(
             health_check_on_staging_failure: Default::default(),
             rollout: Default::default(),
             suspend: false,
+            target: None,
         },
     );
     object.metadata.namespace.clone_from(&args.namespace);

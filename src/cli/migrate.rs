@@ -179,6 +179,7 @@ pub fn manifests(
                 health_check_on_staging_failure: Default::default(),
                 rollout: Default::default(),
                 suspend: false,
+                target: None,
             },
         );
         pkg.metadata.namespace = Some(namespace.into());

@@ -12,7 +12,7 @@ use std::time::Duration;
 use super::build;
 use super::decide::{self, AssignmentStatus, Decision, Note, Requeue, Write};
 use super::observe::Observation;
-use super::{Context, Error, resync_after, status};
+use super::{Context, Error, Pass, resync_after, status};
 use crate::backend::snapshot::{self, Change};
 use crate::backend::{Backend, BackendError};
 use crate::resources::{
@@ -25,13 +25,13 @@ const PATIENCE: u32 = 4;
 
 /// Carries out a decision.
 pub async fn execute<B: Backend>(
-    ctx: &Context<B>,
+    ctx: &Pass<'_, B>,
     obs: &Observation,
     d: Decision,
 ) -> Result<Action, Error> {
     let mut current = obs.package.status.clone();
     if let Some(intent) = &d.intent {
-        write_package_status(ctx, obs, current.as_ref(), intent).await?;
+        write_package_status(ctx.ctx, obs, current.as_ref(), intent).await?;
         current = Some(intent.clone());
     }
     for (i, w) in d.writes.iter().enumerate() {
@@ -42,13 +42,13 @@ pub async fn execute<B: Backend>(
             Ok(false) => return Ok(Action::requeue(Duration::ZERO)),
             Err(e) => return stopped(ctx, obs, &d, i, e, current).await,
         }
-        match perform(&ctx.backend, w).await {
+        match perform(ctx.backend, w).await {
             Ok(change) => ctx.snapshot.record(change),
             Err(e) => return stopped(ctx, obs, &d, i, e, current).await,
         }
     }
-    report(ctx, obs, &d, current.as_ref()).await?;
-    Ok(action(ctx, obs, d.requeue))
+    report(ctx.ctx, obs, &d, current.as_ref()).await?;
+    Ok(action(ctx.ctx, obs, d.requeue))
 }
 
 /// How long what the picture says of an object is taken as the backend's word before a
@@ -58,7 +58,7 @@ const FRESH_FOR: Duration = Duration::from_secs(30);
 /// Whether the object a write replaces or removes is still as the picture has it. Read
 /// fresh only when the picture learnt it longer than [`FRESH_FOR`] ago; a difference is
 /// recorded in the picture.
-async fn still_as_seen<B: Backend>(ctx: &Context<B>, w: &Write) -> Result<bool, BackendError> {
+async fn still_as_seen<B: Backend>(ctx: &Pass<'_, B>, w: &Write) -> Result<bool, BackendError> {
     let stale = |key: &str| {
         ctx.snapshot
             .learnt_at(key)
@@ -101,7 +101,7 @@ async fn still_as_seen<B: Backend>(ctx: &Context<B>, w: &Write) -> Result<bool, 
 
 /// Whether an MSIX package of a host pool is still as the picture has it.
 async fn msix_as_seen<B: Backend>(
-    ctx: &Context<B>,
+    ctx: &Pass<'_, B>,
     pool_id: &str,
     full_name: &str,
 ) -> Result<bool, BackendError> {
@@ -213,11 +213,22 @@ async fn perform<B: Backend>(b: &B, w: &Write) -> Result<Change, BackendError> {
     })
 }
 
+/// Carries out a decision that writes nothing to any backend (its status and events
+/// only): a package whose target cannot be used.
+pub async fn status_only<B>(
+    ctx: &Context<B>,
+    obs: &Observation,
+    d: Decision,
+) -> Result<Action, Error> {
+    report(ctx, obs, &d, obs.package.status.as_ref()).await?;
+    Ok(action(ctx, obs, d.requeue))
+}
+
 /// A write failed after the first `applied`: report what the backend holds now and why,
 /// then retry (with backoff) what may pass, and wait for a change for what a person must
 /// fix.
 async fn stopped<B: Backend>(
-    ctx: &Context<B>,
+    ctx: &Pass<'_, B>,
     obs: &Observation,
     d: &Decision,
     applied: usize,
@@ -232,16 +243,16 @@ async fn stopped<B: Backend>(
         .as_ref()
         .is_some_and(|f| f.reason == "PrincipalNotFound" && ctx.failures(&obs.key()) < PATIENCE);
     let settled = decide::settle(obs, d, applied, &e, patient);
-    report(ctx, obs, &settled, current.as_ref()).await?;
+    report(ctx.ctx, obs, &settled, current.as_ref()).await?;
     match refusal {
-        Some(_) if !patient => Ok(action(ctx, obs, settled.requeue)),
+        Some(_) if !patient => Ok(action(ctx.ctx, obs, settled.requeue)),
         _ => Err(e.into()),
     }
 }
 
 /// Writes the package's status (when it changed), its assignments' statuses, and
 /// publishes the events.
-async fn report<B: Backend>(
+async fn report<B>(
     ctx: &Context<B>,
     obs: &Observation,
     d: &Decision,

@@ -22,8 +22,9 @@ mod reconcile;
 mod refresh;
 mod runtime;
 pub use reconcile::Assignment;
-pub use runtime::{run, run_until};
+pub use runtime::{Backends, run, run_until};
 mod status;
+pub mod targets;
 pub mod validate;
 mod warmup;
 
@@ -144,12 +145,10 @@ impl Error {
 pub struct Context<B> {
     /// The Kubernetes client.
     pub client: Client,
-    /// The management backend.
-    pub backend: B,
+    /// The management backends: the operator's own, and the namespaces' targets.
+    pub lanes: targets::Lanes<B>,
     /// Settings.
     pub config: Config,
-    /// The picture of the backend every pass reads.
-    pub snapshot: Arc<Snapshot>,
     packages: Store<AppAttachPackage>,
     host_pool_assignments: Store<HostPoolAssignment>,
     user_assignments: Store<UserAssignment>,
@@ -184,6 +183,35 @@ impl<B> Context<B> {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(key);
+    }
+}
+
+/// What one pass works with: the shared context, and the backend of its package's target
+/// with that backend's picture.
+pub(crate) struct Pass<'a, B> {
+    /// The shared context.
+    pub ctx: &'a Context<B>,
+    /// The package's backend.
+    pub backend: &'a B,
+    /// The picture of that backend.
+    pub snapshot: &'a Arc<Snapshot>,
+}
+
+impl<B> std::ops::Deref for Pass<'_, B> {
+    type Target = Context<B>;
+    fn deref(&self) -> &Context<B> {
+        self.ctx
+    }
+}
+
+impl<'a, B> Pass<'a, B> {
+    /// A pass on a lane.
+    pub fn on(ctx: &'a Context<B>, lane: &'a targets::Lane<B>) -> Self {
+        Self {
+            ctx,
+            backend: &lane.backend,
+            snapshot: &lane.snapshot,
+        }
     }
 }
 

@@ -22,7 +22,8 @@ use super::execute;
 use super::index::{self, Index};
 use super::observe::{self, Inputs, Observation};
 use super::status;
-use super::{Context, Error, FINALIZER};
+use super::targets::TargetFailure;
+use super::{Context, Error, FINALIZER, Pass};
 use crate::backend::snapshot::Change;
 use crate::backend::{Backend, BackendError};
 use crate::domain::naming;
@@ -168,15 +169,15 @@ fn assignments_of_package<A: Assignment>(
 /// The observation of one pass, from the caches and the backend.
 async fn observe_package<B: Backend>(
     pkg: &AppAttachPackage,
-    ctx: &Context<B>,
+    ctx: &Pass<'_, B>,
 ) -> Result<Observation, (Observation, BackendError)> {
     let inputs = inputs(pkg, ctx);
     let package = Arc::new(pkg.clone());
     let now = jiff::Timestamp::now();
     let max_age = ctx.config.max_snapshot_age();
     observe::observe(
-        &ctx.snapshot,
-        Some(&ctx.backend),
+        ctx.snapshot,
+        Some(ctx.backend),
         package.clone(),
         inputs.clone(),
         now,
@@ -225,13 +226,53 @@ fn settings<B>(ctx: &Context<B>) -> Settings {
     }
 }
 
-/// One pass: observe, decide, execute.
-async fn apply<B: Backend>(pkg: &AppAttachPackage, ctx: &Context<B>) -> Result<Action, Error> {
+/// One pass: find the package's target, then observe, decide, execute.
+async fn apply<B: Backend + Clone>(
+    pkg: &AppAttachPackage,
+    ctx: &Context<B>,
+) -> Result<Action, Error> {
     // Never decide on half-listed assignments: right after a start, a package could look
     // unassigned and lose its role assignments.
     if !ctx.hpa_by_package.is_listed() || !ctx.ua_by_package.is_listed() {
         return Ok(Action::requeue(CACHE_FILLING_RETRY));
     }
+    let lane = match ctx.lanes.lane_for(pkg).await {
+        Ok(lane) => lane,
+        Err((scope, f)) => return no_target(pkg, ctx, scope, f).await,
+    };
+    let pass = Pass::on(ctx, &lane);
+    if let Some(f) = super::targets::moved(pkg, lane.backend.scope(), &lane.label) {
+        return no_target(pkg, ctx, lane.backend.scope().clone(), f).await;
+    }
+    apply_on(pkg, &pass).await
+}
+
+/// How soon a package whose target cannot be used looks again (a target or Secret made
+/// meanwhile, or an identity federated, is found then).
+const TARGET_RETRY: Duration = Duration::from_secs(30);
+
+/// A package whose target cannot be used: `Ready=False` naming the target and the fix, a
+/// Warning event, and nothing written to any backend.
+async fn no_target<B>(
+    pkg: &AppAttachPackage,
+    ctx: &Context<B>,
+    scope: crate::arm::Scope,
+    f: TargetFailure,
+) -> Result<Action, Error> {
+    let obs = Observation {
+        package: Arc::new(pkg.clone()),
+        inputs: inputs(pkg, ctx),
+        backend: None,
+        scope,
+        now: jiff::Timestamp::now(),
+    };
+    let mut d = decide::refused_target(&obs, f.reason, f.message);
+    d.requeue = decide::Requeue::After(TARGET_RETRY);
+    execute::status_only(ctx, &obs, d).await
+}
+
+/// One pass on the package's backend: observe, decide, execute.
+async fn apply_on<B: Backend>(pkg: &AppAttachPackage, ctx: &Pass<'_, B>) -> Result<Action, Error> {
     // Nor on a picture of the backend not read yet: every pool would look missing. Why
     // it is not there yet (a refresh that failed) is the package's to report.
     if !ctx.snapshot.is_ready() {
@@ -265,7 +306,7 @@ async fn apply<B: Backend>(pkg: &AppAttachPackage, ctx: &Context<B>) -> Result<A
 }
 
 /// An observation of the package alone, for a pass that could not read the backend.
-fn blind<B: Backend>(pkg: &AppAttachPackage, ctx: &Context<B>) -> Observation {
+fn blind<B: Backend>(pkg: &AppAttachPackage, ctx: &Pass<'_, B>) -> Observation {
     Observation {
         package: Arc::new(pkg.clone()),
         inputs: inputs(pkg, ctx),
@@ -279,7 +320,7 @@ fn blind<B: Backend>(pkg: &AppAttachPackage, ctx: &Context<B>) -> Observation {
 /// to, records them in the picture, and observes again.
 async fn confirm<B: Backend>(
     pkg: &AppAttachPackage,
-    ctx: &Context<B>,
+    ctx: &Pass<'_, B>,
     obs: &Observation,
 ) -> Result<Observation, (Observation, BackendError)> {
     let fresh = async {
@@ -318,7 +359,7 @@ async fn confirm<B: Backend>(
 /// The backend could not be read: say so in `Synced` (unless it is only our own pacing)
 /// and retry with backoff.
 async fn unobserved<B: Backend>(
-    ctx: &Context<B>,
+    ctx: &Pass<'_, B>,
     obs: &Observation,
     e: BackendError,
 ) -> Result<Action, Error> {
@@ -331,8 +372,39 @@ async fn unobserved<B: Backend>(
     Err(e.into())
 }
 
-/// Removes the package's backend resources (unless the policy keeps them).
-async fn cleanup<B: Backend>(pkg: &AppAttachPackage, ctx: &Context<B>) -> Result<Action, Error> {
+/// Removes the package's backend resources (unless the policy keeps them), in its
+/// target. A target that cannot be used holds the deletion (and says why in the log):
+/// nothing the package wrote is left behind unseen.
+async fn cleanup<B: Backend + Clone>(
+    pkg: &AppAttachPackage,
+    ctx: &Context<B>,
+) -> Result<Action, Error> {
+    let lane = match ctx.lanes.lane_for(pkg).await {
+        Ok(lane) => lane,
+        Err((_, f)) => {
+            tracing::warn!(
+                reason = f.reason,
+                "deleting the package waits for its target: {}",
+                f.message
+            );
+            return Ok(Action::requeue(TARGET_RETRY));
+        }
+    };
+    if let Some(f) = super::targets::moved(pkg, lane.backend.scope(), &lane.label) {
+        tracing::warn!(
+            reason = f.reason,
+            "deleting the package waits: {}",
+            f.message
+        );
+        return Ok(Action::requeue(TARGET_RETRY));
+    }
+    cleanup_on(pkg, &Pass::on(ctx, &lane)).await
+}
+
+async fn cleanup_on<B: Backend>(
+    pkg: &AppAttachPackage,
+    ctx: &Pass<'_, B>,
+) -> Result<Action, Error> {
     if !ctx.snapshot.is_ready() {
         return Ok(Action::requeue(CACHE_FILLING_RETRY));
     }

@@ -19,19 +19,21 @@ use crate::resources::AppAttachPackage;
 /// How often the picture's age is published while the loop waits.
 const TICK: Duration = Duration::from_secs(5);
 
-/// The refresh loop, to run for as long as the controllers run (dropped with them). Also
-/// returns the packages to reconcile because the backend changed under them, and a
-/// receiver that turns true after the first complete refresh.
+/// The refresh loop, to run for as long as the controllers run (dropped with them). The
+/// packages to reconcile because the backend changed under them go to `changed`; the
+/// receiver returned turns true after the first complete refresh. Only the operator's own
+/// backend (`publish`) sets the process's picture metrics and readiness: a target's stale
+/// picture holds its own packages' writes, not the whole controller.
 pub fn task<B: Backend + Clone>(
     snapshot: Arc<Snapshot>,
     backend: &B,
     config: &Config,
+    changed_tx: tokio::sync::mpsc::Sender<ObjectRef<AppAttachPackage>>,
+    publish: bool,
 ) -> (
     impl std::future::Future<Output = ()> + Send + 'static,
-    tokio::sync::mpsc::Receiver<ObjectRef<AppAttachPackage>>,
     tokio::sync::watch::Receiver<bool>,
 ) {
-    let (changed_tx, changed_rx) = tokio::sync::mpsc::channel(1024);
     let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
     let backend = backend.patient();
     let (period, max_age, metrics) = (
@@ -48,7 +50,9 @@ pub fn task<B: Backend + Clone>(
                     failures = 0;
                     let first = !*ready_tx.borrow();
                     ready_tx.send_replace(true);
-                    metrics.snapshot_refreshed(true, took.elapsed(), snapshot.health().calls);
+                    if publish {
+                        metrics.snapshot_refreshed(true, took.elapsed(), snapshot.health().calls);
+                    }
                     if !first {
                         trigger(&changed_tx, changed).await;
                     }
@@ -57,15 +61,21 @@ pub fn task<B: Backend + Clone>(
                 Err(e) => {
                     failures += 1;
                     tracing::warn!("refreshing the picture of the backend: {e}");
-                    metrics.snapshot_refreshed(false, took.elapsed(), 0);
+                    if publish {
+                        metrics.snapshot_refreshed(false, took.elapsed(), 0);
+                    }
                     // Until the first picture, and after a failure, try again sooner.
                     Duration::from_secs(1 << failures.min(6)).min(period)
                 }
             };
-            wait_publishing_age(&snapshot, &metrics, wait, max_age).await;
+            if publish {
+                wait_publishing_age(&snapshot, &metrics, wait, max_age).await;
+            } else {
+                tokio::time::sleep(wait).await;
+            }
         }
     };
-    (run, changed_rx, ready_rx)
+    (run, ready_rx)
 }
 
 /// Sends a pass for each package whose backend objects changed.

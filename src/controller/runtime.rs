@@ -17,6 +17,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 use super::events::Publisher;
 use super::index::{self, Index};
+use super::targets::{Lane, Lanes, TargetSettings};
 use super::warmup::{self, WarmUp};
 use super::{Config, Context, MANAGER, metrics, reconcile, refresh};
 use crate::backend::Backend;
@@ -147,9 +148,27 @@ fn to_package<A: reconcile::Assignment>(a: &A) -> ObjectRef<AppAttachPackage> {
     ObjectRef::new(a.package_ref()).within(&a.namespace().unwrap_or_default())
 }
 
+/// The backends a controller writes to: the operator's own (its flags'; none when every
+/// namespace must name its own), and how the namespaces' BackendTargets are served.
+pub struct Backends<B> {
+    /// The operator's own backend.
+    pub default: Option<B>,
+    /// The namespaces' targets.
+    pub targets: TargetSettings<B>,
+}
+
+impl<B> From<B> for Backends<B> {
+    fn from(b: B) -> Self {
+        Self {
+            default: Some(b),
+            targets: TargetSettings::default(),
+        }
+    }
+}
+
 /// Runs the controllers until the process stops.
-pub async fn run<B: Backend + Clone>(client: Client, backend: B, config: Config) {
-    run_until(client, backend, config, std::future::pending()).await;
+pub async fn run<B: Backend>(client: Client, backends: impl Into<Backends<B>>, config: Config) {
+    run_until(client, backends, config, std::future::pending()).await;
 }
 
 /// The caches of the three kinds, with their indexes.
@@ -236,23 +255,59 @@ fn watch_all(
 /// Runs the controllers until `stop` resolves, then lets the passes in flight finish (each
 /// is bounded by its requests' timeouts) and returns. A caller that cannot wait that long
 /// drops the future instead: a pass cut short resumes from the intent it recorded.
-pub async fn run_until<B: Backend + Clone>(
+pub async fn run_until<B: Backend>(
     client: Client,
-    backend: B,
+    backends: impl Into<Backends<B>>,
     config: Config,
     stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
+    let backends = backends.into();
     let stop = futures::FutureExt::shared(stop);
     let (caches, streams, watches) = watch_all(&client, &config);
-    let snapshot = Arc::new(Snapshot::new());
-    let (refreshes, changed, snapshot_ready) = refresh::task(snapshot.clone(), &backend, &config);
+    let (changed_tx, changed) = tokio::sync::mpsc::channel(1024);
+    let default = backends.default.map(|backend| {
+        Arc::new(Lane {
+            backend,
+            snapshot: Arc::new(Snapshot::new()),
+            label: "operator".into(),
+        })
+    });
+    // The operator's own picture is refreshed here, and says whether the process is ready;
+    // the targets' are refreshed from their first use.
+    let (refreshes, snapshot_ready, snapshot) = match &default {
+        Some(lane) => {
+            let (run, ready) = refresh::task(
+                lane.snapshot.clone(),
+                &lane.backend,
+                &config,
+                changed_tx.clone(),
+                true,
+            );
+            (
+                futures::future::Either::Left(run),
+                ready,
+                lane.snapshot.clone(),
+            )
+        }
+        None => (
+            futures::future::Either::Right(std::future::pending()),
+            tokio::sync::watch::channel(true).1,
+            Arc::new(Snapshot::new()),
+        ),
+    };
+    let lanes = Lanes::new(
+        default,
+        backends.targets,
+        client.clone(),
+        config.clone(),
+        changed_tx,
+    );
     let events = Publisher::new(client.clone(), MANAGER);
     let (warm_up, warm_passes) = WarmUp::new(config.concurrency.into());
     let ctx = Arc::new(Context {
         client: client.clone(),
-        backend,
+        lanes,
         config: config.clone(),
-        snapshot,
         packages: caches.packages.clone(),
         host_pool_assignments: caches.hpas.clone(),
         user_assignments: caches.uas.clone(),
@@ -268,11 +323,7 @@ pub async fn run_until<B: Backend + Clone>(
     // or is dropped (a controller embedded in a process, as in `appattach local` and the
     // tests, leaves nothing behind ticking).
     let mut alongside = tokio::task::JoinSet::new();
-    alongside.spawn(readiness(
-        &config,
-        &caches,
-        (snapshot_ready, ctx.snapshot.clone()),
-    ));
+    alongside.spawn(readiness(&config, &caches, (snapshot_ready, snapshot)));
     let Streams {
         packages,
         packages_for_hpa_orphans,

@@ -1,15 +1,21 @@
-//! The three kinds of `appattach.io/v1alpha1`: what an administrator applies.
+//! The kinds of `appattach.io/v1alpha1`: what an administrator applies (three), and where
+//! a namespace's packages go (`BackendTarget`).
 //!
 //! The Rust types are the source of truth: `appattach crd` prints the CRDs generated
 //! from them, and `crds/` holds that output. Every field carries a doc comment, which is
 //! what `kubectl explain` prints. Rules the API server can check live here, in the schema
 //! and in CEL (`x-kubernetes-validations`), so a bad manifest is refused at apply time.
 
+mod backend_target;
 mod common;
 mod host_pool_assignment;
 mod package;
 mod user_assignment;
 
+pub use backend_target::{
+    BackendTarget, BackendTargetSpec, CredentialMethod, DEFAULT_SECRET_KEY, DEFAULT_TARGET,
+    DEFAULT_WORKLOAD_SERVICE_ACCOUNT, SecretKeyRef, TargetCredential,
+};
 pub use common::{PackageRef, condition};
 pub use host_pool_assignment::{
     HostPoolAssignment, HostPoolAssignmentSpec, HostPoolAssignmentStatus, HostPoolRef,
@@ -52,12 +58,13 @@ pub fn api_resource(kind: &str) -> kube::api::ApiResource {
 /// controller tells a user whose cluster lacks them, and what the README says.
 pub const INSTALL_CRDS: &str = "kubectl apply --server-side -f crds/";
 
-/// The CustomResourceDefinitions of all three kinds, in a stable order.
+/// The CustomResourceDefinitions of every kind, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
     [
         AppAttachPackage::crd(),
         HostPoolAssignment::crd(),
         UserAssignment::crd(),
+        BackendTarget::crd(),
     ]
     .into_iter()
     .map(without_nullable)

@@ -95,6 +95,14 @@ pub struct AppAttachPackageSpec {
     /// again. The status says so.
     #[serde(default)]
     pub suspend: bool,
+
+    /// The BackendTarget of this namespace the package goes to (its Azure tenant,
+    /// subscription, resource group and identity). Absent: the namespace's target named
+    /// `default`, else the operator's own. A package whose backend objects are in one
+    /// target is not moved to another: delete it, then create it with the new target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub target: Option<String>,
 }
 
 /// Which AVD feature delivers the package.

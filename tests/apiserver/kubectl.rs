@@ -126,8 +126,10 @@ fn dry_run_apply(ns: &TestNamespace, dir: &std::path::Path) -> String {
 }
 
 /// Applies deploy/ for real, then asks the API server, as the controller's service
-/// account, what it may do: its kinds, their status and finalizers, events, and Leases in its
-/// own namespace; not Secrets, not other namespaces' Leases, not CRDs.
+/// account, what it may do: its kinds, their status and finalizers, events, BackendTargets
+/// (read), one Secret by name and tokens of `appattach-workload` (the targets' identities),
+/// and Leases in its own namespace; not a list of Secrets, not other service accounts'
+/// tokens, not other namespaces' Leases, not CRDs.
 #[tokio::test]
 async fn the_deploy_rbac_grants_the_controller_what_it_needs_and_no_more() {
     let ns = TestNamespace::new("deploy-rbac").await;
@@ -177,6 +179,15 @@ async fn the_deploy_rbac_grants_the_controller_what_it_needs_and_no_more() {
             "--subresource=finalizers",
         ],
         &["create", "events.events.k8s.io"],
+        &["watch", "backendtargets.appattach.io", "--all-namespaces"],
+        &["get", "secrets", "-n", "team-a"],
+        &[
+            "create",
+            "serviceaccounts/appattach-workload",
+            "--subresource=token",
+            "-n",
+            "team-a",
+        ],
         &[
             "update",
             "leases.coordination.k8s.io",
@@ -189,7 +200,15 @@ async fn the_deploy_rbac_grants_the_controller_what_it_needs_and_no_more() {
     }
     let refused: &[&[&str]] = &[
         &["list", "secrets", "--all-namespaces"],
-        &["get", "secrets", "-n", "appattach-system"],
+        &["watch", "secrets", "-n", "team-a"],
+        &[
+            "create",
+            "serviceaccounts/default",
+            "--subresource=token",
+            "-n",
+            "team-a",
+        ],
+        &["patch", "backendtargets.appattach.io"],
         &["update", "leases.coordination.k8s.io", "-n", "kube-system"],
         &["create", "appattachpackages.appattach.io"],
         &["delete", "customresourcedefinitions.apiextensions.k8s.io"],

@@ -315,11 +315,11 @@ async fn the_client_reports_what_arm_says_is_left_and_its_own_waits() {
     }
     let text = metrics.render();
     assert!(
-        text.contains(r#"appattach_arm_ratelimit_remaining{kind="reads"} 11999"#),
+        text.contains(r#"appattach_arm_ratelimit_remaining{kind="reads",target="operator"} 11999"#),
         "{text}"
     );
     assert!(
-        text.contains(r#"appattach_arm_throttled_total{source="client"} 1"#),
+        text.contains(r#"appattach_arm_throttled_total{source="client",target="operator"} 1"#),
         "{text}"
     );
 }

@@ -399,6 +399,12 @@ pub fn settle(
     outcomes::settle(obs, d, applied, error, retrying)
 }
 
+/// The status of a package whose backend target cannot be used: `Ready=False` with
+/// `reason` and `message`, a Warning event, and no writes.
+pub fn refused_target(obs: &Observation, reason: &'static str, message: String) -> Decision {
+    outcomes::refused(obs, vec![error(reason, message)])
+}
+
 /// The status of a pass that could not read the backend.
 pub fn unobserved(obs: &Observation, error: &BackendError) -> Decision {
     outcomes::unobserved(obs, error)

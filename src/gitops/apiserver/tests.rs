@@ -553,7 +553,7 @@ fn an_unknown_kind_is_refused_naming_the_kinds() {
     assert_eq!(
         texts(&check(&object, None)),
         [
-            r#"kind: Unsupported value: "Pod": supported values: "AppAttachPackage", "HostPoolAssignment", "UserAssignment""#
+            r#"kind: Unsupported value: "Pod": supported values: "AppAttachPackage", "HostPoolAssignment", "UserAssignment", "BackendTarget""#
         ]
     );
 }
@@ -605,7 +605,7 @@ fn the_crds_use_only_what_the_offline_check_understands() {
         );
     }
     assert_eq!(
-        rules, 12,
+        rules, 15,
         "the CRDs' rules were counted when this test was written"
     );
 
@@ -619,8 +619,8 @@ fn the_crds_use_only_what_the_offline_check_understands() {
     }
     let mut count = 0;
     KINDS.iter().for_each(|k| compiled(&k.schema, &mut count));
-    assert_eq!(count, 12);
-    assert_eq!(KINDS.len(), 3);
+    assert_eq!(count, 15);
+    assert_eq!(KINDS.len(), 4);
 }
 
 /// Any JSON value, several levels deep.
@@ -671,4 +671,57 @@ proptest! {
         }
         let _ = check(&spec, None);
     }
+}
+
+/// A BackendTarget's credential rules, offline: each method with what it needs passes;
+/// a ClientSecret target without its Secret, or a secret with another method, is refused
+/// naming the field.
+#[test]
+fn a_backend_targets_credential_needs_what_its_method_needs() {
+    let target = |credential: Value| {
+        json!({
+            "apiVersion": "appattach.io/v1alpha1",
+            "kind": "BackendTarget",
+            "metadata": {"name": "default", "namespace": "team-a"},
+            "spec": {
+                "tenantId": "11111111-1111-1111-1111-111111111111",
+                "subscriptionId": "22222222-2222-2222-2222-222222222222",
+                "resourceGroup": "rg-avd",
+                "credential": credential,
+            },
+        })
+    };
+    let id = "33333333-3333-3333-3333-333333333333";
+    for good in [
+        json!({"method": "WorkloadIdentity", "clientId": id}),
+        json!({"method": "ClientSecret", "clientId": id, "clientSecretRef": {"name": "s"}}),
+        json!({"method": "ManagedIdentity"}),
+    ] {
+        assert!(
+            texts(&check(&target(good.clone()), None)).is_empty(),
+            "{good}"
+        );
+    }
+    let refused = texts(&check(
+        &target(json!({"method": "ClientSecret", "clientId": id})),
+        None,
+    ));
+    assert!(
+        refused
+            .iter()
+            .any(|t| t.contains("spec.credential.clientSecretRef")),
+        "{refused:?}"
+    );
+    let refused = texts(&check(
+        &target(json!({"method": "WorkloadIdentity", "clientSecretRef": {"name": "s"}})),
+        None,
+    ));
+    assert!(
+        refused.iter().any(|t| t.contains("clientId")),
+        "{refused:?}"
+    );
+    assert!(
+        refused.iter().any(|t| t.contains("clientSecretRef")),
+        "{refused:?}"
+    );
 }
