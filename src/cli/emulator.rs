@@ -30,7 +30,8 @@ pub struct Args {
     #[arg(long)]
     state: Option<PathBuf>,
 
-    /// Require `Authorization: Bearer TOKEN` on every ARM request.
+    /// Require `Authorization: Bearer TOKEN` on every ARM request (unless the world has a
+    /// `tenantId`: then ARM requests need an Entra ID token of that tenant instead).
     #[arg(long, env = "APPATTACH_EMULATOR_TOKEN", hide_env_values = true)]
     token: Option<String>,
 
@@ -112,6 +113,22 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "  admin:  {}/_emulator/ (signin, signout, entitlements, stage, faults, requests)",
         served.url()
     );
+    let (tenant, tenants) = {
+        let inner = served.emulator.lock();
+        let tenants: std::collections::BTreeSet<String> = inner
+            .world
+            .identities
+            .iter()
+            .map(|i| i.tenant_id.to_ascii_lowercase())
+            .collect();
+        (inner.world.tenant_id.clone(), tenants)
+    };
+    for t in &tenants {
+        println!("  Entra:  {} (client credentials)", served.token_url(t));
+    }
+    if let Some(t) = tenant {
+        println!("  auth:   ARM requests need a bearer token of tenant {t}");
+    }
     if let Some(b) = budget {
         println!(
             "  budget: per caller, reads {}/{}, writes {}/{}, deletes {}/{} (burst/rate a second)",

@@ -6,11 +6,15 @@
 //! only, by [`compute`]); the emulator's own controls (sign-in, staging,
 //! faults, request counts) live under `/_emulator/` in [`admin`]. State lives in memory
 //! and in an embedded transactional store ([`store`]). When asked, ARM's request budget
-//! is enforced on the callers ([`ratelimit`]).
+//! is enforced on the callers ([`ratelimit`]). Entra ID's token endpoint for the world's
+//! identities is served on the same listener ([`entra`]), and a world with a `tenantId`
+//! has ARM refuse callers as Azure does: without a token of that tenant (401), or not
+//! among the world's `principals` (403).
 
 pub mod admin;
 pub mod arm_api;
 pub mod compute;
+pub mod entra;
 pub mod faults;
 pub mod ratelimit;
 pub mod staging;
@@ -89,7 +93,8 @@ pub struct Config {
     pub shares: Vec<ShareMapping>,
     /// Where state persists; in memory only when absent.
     pub state_dir: Option<PathBuf>,
-    /// Bearer token every ARM request must carry, when set.
+    /// Bearer token every ARM request must carry, when set and the world has no
+    /// `tenantId` (with one, ARM requests need a token of that tenant instead).
     pub token: Option<String>,
     /// How often session hosts stage; never on their own when absent (stage on demand).
     pub staging_interval: Option<Duration>,
@@ -114,7 +119,7 @@ pub struct Inner {
     pub writes: faults::WriteLog,
     /// The health reports session hosts made, in order, placed in the order of writes.
     pub reports: staging::ReportLog,
-    /// Required bearer token.
+    /// Required bearer token (when the world has no `tenantId`).
     pub token: Option<String>,
     /// The request budget enforced, if any.
     pub budget: Option<ratelimit::Limiter>,
@@ -160,6 +165,17 @@ impl Served {
     /// The base URL, e.g. `http://127.0.0.1:8080`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The Entra ID authority host the emulator stands for (`AZURE_AUTHORITY_HOST`): its
+    /// base URL, as tenants' token endpoints are under it.
+    pub fn authority_host(&self) -> String {
+        self.url()
+    }
+
+    /// The token endpoint of `tenant`: `{url}/{tenant}/oauth2/v2.0/token`.
+    pub fn token_url(&self, tenant: &str) -> String {
+        format!("{}/{tenant}/oauth2/v2.0/token", self.url())
     }
 }
 
@@ -217,6 +233,11 @@ impl Emulator {
             }
             (None, None) => World::default(),
         };
+        if config.token.is_some() && world.tenant_id.is_some() {
+            tracing::warn!(
+                "the world has a tenantId: ARM requests need a token of that tenant, and --token is not used"
+            );
+        }
         Ok(Self {
             inner: Arc::new(Mutex::new(Inner {
                 store,
@@ -251,6 +272,10 @@ impl Emulator {
             .local_addr()
             .map_err(|source| StartError::Bind { addr, source })?;
         let router = admin::router(self.clone())
+            .route(
+                "/{tenant}/oauth2/v2.0/token",
+                axum::routing::post(entra::token),
+            )
             .fallback(arm_api::handle)
             .with_state(self.clone());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

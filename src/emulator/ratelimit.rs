@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
 
 use crate::arm::ArmError;
 use crate::budget::{Bucket, Kind, Limits};
@@ -128,16 +127,8 @@ pub fn caller(headers: &HeaderMap) -> String {
 
 /// The `sub` claim of a JWT (not verified: the emulator only tells callers apart).
 fn subject(token: &str) -> Option<String> {
-    let mut parts = token.split('.');
-    let (_, payload, _) = (parts.next()?, parts.next()?, parts.next()?);
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .ok()?;
-    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    claims["sub"]
-        .as_str()
-        .filter(|s| !s.is_empty())
-        .map(String::from)
+    let claims = super::entra::claims(token).ok()?;
+    super::entra::text(&claims, "sub").map(String::from)
 }
 
 /// The 429 ARM answers when a caller's budget of `kind` is spent.
@@ -173,6 +164,7 @@ pub fn set_remaining(response: &mut Response, kind: Kind, remaining: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
 
     const SMALL: Limits = Limits {
         reads: (5, 1.0),

@@ -26,6 +26,20 @@ pub struct World {
     /// Users and groups.
     #[serde(default)]
     pub directory: Directory,
+    /// The Entra ID tenant the subscription trusts. When set, every ARM request must
+    /// carry a bearer token of this tenant (see [`super::arm_api`]); when absent, ARM
+    /// requests are not checked for a token of any tenant (only for the static `--token`,
+    /// if one is given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<String>,
+    /// The applications (service principals) Entra ID knows, of this tenant or others:
+    /// who may get a token from the emulator's token endpoint ([`super::entra`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub identities: Vec<Identity>,
+    /// The object ids of the principals allowed to call ARM on this subscription; anyone
+    /// with a valid token of the tenant when absent. Needs `tenantId`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principals: Option<Vec<String>>,
     /// The directory by name and object id, built on the first lookup (a world is read,
     /// then never changed): a sign-in or role assignment scanned every user before, which
     /// made a cold start of 50,000 users quadratic in the emulator.
@@ -299,6 +313,47 @@ pub struct DirectoryGroup {
     pub object_id: String,
 }
 
+/// An application of Entra ID: its service principal in a tenant, and how it signs in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Identity {
+    /// The tenant (directory) id.
+    pub tenant_id: String,
+    /// The application (client) id.
+    pub client_id: String,
+    /// The service principal's object id: the tokens' `oid`.
+    pub object_id: String,
+    /// The client secret it may sign in with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<WorldSecret>,
+    /// The subjects of the federated tokens it may sign in with (its federated identity
+    /// credentials), e.g. `system:serviceaccount:team-a:appattach-workload`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub federated_subjects: Vec<String>,
+}
+
+/// A secret of the world file, which never prints.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct WorldSecret(String);
+
+impl WorldSecret {
+    /// Wraps a secret.
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    /// The secret itself, to compare with what a client sends.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for WorldSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
 /// A principal found in the directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
@@ -437,6 +492,7 @@ impl World {
                 }
             }
         }
+        self.check_identities()?;
         for ag in &self.application_groups {
             if !self
                 .host_pools
@@ -458,6 +514,65 @@ impl World {
             }
         }
         Ok(())
+    }
+
+    /// Checks the identities: each whole, and one per client id in a tenant; and that
+    /// `principals` comes with `tenantId`.
+    fn check_identities(&self) -> Result<(), WorldError> {
+        let mut clients = BTreeSet::new();
+        for i in &self.identities {
+            for (name, value) in [
+                ("tenantId", &i.tenant_id),
+                ("clientId", &i.client_id),
+                ("objectId", &i.object_id),
+            ] {
+                if value.trim().is_empty() {
+                    return Err(WorldError::Inconsistent(format!(
+                        "identity {} has an empty {name}",
+                        i.client_id
+                    )));
+                }
+            }
+            let key = (
+                i.tenant_id.to_ascii_lowercase(),
+                i.client_id.to_ascii_lowercase(),
+            );
+            if !clients.insert(key) {
+                return Err(WorldError::Inconsistent(format!(
+                    "identity {} is listed twice in tenant {}",
+                    i.client_id, i.tenant_id
+                )));
+            }
+        }
+        if self.principals.is_some() && self.tenant_id.is_none() {
+            return Err(WorldError::Inconsistent(
+                "principals needs tenantId: without a tenant, ARM requests are not checked for a token".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether Entra ID knows `tenant`: it is the world's, or an identity's.
+    pub fn knows_tenant(&self, tenant: &str) -> bool {
+        self.tenant_id
+            .iter()
+            .chain(self.identities.iter().map(|i| &i.tenant_id))
+            .any(|t| t.eq_ignore_ascii_case(tenant))
+    }
+
+    /// The identity of client id `client_id` in `tenant`.
+    pub fn identity(&self, tenant: &str, client_id: &str) -> Option<&Identity> {
+        self.identities.iter().find(|i| {
+            i.tenant_id.eq_ignore_ascii_case(tenant) && i.client_id.eq_ignore_ascii_case(client_id)
+        })
+    }
+
+    /// Whether `object_id` may call ARM on this subscription: `principals` lists it, or
+    /// there is no such list.
+    pub fn allows(&self, object_id: &str) -> bool {
+        self.principals
+            .as_ref()
+            .is_none_or(|p| p.iter().any(|x| x.eq_ignore_ascii_case(object_id)))
     }
 
     fn lookups(&self) -> &Lookups {
