@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+use super::entra;
 use super::ratelimit::{self, Admission};
 use super::{Emulator, Inner, World, now, store};
 use crate::arm::models::{self, PrincipalType};
@@ -139,10 +140,11 @@ async fn serve(
         base: format!("http://{host}"),
     };
 
+    let principal = entra::principal(&headers);
     let response = {
         let mut inner = emulator.lock();
-        if let Err(e) = check_auth(&inner, &headers) {
-            return error_response(&e);
+        if let Err(refused) = check_auth(&inner, &request, &headers) {
+            return *refused;
         }
         match dispatch(&mut inner, &request) {
             Ok(reply) => match inner.store.commit() {
@@ -158,6 +160,7 @@ async fn serve(
                             &path,
                             response.status().as_u16(),
                             &body,
+                            principal.as_deref(),
                         );
                     }
                     response
@@ -205,26 +208,238 @@ fn fault_response(status: u16, retry_after: Option<u64>) -> Response {
     response
 }
 
-fn check_auth(inner: &Inner, headers: &HeaderMap) -> Result<()> {
+/// Who may call: with a world `tenantId`, as ARM checks ([`check_caller`]); else the
+/// static token, when one is set; else anyone.
+fn check_auth(
+    inner: &Inner,
+    req: &Request,
+    headers: &HeaderMap,
+) -> std::result::Result<(), Box<Response>> {
+    if let Some(tenant) = &inner.world.tenant_id {
+        return check_caller(&inner.world, tenant, req, headers, entra::now_seconds()).map_err(
+            |(e, challenge)| {
+                let mut response = error_response(&e);
+                if let Some(value) =
+                    challenge.and_then(|c| axum::http::HeaderValue::try_from(c).ok())
+                {
+                    response
+                        .headers_mut()
+                        .insert(header::WWW_AUTHENTICATE, value);
+                }
+                Box::new(response)
+            },
+        );
+    }
     let Some(token) = &inner.token else {
         return Ok(());
     };
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok());
-    match given {
-        None => Err(ArmError::new(
+    let refused = match given {
+        None => ArmError::new(
             401,
             "AuthenticationFailed",
             "Authentication failed. The 'Authorization' header is missing.",
-        )),
-        Some(h) if h.strip_prefix("Bearer ") == Some(token.as_str()) => Ok(()),
-        Some(_) => Err(ArmError::new(
+        ),
+        Some(h) if h.strip_prefix("Bearer ") == Some(token.as_str()) => return Ok(()),
+        Some(_) => ArmError::new(
             401,
             "InvalidAuthenticationToken",
             "The access token is invalid.",
-        )),
+        ),
+    };
+    Err(Box::new(error_response(&refused)))
+}
+
+/// The audiences ARM accepts a token for: its endpoints in the three clouds, and the
+/// classic `management.core` ones, with and without the final slash.
+const ARM_AUDIENCES: &[&str] = &[
+    "https://management.azure.com",
+    "https://management.core.windows.net",
+    "https://management.usgovcloudapi.net",
+    "https://management.core.usgovcloudapi.net",
+    "https://management.chinacloudapi.cn",
+    "https://management.core.chinacloudapi.cn",
+];
+
+/// A refusal, with the `WWW-Authenticate` challenge of a 401.
+type Refused = (ArmError, Option<String>);
+
+/// ARM's checks of the caller of a subscription trusting `tenant`, at `now` (seconds
+/// since the epoch), in ARM's order: a bearer token (401 `AuthenticationFailed`) that
+/// reads (401 `InvalidAuthenticationToken`), has not expired (401
+/// `ExpiredAuthenticationToken`) and is for ARM (401 `InvalidAuthenticationToken`); the
+/// subscription is this one (404 `SubscriptionNotFound`); the token is of its tenant (401
+/// `InvalidAuthenticationTokenTenant`); and its principal may act on it (403
+/// `AuthorizationFailed`, when the world lists `principals`).
+fn check_caller(
+    world: &World,
+    tenant: &str,
+    req: &Request,
+    headers: &HeaderMap,
+    now: i64,
+) -> std::result::Result<(), Refused> {
+    let authority = format!("{}/{tenant}", req.base);
+    let challenge = |description: &str| {
+        Some(format!(
+            "Bearer authorization_uri=\"{authority}\", error=\"invalid_token\", error_description=\"{description}\""
+        ))
+    };
+    let header_given = headers.get(header::AUTHORIZATION).is_some();
+    let Some(token) = entra::bearer(headers) else {
+        let message = if header_given {
+            "Authentication failed. The 'Authorization' header is provided in an invalid format."
+        } else {
+            "Authentication failed. The 'Authorization' header is missing."
+        };
+        return Err((
+            ArmError::new(401, "AuthenticationFailed", message),
+            challenge("The authentication failed because of missing 'Authorization' header."),
+        ));
+    };
+    let invalid = |message: String| {
+        (
+            ArmError::new(401, "InvalidAuthenticationToken", message),
+            challenge("The access token is invalid."),
+        )
+    };
+    let claims =
+        entra::claims(token).map_err(|e| invalid(format!("The access token is invalid: {e}.")))?;
+    let Some(token_tenant) = entra::text(&claims, "tid") else {
+        return Err(invalid(
+            "The access token is invalid: it has no 'tid' claim.".into(),
+        ));
+    };
+    let Some(oid) = entra::text(&claims, "oid") else {
+        return Err(invalid(
+            "The received access token is not valid: at least one of the claims 'puid' or 'altsecid' or 'oid' should be present. If you are accessing as application please make sure service principal is properly created in the tenant.".into(),
+        ));
+    };
+    match entra::seconds(&claims, "exp") {
+        None => {
+            return Err(invalid(
+                "The access token is invalid: it has no 'exp' claim.".into(),
+            ));
+        }
+        Some(exp) if exp <= now => {
+            return Err((
+                ArmError::new(
+                    401,
+                    "ExpiredAuthenticationToken",
+                    format!(
+                        "The access token expiry UTC time '{}' is earlier than current UTC time '{}'.",
+                        entra::rfc3339(exp),
+                        entra::rfc3339(now)
+                    ),
+                ),
+                challenge("The access token expiry UTC time is earlier than current UTC time."),
+            ));
+        }
+        Some(_) => {}
     }
+    if let Some(nbf) = entra::seconds(&claims, "nbf").filter(|n| *n > now + 300) {
+        return Err(invalid(format!(
+            "The access token is not valid before '{}'; current UTC time is '{}'.",
+            entra::rfc3339(nbf),
+            entra::rfc3339(now)
+        )));
+    }
+    let audiences = entra::audiences(&claims);
+    if !audiences
+        .iter()
+        .any(|a| ARM_AUDIENCES.contains(&a.trim_end_matches('/')))
+    {
+        let allowed: Vec<String> = ARM_AUDIENCES
+            .iter()
+            .flat_map(|a| [format!("'{a}/'"), format!("'{a}'")])
+            .collect();
+        return Err(invalid(format!(
+            "The access token has been obtained for wrong audience or resource '{}'. It should exactly match with one of the allowed audiences {}.",
+            audiences.join(", "),
+            allowed.join(",")
+        )));
+    }
+    let segs: Vec<&str> = req.path.split('/').filter(|s| !s.is_empty()).collect();
+    if let [first, sub, ..] = segs.as_slice()
+        && first.eq_ignore_ascii_case("subscriptions")
+        && !sub.eq_ignore_ascii_case(&world.subscription)
+    {
+        return Err((
+            ArmError::new(
+                404,
+                "SubscriptionNotFound",
+                format!("The subscription '{sub}' could not be found."),
+            ),
+            None,
+        ));
+    }
+    if !token_tenant.eq_ignore_ascii_case(tenant) {
+        let issued_by =
+            entra::text(&claims, "iss").map_or_else(|| entra::issuer(token_tenant), String::from);
+        return Err((
+            ArmError::new(
+                401,
+                "InvalidAuthenticationTokenTenant",
+                format!(
+                    "The access token is from the wrong issuer '{issued_by}'. It must match the tenant '{}' associated with this subscription. Please use the authority (URL) '{authority}' to get the token. Note, if the subscription is transferred to another tenant there is no impact to the services, but information about new tenant could take time to propagate (up to an hour). If you just transferred your subscription and see this error message, please try back later.",
+                    entra::issuer(tenant)
+                ),
+            ),
+            challenge("The access token is from the wrong issuer."),
+        ));
+    }
+    if !world.allows(oid) {
+        let client = entra::text(&claims, "appid")
+            .or_else(|| entra::text(&claims, "azp"))
+            .unwrap_or(oid);
+        return Err((
+            ArmError::new(
+                403,
+                "AuthorizationFailed",
+                format!(
+                    "The client '{client}' with object id '{oid}' does not have authorization to perform action '{}' over scope '{}' or the scope is invalid. If access was recently granted, please refresh your credentials.",
+                    action(req.method, req.path),
+                    req.path.trim_end_matches('/')
+                ),
+            ),
+            None,
+        ));
+    }
+    Ok(())
+}
+
+/// The RBAC action of a request, as ARM names it in `AuthorizationFailed`: the resource
+/// provider and types of the path (after its last `providers`), then `read`, `write`,
+/// `delete`, or for a POST the action's name and `action`:
+/// `Microsoft.DesktopVirtualization/hostPools/read`,
+/// `Microsoft.DesktopVirtualization/hostPools/importAppAttachPackageInfo/action`. A path
+/// without a provider is `Microsoft.Resources`' (subscriptions, resource groups).
+pub fn action(method: &Method, path: &str) -> String {
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let (namespace, rest) = match segs
+        .iter()
+        .rposition(|s| s.eq_ignore_ascii_case("providers"))
+    {
+        Some(i) if i + 1 < segs.len() => (segs[i + 1], &segs[i + 2..]),
+        _ => ("Microsoft.Resources", &segs[..]),
+    };
+    let (types, verb) = if *method == Method::POST && rest.len() % 2 == 1 {
+        let (last, types) = rest.split_last().expect("not empty");
+        (types, format!("{last}/action"))
+    } else {
+        let verb = match *method {
+            Method::GET | Method::HEAD => "read",
+            Method::DELETE => "delete",
+            Method::POST => "action",
+            _ => "write",
+        };
+        (rest, verb.to_string())
+    };
+    let mut out = vec![namespace.to_string()];
+    out.extend(types.iter().step_by(2).map(|t| t.to_string()));
+    out.push(verb);
+    out.join("/")
 }
 
 fn check_api_version(req: &Request, supported: &[&str]) -> Result<()> {
@@ -1634,6 +1849,73 @@ pub fn load_world(store: &mut store::State, world: &World) {
                 },
             });
             store.put_role(&rid, body);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_are_named_as_arm_names_them_in_authorization_failed() {
+        let rg = "/subscriptions/s/resourceGroups/rg";
+        let dv = format!("{rg}/providers/Microsoft.DesktopVirtualization");
+        let cases = [
+            (
+                Method::GET,
+                format!("{dv}/hostPools/hp"),
+                "Microsoft.DesktopVirtualization/hostPools/read",
+            ),
+            (
+                Method::GET,
+                format!("{dv}/hostPools"),
+                "Microsoft.DesktopVirtualization/hostPools/read",
+            ),
+            (
+                Method::PUT,
+                format!("{dv}/appAttachPackages/p"),
+                "Microsoft.DesktopVirtualization/appAttachPackages/write",
+            ),
+            (
+                Method::PATCH,
+                format!("{dv}/hostPools/hp/sessionHosts/h"),
+                "Microsoft.DesktopVirtualization/hostPools/sessionHosts/write",
+            ),
+            (
+                Method::DELETE,
+                format!("{dv}/applicationGroups/ag/applications/a"),
+                "Microsoft.DesktopVirtualization/applicationGroups/applications/delete",
+            ),
+            (
+                Method::POST,
+                format!("{dv}/hostPools/hp/importAppAttachPackageInfo"),
+                "Microsoft.DesktopVirtualization/hostPools/importAppAttachPackageInfo/action",
+            ),
+            (
+                Method::PUT,
+                format!("{dv}/hostPools/hp/providers/Microsoft.Authorization/roleAssignments/r"),
+                "Microsoft.Authorization/roleAssignments/write",
+            ),
+            (
+                Method::GET,
+                format!("{rg}/providers/Microsoft.Compute/virtualMachines"),
+                "Microsoft.Compute/virtualMachines/read",
+            ),
+            (
+                Method::GET,
+                rg.to_string(),
+                "Microsoft.Resources/subscriptions/resourceGroups/read",
+            ),
+            (Method::GET, "/".to_string(), "Microsoft.Resources/read"),
+            (
+                Method::GET,
+                "/x/providers".to_string(),
+                "Microsoft.Resources/x/read",
+            ),
+        ];
+        for (method, path, want) in cases {
+            assert_eq!(action(&method, &path), want, "{method} {path}");
         }
     }
 }

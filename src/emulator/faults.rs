@@ -362,6 +362,10 @@ pub struct AppliedWrite {
     /// The request body as sent, as JSON; null when there was none (a body that is not
     /// JSON is kept as a string).
     pub body: serde_json::Value,
+    /// The object id (`oid`) of the principal whose bearer token the request carried;
+    /// absent when it carried none that reads as a JWT with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
 }
 
 /// The ARM writes that took effect, oldest first, with their bodies: what a test replays
@@ -378,8 +382,15 @@ pub struct WriteLog {
 pub const WRITES: usize = 10_000;
 
 impl WriteLog {
-    /// Logs a write that took effect.
-    pub fn record(&mut self, method: &str, path: &str, status: u16, body: &[u8]) {
+    /// Logs a write that took effect, made by `principal` (an object id) if known.
+    pub fn record(
+        &mut self,
+        method: &str,
+        path: &str,
+        status: u16,
+        body: &[u8],
+        principal: Option<&str>,
+    ) {
         if self.writes.len() == WRITES {
             self.writes.pop_front();
         }
@@ -399,6 +410,7 @@ impl WriteLog {
             path: path.to_ascii_lowercase(),
             status,
             body: serde_json::Value::Null,
+            principal: principal.map(String::from),
         };
         self.writes.push_back((write, text));
     }
@@ -481,9 +493,10 @@ mod tests {
                 &format!("/X/{i}"),
                 200,
                 format!("{{\"n\":{i}}}").as_bytes(),
+                None,
             );
         }
-        log.record("DELETE", "/x/last", 200, b"");
+        log.record("DELETE", "/x/last", 200, b"", Some("oid-1"));
         let w = log.writes();
         assert_eq!(w.len(), WRITES);
         assert_eq!(w[0].path, "/x/3");
@@ -495,9 +508,14 @@ mod tests {
             ("DELETE", WRITES as u64 + 3)
         );
         assert!(last.body.is_null());
+        assert_eq!(last.principal.as_deref(), Some("oid-1"));
+        assert_eq!(w[0].principal, None);
+        let json = serde_json::to_value(&w[0]).unwrap();
+        assert!(json.get("principal").is_none(), "absent, not null: {json}");
+        assert_eq!(serde_json::to_value(last).unwrap()["principal"], "oid-1");
         log.clear();
         assert!(log.writes().is_empty());
-        log.record("POST", "/y", 200, b"not json");
+        log.record("POST", "/y", 200, b"not json", None);
         assert_eq!(log.writes()[0].seq, WRITES as u64 + 4);
         assert_eq!(log.writes()[0].body, serde_json::json!("not json"));
     }
