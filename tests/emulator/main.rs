@@ -1,5 +1,6 @@
 //! The management-backend emulator over real HTTP: every operation of the ARM surface,
-//! the errors, persistence across restarts (and a kill -9), faults, staging and sign-in.
+//! the errors, persistence across restarts (and a kill -9), faults, staging, sign-in, and
+//! who may call (Entra ID tokens for the world's identities; ARM's 401, 403 and 404).
 
 mod support;
 
@@ -13,3 +14,4 @@ mod roles;
 mod signin;
 mod snapshot;
 mod staging;
+mod tenants;
