@@ -325,6 +325,7 @@ async fn a_client_a_token_inside_the_budget_is_never_refused() {
         .throttled
         .get_or_create(&appattach_operator::backend::throttle::WaitLabels {
             source: "client".into(),
+            target: client.metrics().target(),
         })
         .get();
     let (_, counts) = em.get("/_emulator/requests").await;
