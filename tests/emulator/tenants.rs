@@ -884,3 +884,79 @@ async fn a_world_file_with_identities_loads_and_is_checked() {
             .contains("principals needs tenantId")
     );
 }
+
+/// The controller's own sign-in and ARM client, against the emulator standing for Entra ID
+/// (its URL as the authority host) and ARM: a client secret and a workload identity's
+/// token file get tokens that ARM takes; a wrong secret, another tenant's identity and an
+/// identity the subscription does not list are refused with Entra's and ARM's codes.
+#[tokio::test]
+async fn the_controllers_own_sign_in_works_against_the_emulator() {
+    use appattach_operator::azure::{Credential, Endpoints, Method as SignIn, Secret};
+    use appattach_operator::backend::{ArmClient, Auth, Backend};
+
+    let em = start_a().await;
+    let endpoints = Endpoints {
+        authority_host: em.served.authority_host(),
+        imds: "http://127.0.0.1:9/metadata/identity/oauth2/token".into(),
+        audience: "https://management.azure.com".into(),
+    };
+    let client = |method: SignIn| {
+        ArmClient::new(
+            &em.served.url(),
+            SUB,
+            RG,
+            Auth::Credential(Credential::new(method, endpoints.clone())),
+        )
+    };
+    let secret = |tenant: &str, client: &str, secret: &str| SignIn::ClientSecret {
+        tenant_id: tenant.into(),
+        client_id: client.into(),
+        secret: Secret::new(secret),
+    };
+    let pool = pool_id("hp-a");
+
+    let by_secret = client(secret(TENANT_A, CLIENT_A, SECRET_A));
+    let got = by_secret.get_host_pool(&pool).await.expect("ARM answers");
+    assert!(got.is_some());
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("azure-identity-token");
+    std::fs::write(
+        &file,
+        assertion(SUBJECT, json!(["api://AzureADTokenExchange"]), now() + 3600),
+    )
+    .unwrap();
+    let workload = client(SignIn::WorkloadIdentity {
+        tenant_id: TENANT_A.into(),
+        client_id: CLIENT_FED.into(),
+        token_file: file,
+    });
+    assert!(workload.get_host_pool(&pool).await.unwrap().is_some());
+
+    let refusal = |r: Result<_, appattach_operator::backend::BackendError>| {
+        let e = r.map(|_: Option<_>| ()).expect_err("refused");
+        format!("{e} {e:?}")
+    };
+    let wrong = refusal(
+        client(secret(TENANT_A, CLIENT_A, "wrong"))
+            .get_host_pool(&pool)
+            .await,
+    );
+    assert!(wrong.contains("AADSTS7000215"), "{wrong}");
+    assert!(!wrong.contains(SECRET_A), "{wrong}");
+    let other_tenant = refusal(
+        client(secret(TENANT_B, CLIENT_B, SECRET_B))
+            .get_host_pool(&pool)
+            .await,
+    );
+    assert!(
+        other_tenant.contains("InvalidAuthenticationTokenTenant"),
+        "{other_tenant}"
+    );
+    let unlisted = refusal(
+        client(secret(TENANT_A, CLIENT_OTHER, SECRET_OTHER))
+            .get_host_pool(&pool)
+            .await,
+    );
+    assert!(unlisted.contains("AuthorizationFailed"), "{unlisted}");
+}
