@@ -276,41 +276,12 @@ fn targets(
         .arm_endpoint
         .clone()
         .unwrap_or_else(|| cloud.arm_endpoint().to_string());
-    let by_subscription: std::collections::HashMap<String, String> =
-        args.arm_endpoints_for.iter().cloned().collect();
-    let limits = limits(args);
-    let metrics = operator.metrics().clone();
-    let budgets: std::sync::Mutex<
-        std::collections::HashMap<String, std::sync::Arc<crate::backend::throttle::Throttle>>,
-    > = Default::default();
-    settings.make = Some(std::sync::Arc::new(
-        move |t: &controller::targets::Resolved| {
-            let endpoint = by_subscription
-                .get(&t.scope.subscription.to_ascii_lowercase())
-                .unwrap_or(&base);
-            let mut client = ArmClient::new(
-                endpoint,
-                &t.scope.subscription,
-                &t.scope.resource_group,
-                t.auth.clone(),
-            )
-            .with_metrics(metrics.for_target(&t.label));
-            if let Some(i) = &instance {
-                client = client.with_instance(i);
-            }
-            if let Some(limits) = limits {
-                let throttle = budgets
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .entry(t.budget_key.clone())
-                    .or_insert_with(|| {
-                        std::sync::Arc::new(crate::backend::throttle::Throttle::new(limits))
-                    })
-                    .clone();
-                client = client.with_throttle(throttle);
-            }
-            client
-        },
+    settings.make = Some(controller::targets::arm_clients(
+        base,
+        args.arm_endpoints_for.iter().cloned().collect(),
+        limits(args),
+        operator.metrics().clone(),
+        instance,
     ));
     settings
 }

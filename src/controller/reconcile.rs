@@ -171,7 +171,7 @@ async fn observe_package<B: Backend>(
     pkg: &AppAttachPackage,
     ctx: &Pass<'_, B>,
 ) -> Result<Observation, (Observation, BackendError)> {
-    let inputs = inputs(pkg, ctx);
+    let inputs = inputs(pkg, ctx, ctx.backend.scope());
     let package = Arc::new(pkg.clone());
     let now = jiff::Timestamp::now();
     let max_age = ctx.config.max_snapshot_age();
@@ -196,9 +196,15 @@ async fn observe_package<B: Backend>(
     })
 }
 
-/// The package's assignments and the packages of its full name, from the caches (by
-/// index: scanning every package on every pass made a cold start quadratic).
-fn inputs<B>(pkg: &AppAttachPackage, ctx: &Context<B>) -> Inputs {
+/// The package's assignments and the packages of its full name that go to the same
+/// subscription and resource group (`scope`: a host pool of another target is another
+/// host pool, whatever its name), from the caches (by index: scanning every package on
+/// every pass made a cold start quadratic).
+fn inputs<B: Backend>(
+    pkg: &AppAttachPackage,
+    ctx: &Context<B>,
+    scope: &crate::arm::Scope,
+) -> Inputs {
     let (_, full) = build::identity(&pkg.spec);
     Inputs {
         host_pool_assignments: assignments_of_package(
@@ -211,6 +217,12 @@ fn inputs<B>(pkg: &AppAttachPackage, ctx: &Context<B>) -> Inputs {
             .packages_by_full_name
             .get(&ctx.packages, &full)
             .into_iter()
+            .filter(|other| {
+                ctx.lanes.scope_of(other).is_some_and(|o| {
+                    o.subscription.eq_ignore_ascii_case(&scope.subscription)
+                        && o.resource_group.eq_ignore_ascii_case(&scope.resource_group)
+                })
+            })
             .map(|other| {
                 let hpas =
                     assignments_of_package(&ctx.host_pool_assignments, &ctx.hpa_by_package, &other);
@@ -253,7 +265,7 @@ const TARGET_RETRY: Duration = Duration::from_secs(30);
 
 /// A package whose target cannot be used: `Ready=False` naming the target and the fix, a
 /// Warning event, and nothing written to any backend.
-async fn no_target<B>(
+async fn no_target<B: Backend>(
     pkg: &AppAttachPackage,
     ctx: &Context<B>,
     scope: crate::arm::Scope,
@@ -261,7 +273,7 @@ async fn no_target<B>(
 ) -> Result<Action, Error> {
     let obs = Observation {
         package: Arc::new(pkg.clone()),
-        inputs: inputs(pkg, ctx),
+        inputs: inputs(pkg, ctx, &scope),
         backend: None,
         scope,
         now: jiff::Timestamp::now(),
@@ -309,7 +321,7 @@ async fn apply_on<B: Backend>(pkg: &AppAttachPackage, ctx: &Pass<'_, B>) -> Resu
 fn blind<B: Backend>(pkg: &AppAttachPackage, ctx: &Pass<'_, B>) -> Observation {
     Observation {
         package: Arc::new(pkg.clone()),
-        inputs: inputs(pkg, ctx),
+        inputs: inputs(pkg, ctx, ctx.backend.scope()),
         backend: None,
         scope: ctx.backend.scope().clone(),
         now: jiff::Timestamp::now(),

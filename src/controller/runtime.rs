@@ -22,7 +22,7 @@ use super::warmup::{self, WarmUp};
 use super::{Config, Context, MANAGER, metrics, reconcile, refresh};
 use crate::backend::Backend;
 use crate::backend::snapshot::Snapshot;
-use crate::resources::{AppAttachPackage, HostPoolAssignment, UserAssignment};
+use crate::resources::{AppAttachPackage, BackendTarget, HostPoolAssignment, UserAssignment};
 
 /// A kind the controller watches and caches.
 pub(super) trait Watched:
@@ -39,6 +39,8 @@ pub(super) trait Watched:
 }
 
 impl Watched for AppAttachPackage {}
+
+impl Watched for BackendTarget {}
 
 impl Watched for HostPoolAssignment {
     fn cache_form(&mut self) {
@@ -181,6 +183,10 @@ struct Caches {
     ua_by_package: Index<UserAssignment>,
 }
 
+/// The objects a watch touched, as a controller's trigger.
+type Touched<K> =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static>>;
+
 type Events<K> = std::pin::Pin<
     Box<dyn futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static>,
 >;
@@ -295,10 +301,18 @@ pub async fn run_until<B: Backend>(
             Arc::new(Snapshot::new()),
         ),
     };
+    // The namespaces' BackendTargets, cached: which one a package goes to is read here,
+    // and a target made or changed reconciles the packages of its namespace.
+    let (target_store, target_writer) = reflector::store::<BackendTarget>();
+    let target_events =
+        tolerant_watcher::<BackendTarget>(&client, &config.namespace, watcher::Config::default())
+            .default_backoff()
+            .reflect(target_writer)
+            .touched_objects();
     let lanes = Lanes::new(
         default,
         backends.targets,
-        client.clone(),
+        (client.clone(), target_store),
         config.clone(),
         changed_tx,
     );
@@ -340,7 +354,7 @@ pub async fn run_until<B: Backend>(
         );
     let package_controller = package_controller(
         &caches,
-        (packages, hpas, uas),
+        (packages, hpas, uas, Box::pin(target_events)),
         (changed, warm_passes),
         ctx.clone(),
         stop.clone(),
@@ -379,10 +393,11 @@ pub async fn run_until<B: Backend>(
 /// finalizers, and by its assignments' specs.
 fn package_controller<B: Backend>(
     caches: &Caches,
-    (packages, hpas, uas): (
+    (packages, hpas, uas, targets): (
         Events<AppAttachPackage>,
         Events<HostPoolAssignment>,
         Events<UserAssignment>,
+        Touched<BackendTarget>,
     ),
     (changed, warm_passes): (
         impl futures::Stream<Item = ObjectRef<AppAttachPackage>> + Send + 'static,
@@ -416,6 +431,10 @@ fn package_controller<B: Backend>(
     Controller::for_stream(package_stream, caches.packages.clone())
         .watches_stream(hpa_stream, |a: HostPoolAssignment| Some(to_package(&a)))
         .watches_stream(ua_stream, |a: UserAssignment| Some(to_package(&a)))
+        .watches_stream(targets, {
+            let packages = caches.packages.clone();
+            move |t: BackendTarget| packages_of_namespace(&packages, t.namespace().as_deref())
+        })
         .reconcile_on(warm_passes)
         // A refresh of the picture of the backend that finds a package's objects changed
         // (drift made in the portal) reconciles it.
@@ -424,6 +443,19 @@ fn package_controller<B: Backend>(
         .graceful_shutdown_on(stop)
         .run(reconcile::reconcile_package, reconcile::error_policy, ctx)
         .for_each(|r| async move { log_controller_error(r) })
+}
+
+/// The packages of a namespace: a target made or changed there concerns each of them.
+fn packages_of_namespace(
+    packages: &Store<AppAttachPackage>,
+    ns: Option<&str>,
+) -> Vec<ObjectRef<AppAttachPackage>> {
+    packages
+        .state()
+        .iter()
+        .filter(|p| p.namespace().as_deref() == ns)
+        .map(|p| ObjectRef::from_obj(&**p))
+        .collect()
 }
 
 /// The resource counts the metrics show, by kind and Ready.

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::api::{Api, PostParams};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 
 use super::{Config, refresh};
@@ -25,6 +25,9 @@ use crate::azure::{Assertion, AuthError, Credential, Endpoints, Method};
 use crate::backend::snapshot::Snapshot;
 use crate::backend::{Auth, Backend};
 use crate::resources::{AppAttachPackage, BackendTarget, CredentialMethod, DEFAULT_TARGET};
+
+/// How long a pass waits for the first list of BackendTargets.
+const LISTED_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The audience of a service account token exchanged with Entra ID.
 pub const TOKEN_EXCHANGE_AUDIENCE: &str = "api://AzureADTokenExchange";
@@ -135,15 +138,20 @@ pub fn moved(pkg: &AppAttachPackage, scope: &Scope, label: &str) -> Option<Targe
     })
 }
 
+/// A lane made for a target, with the fingerprint of the target (and Secret) it was made
+/// from.
+type Made<B> = (u64, Arc<Lane<B>>);
+
 /// The lanes: the operator's own, and one per BackendTarget in use.
 pub struct Lanes<B> {
     /// The operator's own backend.
     pub default: Option<Arc<Lane<B>>>,
     settings: TargetSettings<B>,
     client: Client,
+    targets: Store<BackendTarget>,
     config: Config,
     changed: tokio::sync::mpsc::Sender<ObjectRef<AppAttachPackage>>,
-    made: Mutex<HashMap<String, (u64, Arc<Lane<B>>)>>,
+    made: Mutex<HashMap<String, Made<B>>>,
     tasks: Mutex<tokio::task::JoinSet<()>>,
 }
 
@@ -152,7 +160,7 @@ impl<B: Backend + Clone> Lanes<B> {
     pub fn new(
         default: Option<Arc<Lane<B>>>,
         settings: TargetSettings<B>,
-        client: Client,
+        (client, targets): (Client, Store<BackendTarget>),
         config: Config,
         changed: tokio::sync::mpsc::Sender<ObjectRef<AppAttachPackage>>,
     ) -> Self {
@@ -160,6 +168,7 @@ impl<B: Backend + Clone> Lanes<B> {
             default,
             settings,
             client,
+            targets,
             config,
             changed,
             made: Mutex::new(HashMap::new()),
@@ -211,21 +220,44 @@ impl<B: Backend + Clone> Lanes<B> {
         lane.map_err(|f| (fallback(), f))
     }
 
+    /// The target `ns/name`, from the cache (once it has listed them).
     async fn read_target(
         &self,
         ns: &str,
         name: &str,
     ) -> Result<Option<BackendTarget>, TargetFailure> {
-        let api: Api<BackendTarget> = Api::namespaced(self.client.clone(), ns);
-        api.get_opt(name).await.map_err(|e| {
-            failure(
+        if tokio::time::timeout(LISTED_WITHIN, self.targets.wait_until_ready())
+            .await
+            .is_err()
+        {
+            return Err(failure(
                 "TargetUnreadable",
                 format!(
-                    "reading BackendTarget {ns}/{name}: {e}; the controller needs get on backendtargets.appattach.io (deploy/ RBAC), and the CRD installed ({})",
+                    "the BackendTargets are not listed yet after {}s: the controller needs list and watch on backendtargets.appattach.io (deploy/ RBAC), and the CRD installed ({})",
+                    LISTED_WITHIN.as_secs(),
                     crate::resources::INSTALL_CRDS
                 ),
-            )
-        })
+            ));
+        }
+        Ok(self
+            .targets
+            .get(&ObjectRef::new(name).within(ns))
+            .map(|t| (*t).clone()))
+    }
+
+    /// Where a package goes, from the cached targets alone (no sign-in): its target's
+    /// subscription and resource group, the operator's own, or `None` when it has none.
+    pub fn scope_of(&self, pkg: &AppAttachPackage) -> Option<Scope> {
+        let ns = pkg.namespace().unwrap_or_default();
+        let (name, named) = wanted(pkg);
+        match self.targets.get(&ObjectRef::new(name).within(&ns)) {
+            Some(t) => Some(Scope {
+                subscription: t.spec.subscription_id.clone(),
+                resource_group: t.spec.resource_group.clone(),
+            }),
+            None if named || self.settings.require_target => None,
+            None => self.default.as_ref().map(|l| l.backend.scope().clone()),
+        }
     }
 
     /// The lane of a target: the one made for it, while the target and its Secret are as
@@ -420,6 +452,46 @@ impl<B: Backend + Clone> Lanes<B> {
             s.resource_version().unwrap_or_default(),
         ))
     }
+}
+
+/// Makes the ARM clients of targets: each at its subscription's endpoint
+/// (`by_subscription`, lower-case ids, else `base`), with the request budget (`limits`) of
+/// its principal in its subscription shared by the targets that have both, and its
+/// requests counted in `metrics` under its name.
+pub fn arm_clients(
+    base: String,
+    by_subscription: HashMap<String, String>,
+    limits: Option<crate::backend::throttle::Limits>,
+    metrics: crate::backend::throttle::ArmMetrics,
+    instance: Option<String>,
+) -> MakeBackend<crate::backend::ArmClient> {
+    use crate::backend::throttle::Throttle;
+    let budgets: Mutex<HashMap<String, Arc<Throttle>>> = Mutex::default();
+    Arc::new(move |t: &Resolved| {
+        let endpoint = by_subscription
+            .get(&t.scope.subscription.to_ascii_lowercase())
+            .unwrap_or(&base);
+        let mut client = crate::backend::ArmClient::new(
+            endpoint,
+            &t.scope.subscription,
+            &t.scope.resource_group,
+            t.auth.clone(),
+        )
+        .with_metrics(metrics.for_target(&t.label));
+        if let Some(i) = &instance {
+            client = client.with_instance(i);
+        }
+        if let Some(limits) = limits {
+            let throttle = budgets
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(t.budget_key.clone())
+                .or_insert_with(|| Arc::new(Throttle::new(limits)))
+                .clone();
+            client = client.with_throttle(throttle);
+        }
+        client
+    })
 }
 
 /// ARM's budget is per principal and subscription: targets that share both share it.

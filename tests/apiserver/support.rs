@@ -75,6 +75,9 @@ impl TestNamespace {
             "AppAttachPackage" => ApiResource::erase::<AppAttachPackage>(&()),
             "HostPoolAssignment" => ApiResource::erase::<HostPoolAssignment>(&()),
             "UserAssignment" => ApiResource::erase::<UserAssignment>(&()),
+            "BackendTarget" => {
+                ApiResource::erase::<appattach_operator::resources::BackendTarget>(&())
+            }
             other => panic!("not one of our kinds: {other}"),
         };
         Api::namespaced_with(self.client.clone(), &self.name, &resource)

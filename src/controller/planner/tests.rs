@@ -369,7 +369,10 @@ fn a_failure_naming_another_image_does_not_count_against_this_one() {
 /// property test, in MSIX mode).
 #[test]
 fn a_check_stamped_at_the_switch_itself_says_nothing_of_the_new_version() {
-    let hosts = [host("a", Some(5), true, None), host("b", Some(6), true, None)];
+    let hosts = [
+        host("a", Some(5), true, None),
+        host("b", Some(6), true, None),
+    ];
     let g = gate(&hosts, t(5), r"\\fs\apps\app_2.0.0.0.cim", &[]);
     assert_eq!(g.pending, ["a"]);
     assert_eq!(g.staged, ["b"]);
