@@ -502,7 +502,7 @@ pub(super) async fn shutdown_signal() {
 /// the reason changes or a minute has passed): the CRDs are not installed, the
 /// controller's identity may not list them, or the API server is out of reach.
 async fn wait_for_kinds(client: &kube::Client, config: &Config) {
-    use crate::resources::{AppAttachPackage, HostPoolAssignment, UserAssignment};
+    use crate::resources::{AppAttachPackage, BackendTarget, HostPoolAssignment, UserAssignment};
     use kube::api::{Api, ListParams};
     fn api<K>(client: &kube::Client, ns: &Option<String>) -> Api<K>
     where
@@ -518,12 +518,14 @@ async fn wait_for_kinds(client: &kube::Client, config: &Config) {
     let packages = api::<AppAttachPackage>(client, &config.namespace);
     let pools = api::<HostPoolAssignment>(client, &config.namespace);
     let users = api::<UserAssignment>(client, &config.namespace);
+    let targets = api::<BackendTarget>(client, &config.namespace);
     let mut said: Option<(String, tokio::time::Instant)> = None;
     loop {
         let listed = tokio::try_join!(
             packages.list_metadata(&one),
             pools.list_metadata(&one),
             users.list_metadata(&one),
+            targets.list_metadata(&one),
         );
         let why = match listed {
             Ok(_) => {
@@ -559,7 +561,7 @@ fn why_not_listed(e: &kube::Error, namespace: Option<&str>) -> String {
             )
         }
         kube::Error::Api(s) if s.code == 403 => format!(
-            "forbidden to list the appattach.io kinds {scope} ({}): grant list and watch on appattachpackages, hostpoolassignments and userassignments (deploy/base/rbac.yaml)",
+            "forbidden to list the appattach.io kinds {scope} ({}): grant list and watch on appattachpackages, hostpoolassignments, userassignments and backendtargets (deploy/base/rbac.yaml)",
             s.message
         ),
         kube::Error::Api(s) if s.code == 401 => format!(

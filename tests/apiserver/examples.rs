@@ -121,3 +121,28 @@ fn kustomization_lists_every_example_manifest() {
         );
     }
 }
+
+/// The Azure examples (`examples/azure/`, not applied by `appattach local`): each of our
+/// objects applies server-side (in a test namespace, not the one it names), and
+/// `appattach validate` accepts it as the API server does.
+#[tokio::test]
+async fn the_azure_examples_apply_and_validate() {
+    let ns = TestNamespace::new("examples_azure").await;
+    let mut ours = 0;
+    for entry in std::fs::read_dir(repo_path("examples/azure")).expect("examples/azure exists") {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+            let mut doc: Value = serde::Deserialize::deserialize(doc).unwrap();
+            if doc["apiVersion"] != "appattach.io/v1alpha1" {
+                continue;
+            }
+            doc["metadata"].as_object_mut().unwrap().remove("namespace");
+            assert_offline_accepts(&doc, None);
+            let live = ns.applied(&doc).await;
+            assert_offline_accepts(&doc, Some(&live));
+            ours += 1;
+        }
+    }
+    assert!(ours >= 4, "examples/azure holds {ours} of our objects");
+}

@@ -879,3 +879,74 @@ fn the_readme_helm_install_commands_render() {
         helm(&args).unwrap_or_else(|e| panic!("README.md's `{command}`: {e}"));
     }
 }
+
+/// Values `backendTargets`: the flags they set, and the BackendTargets (with the service
+/// account of a WorkloadIdentity one) they create, which the API server accepts; a target
+/// with a misspelt method is refused by the schema.
+#[tokio::test]
+async fn the_chart_creates_backend_targets_and_sets_their_flags() {
+    let ns = TestNamespace::new("helm-targets").await;
+    let items = serde_json::json!([
+        {"namespace": ns.name, "tenantId": "11111111-1111-4111-8111-111111111111",
+         "subscriptionId": "22222222-2222-4222-8222-222222222222", "resourceGroup": "rg-a",
+         "credential": {"method": "WorkloadIdentity", "clientId": "33333333-3333-4333-8333-333333333333"}},
+        {"namespace": ns.name, "name": "pilot", "tenantId": "11111111-1111-4111-8111-111111111111",
+         "subscriptionId": "22222222-2222-4222-8222-222222222222", "resourceGroup": "rg-b",
+         "credential": {"method": "ClientSecret", "clientId": "33333333-3333-4333-8333-333333333333",
+                        "clientSecretRef": {"name": "avd"}}},
+    ])
+    .to_string();
+    let set_items = format!("backendTargets.items={items}");
+    let yaml = helm(&[
+        "template",
+        RELEASE,
+        CHART,
+        "--namespace",
+        &ns.name,
+        "--set",
+        "backendTargets.required=true",
+        "--set",
+        "backendTargets.managedIdentityNamespaces={ops,infra}",
+        "--set-json",
+        &set_items,
+    ])
+    .unwrap_or_else(|e| panic!("{e}"));
+    let objects = by_name(documents(&yaml));
+    let args = container(one(&objects, "Deployment/appattach-controller"))["args"].clone();
+    for flag in [
+        "--require-backend-target",
+        "--managed-identity-namespaces=ops,infra",
+    ] {
+        assert!(
+            args.as_array().unwrap().iter().any(|a| a == flag),
+            "{flag} not in {args}"
+        );
+    }
+    let out = ns
+        .cp
+        .kubectl_with_input(
+            &[
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "--dry-run=server",
+                "-f",
+                "-",
+            ],
+            Some(&yaml),
+        )
+        .unwrap_or_else(|e| panic!("the API server refused the chart: {e}"));
+    for text in [
+        "backendtarget.appattach.io/default",
+        "backendtarget.appattach.io/pilot",
+        "serviceaccount/appattach-workload",
+    ] {
+        assert!(out.contains(text), "{text} not applied:\n{out}");
+    }
+    let bad = format!(
+        "backendTargets.items={}",
+        items.replace("WorkloadIdentity", "WorkloadIdentiy")
+    );
+    let refused = helm(&["template", RELEASE, CHART, "--set-json", &bad]).unwrap_err();
+    assert!(refused.contains("method"), "{refused}");
+}
