@@ -208,7 +208,8 @@ fn summary(report: &Report) -> String {
     );
     let objects = report.objects.packages.len()
         + report.objects.host_pool_assignments.len()
-        + report.objects.user_assignments.len();
+        + report.objects.user_assignments.len()
+        + report.objects.backend_targets.len();
     format!(
         "{} document(s), {objects} appattach.io object(s) accepted, {} skipped (not appattach.io): {errors} error(s), {warnings} warning(s){}",
         report.documents,

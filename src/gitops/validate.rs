@@ -17,10 +17,17 @@ use crate::controller::Assignment;
 use crate::controller::observe::{self, Inputs, Observation};
 use crate::controller::validate::{Finding, Severity};
 use crate::domain::naming;
-use crate::resources::{AppAttachPackage, GROUP, HostPoolAssignment, UserAssignment, VERSION};
+use crate::resources::{
+    AppAttachPackage, BackendTarget, GROUP, HostPoolAssignment, UserAssignment, VERSION,
+};
 
 /// The kinds of appattach.io.
-const KINDS: [&str; 3] = ["AppAttachPackage", "HostPoolAssignment", "UserAssignment"];
+const KINDS: [&str; 4] = [
+    "AppAttachPackage",
+    "HostPoolAssignment",
+    "UserAssignment",
+    "BackendTarget",
+];
 
 /// One problem, at its place in the manifests.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +89,9 @@ pub struct Objects {
     pub host_pool_assignments: Vec<Located<HostPoolAssignment>>,
     /// UserAssignments.
     pub user_assignments: Vec<Located<UserAssignment>>,
+    /// BackendTargets: checked by their schema and rules alone (what they lead to, an
+    /// identity and a subscription, is the controller's to find out).
+    pub backend_targets: Vec<Located<BackendTarget>>,
     /// Every AppAttachPackage the manifests declare (namespace, name), refused or not: an
     /// assignment of a refused package is not also reported as pointing nowhere.
     pub declared_packages: BTreeSet<(String, String)>,
@@ -305,6 +315,12 @@ pub fn admit(
             }),
             "HostPoolAssignment" => serde_json::from_value(value).map(|o| {
                 objects.host_pool_assignments.push(Located {
+                    object: Arc::new(o),
+                    doc: doc.clone(),
+                })
+            }),
+            "BackendTarget" => serde_json::from_value(value).map(|o| {
+                objects.backend_targets.push(Located {
                     object: Arc::new(o),
                     doc: doc.clone(),
                 })

@@ -163,6 +163,26 @@ fn template(namespace: &str, sets: &[&str], crds: bool) -> Result<String, String
 }
 
 /// `kubectl kustomize DIR` (no API server needed).
+/// `kubectl apply --server-side --dry-run=server` of `yaml`: what the API server would make
+/// of it, without keeping it. Cluster-scoped objects (CRDs, ClusterRole) also come from
+/// other tests, hence `--force-conflicts`.
+fn dry_run(
+    ns: &TestNamespace,
+    yaml: &str,
+) -> Result<String, appattach_operator::controlplane::Error> {
+    ns.cp.kubectl_with_input(
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--dry-run=server",
+            "-f",
+            "-",
+        ],
+        Some(yaml),
+    )
+}
+
 fn kustomize(dir: &str) -> String {
     let binaries = Binaries::locate().unwrap_or_else(|e| panic!("{e}"));
     let out = Command::new(binaries.kubectl())
@@ -460,25 +480,13 @@ async fn the_api_server_accepts_what_the_chart_renders_for_every_credential_meth
     ));
 
     for (what, yaml) in &renders {
-        let out = ns
-            .cp
-            .kubectl_with_input(
-                &[
-                    "apply",
-                    "--server-side",
-                    // Cluster-scoped objects (CRDs, ClusterRole) also come from other tests.
-                    "--force-conflicts",
-                    "--dry-run=server",
-                    "-f",
-                    "-",
-                ],
-                Some(yaml),
-            )
+        let out = dry_run(&ns, yaml)
             .unwrap_or_else(|e| panic!("{what}: the API server refused the chart: {e}"));
         let mut expected = vec![
             "customresourcedefinition.apiextensions.k8s.io/appattachpackages.appattach.io",
             "customresourcedefinition.apiextensions.k8s.io/hostpoolassignments.appattach.io",
             "customresourcedefinition.apiextensions.k8s.io/userassignments.appattach.io",
+            "customresourcedefinition.apiextensions.k8s.io/backendtargets.appattach.io",
             "serviceaccount/appattach-controller",
             "clusterrole.rbac.authorization.k8s.io/appattach-controller",
             "clusterrolebinding.rbac.authorization.k8s.io/appattach-controller",
@@ -922,20 +930,8 @@ async fn the_chart_creates_backend_targets_and_sets_their_flags() {
             "{flag} not in {args}"
         );
     }
-    let out = ns
-        .cp
-        .kubectl_with_input(
-            &[
-                "apply",
-                "--server-side",
-                "--force-conflicts",
-                "--dry-run=server",
-                "-f",
-                "-",
-            ],
-            Some(&yaml),
-        )
-        .unwrap_or_else(|e| panic!("the API server refused the chart: {e}"));
+    let out =
+        dry_run(&ns, &yaml).unwrap_or_else(|e| panic!("the API server refused the chart: {e}"));
     for text in [
         "backendtarget.appattach.io/default",
         "backendtarget.appattach.io/pilot",

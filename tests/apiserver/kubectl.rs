@@ -362,6 +362,7 @@ async fn the_advised_crd_install_command_works_from_the_repository_root() {
         "appattachpackages.appattach.io",
         "hostpoolassignments.appattach.io",
         "userassignments.appattach.io",
+        "backendtargets.appattach.io",
     ] {
         assert!(
             stdout.contains(&format!(
@@ -377,7 +378,7 @@ async fn the_advised_crd_install_command_works_from_the_repository_root() {
             .unwrap_or_else(|e| panic!("kubectl kustomize {dir}/: {e}"));
         assert_eq!(
             out.matches("kind: CustomResourceDefinition").count(),
-            3,
+            4,
             "{dir}/"
         );
     }

@@ -81,6 +81,19 @@ async fn ask(em: &TestEmulator, tenant: &str, form: &[(&str, &str)]) -> (u16, Va
 }
 
 /// Asks tenant A's token endpoint with an owned form.
+/// Exchanges the service-account token `assertion` for an ARM token of the federated
+/// identity in tenant A.
+async fn exchange(em: &TestEmulator, assertion: &str) -> (u16, Value) {
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("client_id", CLIENT_FED),
+        ("client_assertion_type", JWT_BEARER),
+        ("client_assertion", assertion),
+        ("scope", ARM_SCOPE),
+    ];
+    ask(em, TENANT_A, &form).await
+}
+
 async fn ask_fed(em: &TestEmulator, form: Vec<(&str, String)>) -> (u16, Value) {
     let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
     ask(em, TENANT_A, &form).await
@@ -236,18 +249,7 @@ async fn a_client_secret_gets_a_token_with_the_identitys_claims() {
 async fn a_federated_assertion_gets_a_token_for_its_identity() {
     let em = start_a().await;
     let a = assertion(SUBJECT, json!(["api://AzureADTokenExchange"]), now() + 3600);
-    let (status, body) = ask(
-        &em,
-        TENANT_A,
-        &[
-            ("grant_type", "client_credentials"),
-            ("client_id", CLIENT_FED),
-            ("client_assertion_type", JWT_BEARER),
-            ("client_assertion", &a),
-            ("scope", ARM_SCOPE),
-        ],
-    )
-    .await;
+    let (status, body) = exchange(&em, &a).await;
     assert_eq!(status, 200, "{body}");
     let c = claims(body["access_token"].as_str().unwrap());
     assert_eq!(
@@ -256,14 +258,7 @@ async fn a_federated_assertion_gets_a_token_for_its_identity() {
     );
     // `aud` may be a string too.
     let a = assertion(SUBJECT, json!("api://AzureADTokenExchange"), now() + 60);
-    let form = [
-        ("grant_type", "client_credentials"),
-        ("client_id", CLIENT_FED),
-        ("client_assertion_type", JWT_BEARER),
-        ("client_assertion", a.as_str()),
-        ("scope", ARM_SCOPE),
-    ];
-    assert_eq!(ask(&em, TENANT_A, &form).await.0, 200);
+    assert_eq!(exchange(&em, &a).await.0, 200);
 }
 
 #[tokio::test]
@@ -674,18 +669,7 @@ async fn a_principal_the_subscription_does_not_list_is_forbidden() {
     );
     // Nothing was written; the listed principals may, the object id in any case.
     let fed = assertion(SUBJECT, json!(["api://AzureADTokenExchange"]), now() + 600);
-    let (status, got) = ask(
-        &em,
-        TENANT_A,
-        &[
-            ("grant_type", "client_credentials"),
-            ("client_id", CLIENT_FED),
-            ("client_assertion_type", JWT_BEARER),
-            ("client_assertion", &fed),
-            ("scope", ARM_SCOPE),
-        ],
-    )
-    .await;
+    let (status, got) = exchange(&em, &fed).await;
     assert_eq!(status, 200, "{got}");
     let workload = bearer(got["access_token"].as_str().unwrap());
     let (status, got, _) = arm(&em, Method::GET, &package, Some(&workload), None).await;
@@ -700,18 +684,7 @@ async fn the_write_log_names_the_principal_of_each_write() {
     em.share_cim("apps", "a.cim");
     let a = bearer(&token(&em, TENANT_A, CLIENT_A, SECRET_A).await);
     let fed = assertion(SUBJECT, json!(["api://AzureADTokenExchange"]), now() + 600);
-    let (_, got) = ask(
-        &em,
-        TENANT_A,
-        &[
-            ("grant_type", "client_credentials"),
-            ("client_id", CLIENT_FED),
-            ("client_assertion_type", JWT_BEARER),
-            ("client_assertion", &fed),
-            ("scope", ARM_SCOPE),
-        ],
-    )
-    .await;
+    let (_, got) = exchange(&em, &fed).await;
     let workload = bearer(got["access_token"].as_str().unwrap());
     let body = package_body(r"\\fs\apps\apps\a.cim", "1.0.0.0", &["hp-a"]);
     let (status, got, _) = arm(

@@ -52,11 +52,7 @@ directory:
 async fn serve(world: World) -> Served {
     Emulator::start(emulator::Config {
         world: Some(world),
-        shares: vec![],
-        state_dir: None,
-        token: None,
-        staging_interval: None,
-        arm_budget: None,
+        ..Default::default()
     })
     .await
     .unwrap()
@@ -172,6 +168,34 @@ async fn secret(ns: &TestNamespace, name: &str, value: &str) {
     .unwrap();
 }
 
+/// Team A's default target: subscription A in tenant A, as A's workload identity (its
+/// service account made here); team B's: subscription B in tenant B, with B's client secret.
+async fn default_targets(team_a: &TestNamespace, team_b: &TestNamespace) {
+    team_a
+        .kubectl(&["create", "serviceaccount", "appattach-workload"])
+        .unwrap();
+    team_a
+        .apply(&target("default", TENANT_A, SUB_A, workload(CLIENT_A)))
+        .await
+        .unwrap();
+    team_b_target(team_b, SECRET_B).await;
+}
+
+/// Team B's default target: subscription B in tenant B, with the client secret `value` in
+/// the Secret `avd-b` of B's namespace.
+async fn team_b_target(team_b: &TestNamespace, value: &str) {
+    secret(team_b, "avd-b", value).await;
+    team_b
+        .apply(&target(
+            "default",
+            TENANT_B,
+            SUB_B,
+            client_secret(CLIENT_B, "avd-b"),
+        ))
+        .await
+        .unwrap();
+}
+
 /// A package with one host pool, in `ns`.
 async fn package(ns: &TestNamespace, name: &str, target: Option<&str>) {
     let mut p = support::package(name);
@@ -272,23 +296,7 @@ async fn each_namespace_lands_in_its_own_target_as_its_own_identity(
     e: &Estate,
     (team_a, team_b): &(TestNamespace, TestNamespace),
 ) {
-    team_a
-        .kubectl(&["create", "serviceaccount", "appattach-workload"])
-        .unwrap();
-    team_a
-        .apply(&target("default", TENANT_A, SUB_A, workload(CLIENT_A)))
-        .await
-        .unwrap();
-    secret(team_b, "avd-b", SECRET_B).await;
-    team_b
-        .apply(&target(
-            "default",
-            TENANT_B,
-            SUB_B,
-            client_secret(CLIENT_B, "avd-b"),
-        ))
-        .await
-        .unwrap();
+    default_targets(team_a, team_b).await;
     package(team_a, "app-a", None).await;
     package(team_b, "app-b", None).await;
     ready(team_a, "app-a", "True", None).await;
@@ -400,16 +408,7 @@ async fn a_target_with_a_bad_credential_reports_and_writes_nothing_until_fixed(
     e: &Estate,
     (_, team_b): &(TestNamespace, TestNamespace),
 ) {
-    secret(team_b, "avd-b", "wrong").await;
-    team_b
-        .apply(&target(
-            "default",
-            TENANT_B,
-            SUB_B,
-            client_secret(CLIENT_B, "avd-b"),
-        ))
-        .await
-        .unwrap();
+    team_b_target(team_b, "wrong").await;
     package(team_b, "cred-app", None).await;
     let m = ready(team_b, "cred-app", "False", Some("TargetCredentialFailed")).await;
     assert!(m.contains("AADSTS7000215") && !m.contains("wrong"), "{m}");
@@ -426,23 +425,7 @@ async fn one_target_throttled_does_not_slow_the_other(
     e: &Estate,
     (team_a, team_b): &(TestNamespace, TestNamespace),
 ) {
-    team_a
-        .kubectl(&["create", "serviceaccount", "appattach-workload"])
-        .unwrap();
-    team_a
-        .apply(&target("default", TENANT_A, SUB_A, workload(CLIENT_A)))
-        .await
-        .unwrap();
-    secret(team_b, "avd-b", SECRET_B).await;
-    team_b
-        .apply(&target(
-            "default",
-            TENANT_B,
-            SUB_B,
-            client_secret(CLIENT_B, "avd-b"),
-        ))
-        .await
-        .unwrap();
+    default_targets(team_a, team_b).await;
     let fault = e
         .http
         .post(format!("{}/_emulator/faults", e.a.url()))
