@@ -24,6 +24,7 @@ use x509_cert::name::Name;
 use x509_cert::time::Time;
 
 use super::package::limits;
+use super::verify::{Code, DigestAlgorithm, Problem};
 use super::{Error, Result};
 
 /// What the signature says about who signed the package, and when.
@@ -84,6 +85,378 @@ pub fn read_p7x(bytes: &[u8]) -> Result<SignatureFacts> {
     let (certificate, raw) = signer_certificate(&signed, &signer.sid)?;
     let timestamp = timestamp(&signer)?;
     certificate_facts(&certificate, raw, timestamp)
+}
+
+/// What a signature vouches for, once its own signature is checked: the digests of the
+/// package's parts, and who signed.
+#[derive(Debug, Clone)]
+pub struct Vouched {
+    /// The digest algorithm of the indirect data (and so of the package's parts).
+    pub digest: DigestAlgorithm,
+    /// Whether the signature is a bundle's (by the SIP's subject GUID).
+    pub bundle: bool,
+    /// The digests of the package's parts, by tag (`AXPC`, `AXCD`, `AXCT`, `AXBM`,
+    /// `AXCI`), in the order the signature gives them.
+    pub digests: TaggedDigests,
+    /// The signer's certificate, DER.
+    pub signer: Vec<u8>,
+    /// Every certificate the signature carries (the signer's among them), DER.
+    pub certificates: Vec<Vec<u8>>,
+    /// The signer's facts, as [`read_p7x`] gives them.
+    pub facts: SignatureFacts,
+}
+
+impl Vouched {
+    /// The digest the signature carries for `tag`.
+    pub fn digest_of(&self, tag: &[u8; 4]) -> Option<&[u8]> {
+        self.digests
+            .iter()
+            .find(|(t, _)| t == tag)
+            .map(|(_, d)| d.as_slice())
+    }
+}
+
+/// The subject GUID of app packages' SIP (`AppxSip`), as its bytes appear in SpcSipInfo.
+const APPX_SIP: [u8; 16] = [
+    0x4B, 0xDF, 0xC5, 0x0A, 0x07, 0xCE, 0xE2, 0x4D, 0xB7, 0x6E, 0x23, 0xC8, 0x39, 0xA0, 0x9F, 0xD1,
+];
+/// The subject GUID of app bundles' SIP.
+const APPX_BUNDLE_SIP: [u8; 16] = [
+    0xB3, 0x58, 0x5F, 0x0F, 0xDE, 0xAA, 0x9A, 0x4B, 0xA4, 0x34, 0x95, 0x74, 0x2D, 0x92, 0xEC, 0xEB,
+];
+const SPC_INDIRECT_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.311.2.1.4");
+const SPC_SIPINFO: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.311.2.1.30");
+const MESSAGE_DIGEST: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.4");
+/// The tags of the digests in an app package's indirect data.
+pub const DIGEST_TAGS: [&[u8; 4]; 5] = [b"AXPC", b"AXCD", b"AXCT", b"AXBM", b"AXCI"];
+
+/// Verifies an `AppxSignature.p7x` in itself: it is an app package's (or bundle's)
+/// Authenticode signature, its `messageDigest` is the digest of the indirect data it
+/// signs, and the signer's certificate signed its attributes. The digests of the
+/// package's parts it carries are for the caller to compare. Whether the signer is
+/// trusted is not decided here ([`super::trust`]).
+pub fn verify_p7x(bytes: &[u8]) -> std::result::Result<Vouched, Problem> {
+    let unreadable = |e: Error| {
+        Problem::new(
+            Code::TrustNoSignature,
+            format!("AppxSignature.p7x {}", e.at),
+            format!("the signature cannot be read: {}", e.what),
+        )
+    };
+    let der = strip_magic(bytes).map_err(unreadable)?;
+    check_shape(der, MAGIC.len(), 0).map_err(unreadable)?;
+    let signed = signed_data(der, MAGIC.len()).map_err(unreadable)?;
+    let signer = first_signer(&signed).map_err(unreadable)?;
+    let (certificate, raw) = signer_certificate(&signed, &signer.sid).map_err(unreadable)?;
+    let timestamp = timestamp(&signer).map_err(unreadable)?;
+    let facts = certificate_facts(&certificate, raw, timestamp).map_err(unreadable)?;
+    let indirect = indirect_data(&signed).map_err(|e| {
+        Problem::new(
+            Code::InvalidSipClientData,
+            format!("AppxSignature.p7x {}", e.at),
+            e.what,
+        )
+    })?;
+    let (digest, bundle, digests) = appx_digests(indirect)?;
+    check_message_digest(&signer, indirect)?;
+    let signer_tlv = signed.signer_infos[0];
+    check_signer_signature(signer_tlv, &signer, &certificate)?;
+    Ok(Vouched {
+        digest,
+        bundle,
+        digests,
+        signer: raw.to_vec(),
+        certificates: signed
+            .certificates
+            .iter()
+            .filter(|t| t.tag == TAG_SEQUENCE)
+            .map(|t| t.raw.to_vec())
+            .collect(),
+        facts,
+    })
+}
+
+/// The SpcIndirectDataContent the SignedData signs.
+fn indirect_data<'a>(signed: &SignedParts<'a>) -> Result<Tlv<'a>> {
+    let mut items = signed.encap_content_info.children();
+    let content_type = take(&mut items, TAG_OID, "the encapContentInfo's eContentType")?;
+    let content_type = decode_oid(content_type)?;
+    if content_type != SPC_INDIRECT_DATA {
+        return Err(Error::new(
+            format!("byte {}", signed.encap_content_info.offset),
+            format!(
+                "the signature signs {content_type}, not an Authenticode SpcIndirectDataContent \
+                 ({SPC_INDIRECT_DATA}): it is not an app package's signature"
+            ),
+        ));
+    }
+    let explicit = take(&mut items, TAG_CONTEXT_0, "the encapContentInfo's eContent")?;
+    let content = single(
+        explicit.contents,
+        explicit.contents_offset,
+        "the SpcIndirectDataContent",
+    )?;
+    expect(content, TAG_SEQUENCE, "the SpcIndirectDataContent")
+}
+
+/// Tagged digests of a package's parts.
+type TaggedDigests = Vec<([u8; 4], Vec<u8>)>;
+
+/// The SIP's subject (package or bundle), the digest algorithm and the digests of the
+/// package's parts, out of the SpcIndirectDataContent.
+fn appx_digests(
+    indirect: Tlv<'_>,
+) -> std::result::Result<(DigestAlgorithm, bool, TaggedDigests), Problem> {
+    let sip = |e: Error| {
+        Problem::new(
+            Code::InvalidSipClientData,
+            format!("AppxSignature.p7x {}", e.at),
+            e.what,
+        )
+    };
+    let mut items = indirect.children();
+    let data = take(
+        &mut items,
+        TAG_SEQUENCE,
+        "the SpcIndirectDataContent's data",
+    )
+    .map_err(sip)?;
+    let mut data_items = data.children();
+    let kind = take(
+        &mut data_items,
+        TAG_OID,
+        "the SpcAttributeTypeAndOptionalValue's type",
+    )
+    .and_then(decode_oid)
+    .map_err(sip)?;
+    if kind != SPC_SIPINFO {
+        return Err(sip(Error::new(
+            format!("byte {}", data.offset),
+            format!(
+                "the indirect data is {kind}, not an SpcSipInfo ({SPC_SIPINFO}) of app packages"
+            ),
+        )));
+    }
+    let info = take(&mut data_items, TAG_SEQUENCE, "the SpcSipInfo").map_err(sip)?;
+    let mut info_items = info.children();
+    take(&mut info_items, TAG_INTEGER, "the SpcSipInfo's version").map_err(sip)?;
+    let guid = take(&mut info_items, TAG_OCTET_STRING, "the SpcSipInfo's GUID").map_err(sip)?;
+    let bundle = if guid.contents == APPX_SIP {
+        false
+    } else if guid.contents == APPX_BUNDLE_SIP {
+        true
+    } else {
+        return Err(sip(Error::new(
+            format!("byte {}", guid.offset),
+            format!(
+                "the SIP GUID {} is neither app packages' nor app bundles': the signature is of \
+                 another kind of file",
+                hex_upper(guid.contents)
+            ),
+        )));
+    };
+    let digest_info = take(
+        &mut items,
+        TAG_SEQUENCE,
+        "the SpcIndirectDataContent's messageDigest",
+    )
+    .map_err(sip)?;
+    let mut digest_items = digest_info.children();
+    let algorithm = take(
+        &mut digest_items,
+        TAG_SEQUENCE,
+        "the DigestInfo's algorithm",
+    )
+    .and_then(|a| take(&mut a.children(), TAG_OID, "the DigestInfo's algorithm OID"))
+    .and_then(decode_oid)
+    .map_err(sip)?;
+    let digest = DigestAlgorithm::from_oid(&algorithm.to_string()).ok_or_else(|| {
+        sip(Error::new(
+            format!("byte {}", digest_info.offset),
+            format!("the digest algorithm {algorithm} is not one of app packages' (SHA-256, SHA-384, SHA-512)"),
+        ))
+    })?;
+    let blob = take(
+        &mut digest_items,
+        TAG_OCTET_STRING,
+        "the DigestInfo's digest",
+    )
+    .map_err(sip)?;
+    let at = format!("AppxSignature.p7x byte {}", blob.offset);
+    let rest = blob.contents.strip_prefix(b"APPX").ok_or_else(|| {
+        Problem::new(
+            Code::InvalidSipClientData,
+            &at,
+            "the digest does not start with APPX: it is not an app package's",
+        )
+    })?;
+    let width = 4 + digest.output_len();
+    if rest.len() % width != 0 {
+        return Err(Problem::new(
+            Code::InvalidSipClientData,
+            &at,
+            format!(
+                "{} bytes of digests after APPX, not a whole number of {width}-byte tagged {digest} digests",
+                rest.len()
+            ),
+        ));
+    }
+    let mut digests: TaggedDigests = Vec::new();
+    for chunk in rest.chunks(width) {
+        let (tag, value) = chunk.split_at(4);
+        let tag: [u8; 4] = tag.try_into().unwrap_or_default();
+        if !DIGEST_TAGS.iter().any(|t| **t == tag) || digests.iter().any(|(t, _)| *t == tag) {
+            return Err(Problem::new(
+                Code::InvalidSipClientData,
+                &at,
+                format!(
+                    "the digest tag {:?} is unknown or repeated (app packages carry AXPC, AXCD, AXCT, AXBM and AXCI once each)",
+                    String::from_utf8_lossy(&tag)
+                ),
+            ));
+        }
+        digests.push((tag, value.to_vec()));
+    }
+    for required in [b"AXPC", b"AXCD", b"AXCT", b"AXBM"] {
+        if !digests.iter().any(|(t, _)| t == required) {
+            return Err(Problem::new(
+                Code::InvalidSipClientData,
+                &at,
+                format!(
+                    "the signature carries no {} digest, which every app package's does",
+                    String::from_utf8_lossy(required)
+                ),
+            ));
+        }
+    }
+    Ok((digest, bundle, digests))
+}
+
+/// The signed attributes' messageDigest is the digest of the SpcIndirectDataContent's
+/// contents (its value, without the SEQUENCE's tag and length, as Authenticode has it).
+fn check_message_digest(
+    signer: &SignerInfo,
+    indirect: Tlv<'_>,
+) -> std::result::Result<(), Problem> {
+    let at = "AppxSignature.p7x signed attributes";
+    let algorithm = signer.digest_alg.oid.to_string();
+    let digest = DigestAlgorithm::from_oid(&algorithm).ok_or_else(|| {
+        Problem::new(
+            Code::BadSignature,
+            at,
+            format!("the signer's digest algorithm {algorithm} is not SHA-256, SHA-384 or SHA-512"),
+        )
+    })?;
+    let claimed = signer
+        .signed_attrs
+        .as_ref()
+        .and_then(|attrs| attrs.iter().find(|a| a.oid == MESSAGE_DIGEST))
+        .and_then(|a| a.values.iter().next())
+        .filter(|v| v.tag() == Tag::OctetString)
+        .ok_or_else(|| {
+            Problem::new(
+                Code::BadSignature,
+                at,
+                format!(
+                    "there is no messageDigest ({MESSAGE_DIGEST}): the signature signs nothing"
+                ),
+            )
+        })?;
+    let actual = digest.digest(indirect.contents);
+    if claimed.value() != actual.as_slice() {
+        return Err(Problem::new(
+            Code::TrustBadDigest,
+            "AppxSignature.p7x messageDigest",
+            format!(
+                "the signed {digest} of the indirect data is {}, the indirect data's is {}: the \
+                 signature was altered after signing",
+                super::verify::hex(claimed.value()),
+                super::verify::hex(&actual)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The signer's certificate signed the signed attributes (DER, as a SET OF).
+fn check_signer_signature(
+    signer_tlv: Tlv<'_>,
+    signer: &SignerInfo,
+    certificate: &Certificate,
+) -> std::result::Result<(), Problem> {
+    let at = "AppxSignature.p7x SignerInfo";
+    let bad = |what: String| Problem::new(Code::BadSignature, at, what);
+    let attrs = signer_tlv
+        .children()
+        .filter_map(std::result::Result::ok)
+        .find(|t| t.tag == TAG_CONTEXT_0)
+        .ok_or_else(|| bad("has no signed attributes".into()))?;
+    let mut message = attrs.raw.to_vec();
+    message[0] = TAG_SET;
+    let spki = &certificate.tbs_certificate.subject_public_key_info;
+    let key = spki.subject_public_key.raw_bytes();
+    let digest = signer.digest_alg.oid.to_string();
+    let algorithm = signature_algorithm(
+        &signer.signature_algorithm.oid.to_string(),
+        &digest,
+        &spki.algorithm.oid.to_string(),
+        spki.algorithm
+            .parameters
+            .as_ref()
+            .and_then(|p| p.decode_as::<ObjectIdentifier>().ok())
+            .map(|o| o.to_string())
+            .as_deref(),
+    )
+    .ok_or_else(|| {
+        bad(format!(
+            "the signature algorithm {} with digest {digest} and key {} is not one Windows \
+             verifies app packages with (RSA or ECDSA P-256/P-384 with SHA-2)",
+            signer.signature_algorithm.oid, spki.algorithm.oid
+        ))
+    })?;
+    ring::signature::UnparsedPublicKey::new(algorithm, key)
+        .verify(&message, signer.signature.as_bytes())
+        .map_err(|_| {
+            bad(format!(
+                "the signer's signature over the signed attributes does not verify with the key \
+                 of {}: the signature was altered, or made with another key",
+                format_name(&certificate.tbs_certificate.subject)
+            ))
+        })
+}
+
+/// The ring verification algorithm for a SignerInfo's signature algorithm, digest
+/// algorithm and the signer key's algorithm (and curve).
+fn signature_algorithm(
+    signature: &str,
+    digest: &str,
+    key: &str,
+    curve: Option<&str>,
+) -> Option<&'static dyn ring::signature::VerificationAlgorithm> {
+    use ring::signature as s;
+    const RSA: &str = "1.2.840.113549.1.1.1";
+    const EC: &str = "1.2.840.10045.2.1";
+    const P256: &str = "1.2.840.10045.3.1.7";
+    const P384: &str = "1.3.132.0.34";
+    let digest = match signature {
+        RSA | EC => DigestAlgorithm::from_oid(digest)?,
+        "1.2.840.113549.1.1.11" | "1.2.840.10045.4.3.2" => DigestAlgorithm::Sha256,
+        "1.2.840.113549.1.1.12" | "1.2.840.10045.4.3.3" => DigestAlgorithm::Sha384,
+        "1.2.840.113549.1.1.13" | "1.2.840.10045.4.3.4" => DigestAlgorithm::Sha512,
+        _ => return None,
+    };
+    // Windows still verifies 1024-bit RSA signers (Microsoft's own test packages have
+    // them); ring names those "legacy", and has no 1024-bit SHA-384.
+    Some(match (key, curve, digest) {
+        (RSA, _, DigestAlgorithm::Sha256) => &s::RSA_PKCS1_1024_8192_SHA256_FOR_LEGACY_USE_ONLY,
+        (RSA, _, DigestAlgorithm::Sha384) => &s::RSA_PKCS1_2048_8192_SHA384,
+        (RSA, _, DigestAlgorithm::Sha512) => &s::RSA_PKCS1_1024_8192_SHA512_FOR_LEGACY_USE_ONLY,
+        (EC, Some(P256), DigestAlgorithm::Sha256) => &s::ECDSA_P256_SHA256_ASN1,
+        (EC, Some(P256), DigestAlgorithm::Sha384) => &s::ECDSA_P256_SHA384_ASN1,
+        (EC, Some(P384), DigestAlgorithm::Sha256) => &s::ECDSA_P384_SHA256_ASN1,
+        (EC, Some(P384), DigestAlgorithm::Sha384) => &s::ECDSA_P384_SHA384_ASN1,
+        _ => return None,
+    })
 }
 
 /// Whether two distinguished names are the same name: the same attributes in the same

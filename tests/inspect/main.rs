@@ -9,3 +9,4 @@ mod import;
 mod signature;
 mod support;
 mod tools;
+mod verify;

@@ -674,6 +674,18 @@ pub fn build_package(
     manifest_xml: &str,
     payload: &[(&str, &[u8])],
 ) -> PathBuf {
+    build_package_with_catalog(dir, file_name, manifest_xml, payload, None)
+}
+
+/// [`build_package`], with `AppxMetadata/CodeIntegrity.cat` holding `catalog` when given
+/// (a footprint file: not in the block map; the signature carries its digest, AXCI).
+pub fn build_package_with_catalog(
+    dir: &Path,
+    file_name: &str,
+    manifest_xml: &str,
+    payload: &[(&str, &[u8])],
+    catalog: Option<&[u8]>,
+) -> PathBuf {
     let mut files: Vec<(&str, &[u8])> = vec![("AppxManifest.xml", manifest_xml.as_bytes())];
     files.extend_from_slice(payload);
     let block_map = block_map(&files);
@@ -687,6 +699,9 @@ pub fn build_package(
     );
     let mut entries: Vec<(&str, &[u8], SimpleFileOptions)> =
         files.iter().map(|(n, b)| (*n, *b, deflated())).collect();
+    if let Some(catalog) = catalog {
+        entries.push(("AppxMetadata/CodeIntegrity.cat", catalog, deflated()));
+    }
     entries.push(("AppxBlockMap.xml", block_map.as_bytes(), deflated()));
     entries.push(("[Content_Types].xml", types.as_bytes(), deflated()));
     let path = dir.join(file_name);
