@@ -9,10 +9,12 @@ use anyhow::Context;
 
 use crate::domain::naming;
 use crate::inspect::package::PackageKind;
+use crate::inspect::trust::TrustedRoots;
+use crate::inspect::verify::{self, Code, Problem, Verification};
 use crate::inspect::{self, Found, Inspection};
 use crate::resources::{
-    AppAttachPackage, AppAttachPackageSpec, Application, Architecture, CertificateSpec,
-    ImageFormat, ImageSpec, PackageDependency, PackageSpec, PackageType,
+    AppAttachPackage, AppAttachPackageSpec, Application, Architecture, CertificateRootSpec,
+    CertificateSpec, ImageFormat, ImageSpec, PackageDependency, PackageSpec, PackageType,
 };
 
 /// Arguments of `appattach inspect`.
@@ -40,6 +42,15 @@ pub struct Args {
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value = "yaml")]
     output: Output,
+    /// Certificates the session hosts trust (PEM, any number per file, or one DER): the
+    /// signer's chain must lead to one of them, for code signing, at the signature's
+    /// timestamp (else now). Without it the chain is not checked, only reported.
+    #[arg(long = "trust", value_name = "FILE")]
+    trust: Vec<PathBuf>,
+    /// Take an unsigned package (TRUST_E_NOSIGNATURE) with a warning instead of refusing
+    /// it, as Windows does in developer mode only; app attach needs signed packages.
+    #[arg(long)]
+    allow_unsigned: bool,
 }
 
 /// How the objects are printed.
@@ -52,9 +63,19 @@ pub enum Output {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let trust = trusted_roots(&args.trust)?;
+    let now = jiff::Timestamp::now();
+    let against = verify::Against {
+        trust: trust.as_ref(),
+        now,
+    };
     let inspection = inspect::inspect_path(&args.path)?;
+    let mut verifications = Vec::new();
     let found = match inspection {
-        Inspection::Package(found) => vec![*found],
+        Inspection::Package(found) => {
+            verifications.push(Some(verify::verify_path(&args.path, against)?));
+            vec![*found]
+        }
         Inspection::Image { contents, packages } => {
             eprintln!(
                 "{}: {}, NTFS on {}, {} package(s)",
@@ -85,10 +106,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let image_path = args.image_path.clone().or_else(|| image_default(&args));
     let mut objects = Vec::new();
-    for f in &found {
-        eprint!("{}", summary(f, jiff::Timestamp::now()));
-        let object = manifest(f, &args, image_path.as_deref())?;
+    let mut refused = 0;
+    for (i, f) in found.iter().enumerate() {
+        let verification = verifications.get(i).cloned().flatten();
+        eprint!("{}", summary(f, now));
+        let problems = refusals(f, verification.as_ref(), args.allow_unsigned);
+        eprint!(
+            "{}",
+            verdict(verification.as_ref(), &problems, trust.is_some())
+        );
+        refused += problems.len();
+        let object = manifest(f, verification.as_ref(), &args, image_path.as_deref())?;
         objects.push(object);
+    }
+    if refused > 0 {
+        anyhow::bail!(
+            "{}: session hosts would refuse this package ({refused} problem(s) above); no manifest is printed",
+            args.path.display()
+        );
     }
     let mut missing = Vec::new();
     if args.location.is_none() {
@@ -105,6 +140,92 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     super::out(&render(&objects, args.output)?)?;
     Ok(())
+}
+
+/// The certificates of the `--trust` files, if any.
+fn trusted_roots(files: &[PathBuf]) -> anyhow::Result<Option<TrustedRoots>> {
+    if files.is_empty() {
+        return Ok(None);
+    }
+    let mut trust = TrustedRoots::default();
+    for f in files {
+        let bytes = std::fs::read(f).with_context(|| format!("--trust {}", f.display()))?;
+        trust.add(&bytes, &format!("--trust {}", f.display()))?;
+    }
+    Ok(Some(trust))
+}
+
+/// Why Windows would refuse the package: what verification found, and a signer that is
+/// not the Publisher. An unsigned package is let through with `allow_unsigned`.
+fn refusals(f: &Found, v: Option<&Verification>, allow_unsigned: bool) -> Vec<Problem> {
+    let mut out: Vec<Problem> = v
+        .map(Verification::all_problems)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| !(allow_unsigned && p.code == Code::TrustNoSignature))
+        .collect();
+    if f.publisher_matches() == Some(false) {
+        let facts = &f.package.facts;
+        let signer = facts.signature.as_ref().map(|s| s.subject.as_str());
+        out.push(Problem::new(
+            Code::BadFormat,
+            "AppxManifest.xml Identity Publisher",
+            format!(
+                "{:?} is not the signer {:?}: Windows installs a package only when its \
+                 Publisher is the subject of the certificate that signed it",
+                facts.publisher,
+                signer.unwrap_or_default()
+            ),
+        ));
+    }
+    out
+}
+
+/// What verification found, for the summary.
+fn verdict(v: Option<&Verification>, problems: &[Problem], trusted: bool) -> String {
+    let mut s = String::new();
+    if let Some(v) = v {
+        let parts = if !v.signed {
+            "none (not signed)".to_string()
+        } else if v.parts.is_empty() {
+            "none match".to_string()
+        } else {
+            format!("{} match", v.parts.join(" "))
+        };
+        let _ = writeln!(
+            s,
+            "  {:<13}signature digests {parts}; {} file(s), {} block(s) match the block map",
+            "verified", v.files, v.blocks
+        );
+        if let Some(root) = &v.root {
+            let thumbprint = root
+                .thumbprint
+                .as_deref()
+                .map_or(String::new(), |t| format!(" ({t})"));
+            let how = if root.trusted {
+                "trusted: it is among the --trust certificates"
+            } else if trusted {
+                "not trusted"
+            } else {
+                "not checked: give --trust with the roots the session hosts trust"
+            };
+            let _ = writeln!(
+                s,
+                "  {:<13}{}{thumbprint}, {how}",
+                "chain root", root.subject
+            );
+        }
+    } else {
+        let _ = writeln!(
+            s,
+            "  {:<13}not verified: the files of an image are not yet checked against its block map",
+            "verified"
+        );
+    }
+    for p in problems {
+        let _ = writeln!(s, "  refused: {p}");
+    }
+    s
 }
 
 /// Images are named by their own path when it is already a UNC path.
@@ -152,6 +273,7 @@ pub fn object_name(package_name: &str) -> String {
 /// defaults that a reader need not see (rollout, suspend).
 pub fn manifest(
     f: &Found,
+    verification: Option<&Verification>,
     args: &Args,
     image_path: Option<&str>,
 ) -> anyhow::Result<serde_json::Value> {
@@ -199,6 +321,14 @@ pub fn manifest(
                 subject: s.subject.clone(),
                 expiry: s.not_after.to_string(),
                 timestamped: s.timestamp.is_some(),
+                thumbprint: Some(s.thumbprint.clone()),
+                root: verification
+                    .and_then(|v| v.root.as_ref())
+                    .filter(|r| !r.subject.is_empty())
+                    .map(|r| CertificateRootSpec {
+                        subject: r.subject.clone(),
+                        thumbprint: r.thumbprint.clone(),
+                    }),
             }),
             registration: Default::default(),
             state: Default::default(),
@@ -298,12 +428,6 @@ pub fn summary(f: &Found, now: jiff::Timestamp) -> String {
                     "the certificate is not for code signing (no EKU 1.3.6.1.5.5.7.3.3): Windows refuses the signature"
                         .to_string(),
                 );
-            }
-            if f.publisher_matches() == Some(false) {
-                warnings.push(format!(
-                    "the signer {:?} is not the manifest's Publisher {:?}: Windows refuses to install the package",
-                    sig.subject, facts.publisher
-                ));
             }
             if sig.not_after < now && sig.timestamp.is_none() {
                 warnings.push(format!(

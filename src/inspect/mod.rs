@@ -10,6 +10,7 @@ pub mod image;
 pub mod package;
 pub mod signature;
 pub mod tools;
+pub mod trust;
 pub mod verify;
 
 use std::fmt;

@@ -459,6 +459,42 @@ fn signature_algorithm(
     })
 }
 
+/// What a certificate says of itself, for chains: its subject and issuer (as Windows
+/// writes names), their DER, its SHA-1 thumbprint, and whether it is self-issued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateName {
+    /// Subject, as Windows writes it.
+    pub subject: String,
+    /// Issuer, as Windows writes it.
+    pub issuer: String,
+    /// The subject's DER.
+    pub subject_der: Vec<u8>,
+    /// The issuer's DER.
+    pub issuer_der: Vec<u8>,
+    /// SHA-1 of the certificate's DER, 40 uppercase hex digits.
+    pub thumbprint: String,
+}
+
+impl CertificateName {
+    /// Whether the certificate names itself as its issuer (a root).
+    pub fn self_issued(&self) -> bool {
+        self.subject_der == self.issuer_der
+    }
+}
+
+/// Reads the names and thumbprint of a DER certificate.
+pub fn certificate_name(der: &[u8]) -> Result<CertificateName> {
+    let cert = Certificate::from_der(der).map_err(|e| der_error(e, 0, "a certificate"))?;
+    let tbs = &cert.tbs_certificate;
+    Ok(CertificateName {
+        subject: format_name(&tbs.subject),
+        issuer: format_name(&tbs.issuer),
+        subject_der: tbs.subject.to_der().unwrap_or_default(),
+        issuer_der: tbs.issuer.to_der().unwrap_or_default(),
+        thumbprint: hex_upper(&Sha1::digest(der)),
+    })
+}
+
 /// Whether two distinguished names are the same name: the same attributes in the same
 /// order with the same values, however they are spaced and quoted. Attribute types are
 /// compared without case, `ST` is `S`, and `OID.2.5.4.3` is `CN`; values exactly. A name

@@ -23,10 +23,11 @@ pub use host_pool_assignment::{
 };
 pub use package::{
     AppAttachPackage, AppAttachPackageSpec, AppAttachPackageStatus, Application, Architecture,
-    CertificateSpec, HealthCheckOnStagingFailure, HostPoolRollout, ImageFormat, ImageSpec,
-    MaintenanceWindow, PackageDependency, PackageMode, PackageSpec, PackageState, PackageType,
-    PoolPhase, Registration, RetainedImage, RolloutFailurePolicy, RolloutPhase, RolloutRecord,
-    RolloutResult, RolloutSpec, RolloutStatus, RolloutStep, VersionRef, Weekday,
+    CertificateRootSpec, CertificateSpec, HealthCheckOnStagingFailure, HostPoolRollout,
+    ImageFormat, ImageSpec, MaintenanceWindow, PackageDependency, PackageMode, PackageSpec,
+    PackageState, PackageType, PoolPhase, Registration, RetainedImage, RolloutFailurePolicy,
+    RolloutPhase, RolloutRecord, RolloutResult, RolloutSpec, RolloutStatus, RolloutStep,
+    VersionRef, Weekday,
 };
 pub use user_assignment::{
     PrincipalKind, PrincipalRef, ResolvedPrincipal, UserAssignment, UserAssignmentSpec,

@@ -331,6 +331,30 @@ pub struct CertificateSpec {
     /// Whether the package signature is timestamped, so that it outlasts the certificate.
     #[serde(default)]
     pub timestamped: bool,
+    /// SHA-1 thumbprint of the signing certificate, 40 hex digits, as certmgr shows it
+    /// (`appattach inspect` fills it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9A-Fa-f]{40}$"))]
+    pub thumbprint: Option<String>,
+    /// The root certificate the signer's chain leads to, which the session hosts must
+    /// trust (`appattach inspect` fills it). When the controller is given the roots the
+    /// hosts trust, a package whose root is not among them is not Ready
+    /// (`CertificateUntrusted`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<CertificateRootSpec>,
+}
+
+/// The root of a package's certificate chain.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateRootSpec {
+    /// Subject of the root, for example `CN=Contoso Root CA, O=Contoso`.
+    #[schemars(length(min = 1, max = 8192))]
+    pub subject: String,
+    /// SHA-1 thumbprint of the root, 40 hex digits, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9A-Fa-f]{40}$"))]
+    pub thumbprint: Option<String>,
 }
 
 /// How applications are registered at sign-in.

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use appattach_operator::inspect::verify::{Code, Verification, verify_path};
+use appattach_operator::inspect::verify::{Against, Code, Verification, verify_path};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -13,7 +13,7 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn verified(name: &str) -> Verification {
-    verify_path(&fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+    verify_path(&fixture(name), Against::nothing()).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 fn codes(v: &Verification) -> Vec<Code> {
@@ -96,7 +96,9 @@ mod signed_here {
     use std::io::{Read, Write};
     use std::path::{Path, PathBuf};
 
-    use appattach_operator::inspect::verify::{Code, Verification, verify_from, verify_path};
+    use appattach_operator::inspect::verify::{
+        Against, Code, Verification, verify_from, verify_path,
+    };
     use tempfile::TempDir;
     use zip::write::SimpleFileOptions;
     use zip::{CompressionMethod, ZipArchive, ZipWriter};
@@ -188,7 +190,7 @@ mod signed_here {
         for catalog in [false, true] {
             let (_tmp, certs, signed) = signed(catalog, 150_000);
             verify(&signed, &certs.ca, None).unwrap_or_else(|e| panic!("osslsigncode: {e}"));
-            let v = verify_path(&signed).unwrap();
+            let v = verify_path(&signed, Against::nothing()).unwrap();
             assert!(v.passed(), "catalog {catalog}:{}", problems_of(&v));
             let mut parts = vec!["AXPC", "AXCD", "AXCT", "AXBM"];
             if catalog {
@@ -281,7 +283,8 @@ mod signed_here {
         for (what, make, code, at) in cases {
             let tampered = tmp.path().join(format!("{}.msix", what.replace(' ', "-")));
             make(&tampered);
-            let v = verify_path(&tampered).unwrap_or_else(|e| panic!("{what}: {e}"));
+            let v = verify_path(&tampered, Against::nothing())
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
             let problems = v.all_problems();
             assert!(
                 problems.iter().any(|p| p.code == code && p.at == at),

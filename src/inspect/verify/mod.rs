@@ -171,6 +171,10 @@ pub struct Verification {
     pub blocks: u64,
     /// The parts whose digests matched the signature's (`AXPC`, `AXCD`, ...).
     pub parts: Vec<String>,
+    /// Where the signer's chain leads: checked against the declared roots when there are
+    /// some, else as far as the signature's own certificates go.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub root: Option<crate::inspect::trust::ChainRoot>,
     /// Why Windows would refuse the package; empty when it would not.
     pub problems: Vec<Problem>,
     /// A bundle's payload packages, each verified on its own.
@@ -316,17 +320,55 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// What a package is verified against: the roots the session hosts trust (none: the
+/// chain is not checked), and the time to check certificates at when the signature has
+/// no timestamp.
+#[derive(Debug, Clone, Copy)]
+pub struct Against<'a> {
+    /// The declared roots, if any.
+    pub trust: Option<&'a crate::inspect::trust::TrustedRoots>,
+    /// Now.
+    pub now: jiff::Timestamp,
+}
+
+impl Against<'_> {
+    /// No declared roots, now.
+    pub fn nothing() -> Self {
+        Against {
+            trust: None,
+            now: jiff::Timestamp::now(),
+        }
+    }
+}
+
 /// Verifies a package file (`.msix`, `.appx`, or a bundle): its signature, the digests
 /// it carries, and every file against the block map; a bundle's payloads each in turn.
 /// `Err` only when the file cannot be read as a package at all.
-pub fn verify_path(path: &Path) -> super::Result<Verification> {
+pub fn verify_path(path: &Path, against: Against<'_>) -> super::Result<Verification> {
     let file = std::fs::File::open(path)
         .map_err(|e| super::Error::new(path.display(), format!("cannot open: {e}")))?;
-    verify_zip(std::io::BufReader::with_capacity(64 << 10, file))
+    verify_zip(std::io::BufReader::with_capacity(64 << 10, file), against)
         .map_err(|e| e.within(path.display()))
 }
 
-/// [`verify_zip`] of any seekable source, for the fuzz target and tests.
+/// [`verify_zip`] of any seekable source, with no declared roots, for the fuzz target
+/// and tests.
 pub fn verify_from<R: Read + Seek>(source: R) -> super::Result<Verification> {
-    verify_zip(source)
+    verify_zip(source, Against::nothing())
+}
+
+/// The signer's chain, checked against the declared roots when there are some (a
+/// problem when it does not lead to one), else where the signature's certificates lead.
+pub fn chain(
+    vouched: &crate::inspect::signature::Vouched,
+    against: Against<'_>,
+) -> (crate::inspect::trust::ChainRoot, Option<Problem>) {
+    let top = crate::inspect::trust::chain_top(vouched);
+    match against.trust {
+        Some(trust) => match trust.check(vouched, against.now) {
+            Ok(root) => (root, None),
+            Err(p) => (top, Some(p)),
+        },
+        None => (top, None),
+    }
 }

@@ -10,7 +10,7 @@ use std::io::{self, BufReader, Cursor, Read, Seek, SeekFrom};
 use zip::ZipArchive;
 
 use super::blockmap::{self, BlockMap};
-use super::{Code, Problem, Verification};
+use super::{Against, Code, Problem, Verification};
 use crate::inspect::package::limits;
 use crate::inspect::signature::{self, Vouched};
 use crate::inspect::{Error, Result};
@@ -346,7 +346,7 @@ fn digest_prefix<R: Read + Seek>(
 
 /// Verifies a package or bundle read from `source`. `Err` when it is not a readable ZIP;
 /// everything Windows would refuse it for is in the [`Verification`]'s problems.
-pub fn verify_zip<R: Read + Seek>(mut source: R) -> Result<Verification> {
+pub fn verify_zip<R: Read + Seek>(mut source: R, against: Against<'_>) -> Result<Verification> {
     let layout = layout(&mut source)?;
     let raw = Shared(std::rc::Rc::new(std::cell::RefCell::new(source)));
     let mut zip = ZipArchive::new(raw.clone()).map_err(|e| {
@@ -371,6 +371,7 @@ pub fn verify_zip<R: Read + Seek>(mut source: R) -> Result<Verification> {
         files: 0,
         blocks: 0,
         parts: Vec::new(),
+        root: None,
         problems: Vec::new(),
         payloads: Vec::new(),
     };
@@ -409,6 +410,9 @@ pub fn verify_zip<R: Read + Seek>(mut source: R) -> Result<Verification> {
                 Err(p) => v.problems.push(p),
                 Ok(vouched) => {
                     v.digest = Some(vouched.digest);
+                    let (root, untrusted) = super::chain(&vouched, against);
+                    v.root = Some(root);
+                    v.problems.extend(untrusted);
                     if vouched.bundle != bundle {
                         v.problems.push(Problem::new(
                             Code::InvalidSipClientData,
@@ -451,7 +455,7 @@ pub fn verify_zip<R: Read + Seek>(mut source: R) -> Result<Verification> {
     }
     check_blocks(&layout, &map, (&mut zip, &raw), &mut v)?;
     if bundle {
-        verify_payloads(&layout, &map, &mut zip, &mut v)?;
+        verify_payloads(&layout, &map, &mut zip, &mut v, against)?;
     }
     Ok(v)
 }
@@ -754,6 +758,7 @@ fn verify_payloads<R: Read + Seek>(
     map: &BlockMap,
     zip: &mut ZipArchive<R>,
     v: &mut Verification,
+    against: Against<'_>,
 ) -> Result<()> {
     let mut seen = 0usize;
     for (index, record) in layout.records.iter().enumerate() {
@@ -789,7 +794,7 @@ fn verify_payloads<R: Read + Seek>(
                 .read_to_end(&mut bytes)
                 .map_err(|e| corrupt(&at, format!("cannot be read: {e}")))?;
             drop(entry);
-            verify_zip(Cursor::new(bytes))
+            verify_zip(Cursor::new(bytes), against)
         } else {
             let mut tmp = tempfile::tempfile()
                 .map_err(|e| corrupt(&at, format!("cannot make a temp file: {e}")))?;
@@ -798,7 +803,7 @@ fn verify_payloads<R: Read + Seek>(
             drop(entry);
             tmp.seek(SeekFrom::Start(0))
                 .map_err(|e| corrupt(&at, format!("temp file: {e}")))?;
-            verify_zip(BufReader::new(tmp))
+            verify_zip(BufReader::new(tmp), against)
         };
         match verified {
             Ok(p) => v.payloads.push((name, p)),

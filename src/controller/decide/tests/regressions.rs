@@ -62,6 +62,8 @@ fn a_version_change_with_an_expired_certificate_reports_what_runs_and_rolls_out_
             subject: "CN=Contoso".into(),
             expiry: "2020-01-01T00:00:00Z".into(),
             timestamped: false,
+            thumbprint: None,
+            root: None,
         });
     });
     let d = sim.pass();
