@@ -104,6 +104,12 @@ pub struct Args {
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     pub backend_refresh: Duration,
 
+    /// The ConfigMap, NAMESPACE/NAME, that declares the roots the session hosts trust
+    /// (PEM certificates in its data): a package whose spec.certificate.root is not among
+    /// them is not Ready (CertificateUntrusted). Not checked when absent.
+    #[arg(long, env = "APPATTACH_TRUSTED_ROOTS", value_parser = namespaced_name)]
+    pub trusted_roots: Option<(String, String)>,
+
     /// Serve Prometheus metrics at /metrics and the probes /livez and /readyz on this
     /// address (for example 0.0.0.0:8080).
     #[arg(long)]
@@ -188,6 +194,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             backend.metrics(),
         ))),
         backend_refresh: args.backend_refresh,
+        trusted_roots: args.trusted_roots.clone(),
     };
     if let Some(addr) = args.metrics_bind_address {
         serve_metrics(addr, config.metrics.clone()).await?;
@@ -694,4 +701,16 @@ async fn serve_metrics(
         }
     });
     Ok(())
+}
+
+/// `NAMESPACE/NAME`.
+fn namespaced_name(s: &str) -> Result<(String, String), String> {
+    match s.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok((ns.to_string(), name.to_string()))
+        }
+        _ => Err(format!(
+            "{s:?} is not NAMESPACE/NAME (for example appattach-system/appattach-trusted-roots)"
+        )),
+    }
 }

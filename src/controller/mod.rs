@@ -25,6 +25,7 @@ pub use reconcile::Assignment;
 pub use runtime::{Backends, run, run_until};
 mod status;
 pub mod targets;
+pub mod trust;
 pub mod validate;
 mod warmup;
 
@@ -67,6 +68,10 @@ pub struct Config {
     /// How often the shared picture of the backend is read again with list calls. Passes
     /// read it, not the backend; writes wait when it is older than three periods.
     pub backend_refresh: Duration,
+    /// The ConfigMap (namespace, name) declaring the roots the session hosts trust; a
+    /// package whose `spec.certificate.root` is not among them is not Ready
+    /// (`CertificateUntrusted`). Not checked when absent.
+    pub trusted_roots: Option<(String, String)>,
 }
 
 impl Default for Config {
@@ -78,6 +83,7 @@ impl Default for Config {
             rollout_poll: Duration::from_secs(15),
             metrics: Arc::default(),
             backend_refresh: Duration::from_secs(10 * 60),
+            trusted_roots: None,
         }
     }
 }
@@ -155,6 +161,8 @@ pub struct Context<B> {
     packages_by_full_name: Index<AppAttachPackage>,
     hpa_by_package: Index<HostPoolAssignment>,
     ua_by_package: Index<UserAssignment>,
+    /// The roots the session hosts trust, when declared.
+    trust: Option<trust::TrustSource>,
     events: events::Publisher,
     /// Paces a start's first passes behind real changes.
     warm_up: Arc<warmup::WarmUp>,

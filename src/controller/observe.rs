@@ -45,6 +45,43 @@ pub struct Inputs {
     /// Packages with the same package full name (the package itself may be among them),
     /// each with the HostPoolAssignments that point at it.
     pub same_full_name: Vec<(Arc<AppAttachPackage>, Vec<Arc<HostPoolAssignment>>)>,
+    /// The roots the session hosts trust, when they are declared (`--trusted-roots`).
+    pub trust: Option<Arc<TrustView>>,
+}
+
+/// The roots the session hosts trust, as declared (a ConfigMap of PEM certificates).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrustView {
+    /// The certificates read, as (subject, SHA-1 thumbprint).
+    Roots {
+        /// Where they were declared: `ConfigMap appattach-system/appattach-trusted-roots`.
+        source: String,
+        /// Each certificate's subject and thumbprint.
+        roots: Vec<(String, String)>,
+    },
+    /// The declaration could not be read.
+    Unavailable {
+        /// Where it should be.
+        source: String,
+        /// Why it could not be read, and what to do.
+        why: String,
+    },
+}
+
+impl TrustView {
+    /// The view of a declaration read from `source`: its certificates, or why not.
+    pub fn of(source: String, read: Result<crate::inspect::trust::TrustedRoots, String>) -> Self {
+        match read {
+            Ok(roots) => TrustView::Roots {
+                source,
+                roots: roots
+                    .names()
+                    .map(|n| (n.subject.clone(), n.thumbprint.clone()))
+                    .collect(),
+            },
+            Err(why) => TrustView::Unavailable { source, why },
+        }
+    }
 }
 
 /// Everything one pass knows.

@@ -171,7 +171,10 @@ async fn observe_package<B: Backend>(
     pkg: &AppAttachPackage,
     ctx: &Pass<'_, B>,
 ) -> Result<Observation, (Observation, BackendError)> {
-    let inputs = inputs(pkg, ctx, ctx.backend.scope());
+    let mut inputs = inputs(pkg, ctx, ctx.backend.scope());
+    if let Some(trust) = &ctx.trust {
+        inputs.trust = Some(trust.view().await);
+    }
     let package = Arc::new(pkg.clone());
     let now = jiff::Timestamp::now();
     let max_age = ctx.config.max_snapshot_age();
@@ -229,6 +232,7 @@ fn inputs<B: Backend>(
                 (other, hpas)
             })
             .collect(),
+        trust: None,
     }
 }
 

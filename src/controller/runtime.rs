@@ -13,11 +13,13 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 
+use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 use super::events::Publisher;
 use super::index::{self, Index};
 use super::targets::{Lane, Lanes, TargetSettings};
+use super::trust::TrustSource;
 use super::warmup::{self, WarmUp};
 use super::{Config, Context, MANAGER, metrics, reconcile, refresh};
 use crate::backend::Backend;
@@ -41,6 +43,8 @@ pub(super) trait Watched:
 impl Watched for AppAttachPackage {}
 
 impl Watched for BackendTarget {}
+
+impl Watched for k8s_openapi::api::core::v1::ConfigMap {}
 
 impl Watched for HostPoolAssignment {
     fn cache_form(&mut self) {
@@ -316,6 +320,29 @@ pub async fn run_until<B: Backend>(
         config.clone(),
         changed_tx,
     );
+    // The ConfigMap of the roots the session hosts trust, cached: a change reconciles
+    // every package.
+    let (trust, trust_events) = match &config.trusted_roots {
+        Some((ns, name)) => {
+            let (store, writer) = reflector::store::<ConfigMap>();
+            let events = tolerant_watcher::<ConfigMap>(
+                &client,
+                &Some(ns.clone()),
+                watcher::Config::default().fields(&format!("metadata.name={name}")),
+            )
+            .default_backoff()
+            .reflect(writer)
+            .touched_objects();
+            (
+                Some(TrustSource::new(ns, name, store)),
+                futures::future::Either::Left(events),
+            )
+        }
+        None => (
+            None,
+            futures::future::Either::Right(futures::stream::pending()),
+        ),
+    };
     let events = Publisher::new(client.clone(), MANAGER);
     let (warm_up, warm_passes) = WarmUp::new(config.concurrency.into());
     let ctx = Arc::new(Context {
@@ -328,6 +355,7 @@ pub async fn run_until<B: Backend>(
         packages_by_full_name: caches.packages_by_full_name.clone(),
         hpa_by_package: caches.hpa_by_package.clone(),
         ua_by_package: caches.ua_by_package.clone(),
+        trust,
         events,
         warm_up,
         failures: Mutex::new(HashMap::new()),
@@ -355,6 +383,7 @@ pub async fn run_until<B: Backend>(
     let package_controller = package_controller(
         &caches,
         (packages, hpas, uas, Box::pin(target_events)),
+        Box::pin(trust_events),
         (changed, warm_passes),
         ctx.clone(),
         stop.clone(),
@@ -399,6 +428,7 @@ fn package_controller<B: Backend>(
         Events<UserAssignment>,
         Touched<BackendTarget>,
     ),
+    trust_events: Touched<ConfigMap>,
     (changed, warm_passes): (
         impl futures::Stream<Item = ObjectRef<AppAttachPackage>> + Send + 'static,
         impl futures::Stream<Item = ObjectRef<AppAttachPackage>> + Send + 'static,
@@ -433,7 +463,11 @@ fn package_controller<B: Backend>(
         .watches_stream(ua_stream, |a: UserAssignment| Some(to_package(&a)))
         .watches_stream(targets, {
             let packages = caches.packages.clone();
-            move |t: BackendTarget| packages_of_namespace(&packages, t.namespace().as_deref())
+            move |t: BackendTarget| packages_of(&packages, |p| p.namespace() == t.namespace())
+        })
+        .watches_stream(trust_events, {
+            let packages = caches.packages.clone();
+            move |_: ConfigMap| packages_of(&packages, |_| true)
         })
         .reconcile_on(warm_passes)
         // A refresh of the picture of the backend that finds a package's objects changed
@@ -445,15 +479,16 @@ fn package_controller<B: Backend>(
         .for_each(|r| async move { log_controller_error(r) })
 }
 
-/// The packages of a namespace: a target made or changed there concerns each of them.
-fn packages_of_namespace(
+/// The packages `which` takes: those of a namespace whose target changed, or all of them
+/// when the declared roots changed.
+fn packages_of(
     packages: &Store<AppAttachPackage>,
-    ns: Option<&str>,
+    which: impl Fn(&AppAttachPackage) -> bool,
 ) -> Vec<ObjectRef<AppAttachPackage>> {
     packages
         .state()
         .iter()
-        .filter(|p| p.namespace().as_deref() == ns)
+        .filter(|p| which(p))
         .map(|p| ObjectRef::from_obj(&**p))
         .collect()
 }

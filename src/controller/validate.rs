@@ -1,6 +1,7 @@
 //! Validation the API server cannot do: the package's spec against the backend's world
 //! (host pools, their region, identity provider and session hosts) and the clock. Pure.
 
+use crate::controller::observe::TrustView;
 use crate::domain::host_os::{HostOs, OsKind};
 use crate::resources::{AppAttachPackageSpec, ImageFormat, PackageMode};
 
@@ -82,10 +83,12 @@ pub fn is_windows_11(os_version: &str) -> bool {
         .is_some_and(|b| b >= 22_000)
 }
 
-/// Checks a package against its host pools and the time now.
+/// Checks a package against its host pools, the roots the session hosts trust (when
+/// declared) and the time now.
 pub fn validate(
     spec: &AppAttachPackageSpec,
     pools: &[PoolFacts],
+    trust: Option<&TrustView>,
     now: jiff::Timestamp,
 ) -> Vec<Finding> {
     let mut out = rollout(spec, pools, now);
@@ -103,6 +106,7 @@ pub fn validate(
         ));
     }
     out.extend(certificate(spec, now));
+    out.extend(trust.and_then(|t| trusted_root(spec, t)));
     let hosts: usize = pools.iter().map(|p| p.hosts.len()).sum();
     if hosts > HANDLES_PER_FILE_LIMIT {
         out.push(Finding::warning(
@@ -267,6 +271,63 @@ fn session_host_os(
     out
 }
 
+/// Whether the root `spec.certificate.root` names is among the roots the session hosts
+/// trust: by thumbprint when the spec gives one, else by subject.
+fn trusted_root(spec: &AppAttachPackageSpec, trust: &TrustView) -> Option<Finding> {
+    let cert = spec.certificate.as_ref()?;
+    let roots = match trust {
+        TrustView::Unavailable { source, why } => {
+            return Some(Finding::warning(
+                "TrustedRootsUnavailable",
+                format!(
+                    "whether the session hosts trust the package's signer is not checked: {source} cannot be read ({why})"
+                ),
+            ));
+        }
+        TrustView::Roots { source, roots } => (source, roots),
+    };
+    let (source, roots) = roots;
+    let Some(root) = &cert.root else {
+        return Some(Finding::warning(
+            "CertificateRootUnknown",
+            "spec.certificate.root is not set, so whether the session hosts trust the signer is not checked; run appattach inspect --trust on the package and take its spec.certificate"
+                .to_string(),
+        ));
+    };
+    let known = roots
+        .iter()
+        .any(|(subject, thumbprint)| match &root.thumbprint {
+            Some(t) => t.eq_ignore_ascii_case(thumbprint),
+            None => crate::inspect::signature::same_distinguished_name(subject, &root.subject),
+        });
+    if known {
+        return None;
+    }
+    let listed: Vec<String> = roots
+        .iter()
+        .take(5)
+        .map(|(s, t)| format!("{s} ({t})"))
+        .collect();
+    let listed = if listed.is_empty() {
+        "none".to_string()
+    } else if roots.len() > 5 {
+        format!("{}, and {} more", listed.join(", "), roots.len() - 5)
+    } else {
+        listed.join(", ")
+    };
+    let thumbprint = root
+        .thumbprint
+        .as_deref()
+        .map_or(String::new(), |t| format!(" (thumbprint {t})"));
+    Some(Finding::error(
+        "CertificateUntrusted",
+        format!(
+            "spec.certificate.root {}{thumbprint} is not among the roots the session hosts trust ({source}: {listed}); the hosts would refuse the package (CERT_E_UNTRUSTEDROOT). Add that root to {source} if the hosts trust it, or sign the package with a certificate that chains to one of them",
+            root.subject
+        ),
+    ))
+}
+
 /// An expired certificate without a timestamp, or one that expires within 30 days.
 fn certificate(spec: &AppAttachPackageSpec, now: jiff::Timestamp) -> Option<Finding> {
     let cert = spec.certificate.as_ref()?;
@@ -344,6 +405,7 @@ package: {type: Msix, name: Contoso.App, publisher: CN=Contoso, version: 1.0.0.0
             validate(
                 &spec(BASE),
                 &[pool("EntraID", "westeurope", &[WIN11])],
+                None,
                 jiff::Timestamp::now()
             )
             .is_empty()
@@ -357,16 +419,22 @@ package: {type: Msix, name: Contoso.App, publisher: CN=Contoso, version: 1.0.0.0
             reasons(&validate(
                 &spec(BASE),
                 &[pool("EntraDS", "westeurope", &[])],
+                None,
                 now
             )),
             ["IdentityProviderNotSupported"]
         );
         let msix = spec(&format!("{BASE}mode: MsixAppAttach\n"));
         assert_eq!(
-            reasons(&validate(&msix, &[pool("EntraID", "westeurope", &[])], now)),
+            reasons(&validate(
+                &msix,
+                &[pool("EntraID", "westeurope", &[])],
+                None,
+                now
+            )),
             ["IdentityProviderNotSupported"]
         );
-        assert!(validate(&msix, &[pool("ADDS", "westeurope", &[])], now).is_empty());
+        assert!(validate(&msix, &[pool("ADDS", "westeurope", &[])], None, now).is_empty());
     }
 
     #[test]
@@ -374,6 +442,7 @@ package: {type: Msix, name: Contoso.App, publisher: CN=Contoso, version: 1.0.0.0
         let f = validate(
             &spec(BASE),
             &[pool("ADDS", "northeurope", &[])],
+            None,
             jiff::Timestamp::now(),
         );
         assert_eq!(reasons(&f), ["RegionMismatch"]);
@@ -384,6 +453,7 @@ package: {type: Msix, name: Contoso.App, publisher: CN=Contoso, version: 1.0.0.0
             validate(
                 &spaced,
                 &[pool("ADDS", "westeurope", &[])],
+                None,
                 jiff::Timestamp::now()
             )
             .is_empty()
@@ -397,6 +467,7 @@ package: {type: Msix, name: Contoso.App, publisher: CN=Contoso, version: 1.0.0.0
             reasons(&validate(
                 &spec(BASE),
                 &[pool("ADDS", "westeurope", &[WIN11, WIN10])],
+                None,
                 now
             )),
             ["CimFSNeedsWindows11"]
@@ -406,10 +477,68 @@ package: {type: Msix, name: Contoso.App, publisher: CN=Contoso, version: 1.0.0.0
             reasons(&validate(
                 &vhd,
                 &[pool("ADDS", "westeurope", &[WIN10])],
+                None,
                 now
             )),
             ["VhdNotRecommended"]
         );
+    }
+
+    #[test]
+    fn a_root_the_hosts_do_not_trust_is_refused_naming_it_and_the_declared_roots() {
+        let now: jiff::Timestamp = "2026-06-01T00:00:00Z".parse().unwrap();
+        let with_root = |root: &str| {
+            spec(&format!(
+                "{BASE}certificate: {{subject: CN=Contoso, expiry: '2027-05-01T00:00:00Z', root: {root}}}\n"
+            ))
+        };
+        let ca = "A".repeat(40);
+        let trust = TrustView::Roots {
+            source: "ConfigMap appattach-system/appattach-trusted-roots".into(),
+            roots: vec![("CN=Contoso Root, O=Contoso".into(), ca.clone())],
+        };
+        let check = |s: &AppAttachPackageSpec, t: &TrustView| {
+            let f = validate(s, &[], Some(t), now);
+            (
+                reasons(&f),
+                f.iter().map(|f| f.message.clone()).collect::<Vec<_>>(),
+            )
+        };
+        // By thumbprint (any case), or by subject when no thumbprint is given.
+        let by_thumbprint = with_root(&format!(
+            "{{subject: CN=Other, thumbprint: {}}}",
+            ca.to_lowercase()
+        ));
+        assert_eq!(check(&by_thumbprint, &trust).0, Vec::<&str>::new());
+        let by_subject = with_root("{subject: 'cn=Contoso Root,o=Contoso'}");
+        assert_eq!(check(&by_subject, &trust).0, Vec::<&str>::new());
+        // A root not declared: an error naming it, where the roots are, and what to do.
+        let other = with_root(&format!(
+            "{{subject: CN=Fabrikam Root, thumbprint: {}}}",
+            "B".repeat(40)
+        ));
+        let (r, m) = check(&other, &trust);
+        assert_eq!(r, ["CertificateUntrusted"]);
+        assert!(
+            m[0].contains("CN=Fabrikam Root (thumbprint BBBB"),
+            "{}",
+            m[0]
+        );
+        assert!(m[0].contains("ConfigMap appattach-system/appattach-trusted-roots: CN=Contoso Root, O=Contoso (AAAA"), "{}", m[0]);
+        assert!(m[0].contains("CERT_E_UNTRUSTEDROOT"), "{}", m[0]);
+        // No declared root to compare, or no declaration to read: said, not refused.
+        let no_root = spec(&format!(
+            "{BASE}certificate: {{subject: CN=Contoso, expiry: '2027-05-01T00:00:00Z'}}\n"
+        ));
+        assert_eq!(check(&no_root, &trust).0, ["CertificateRootUnknown"]);
+        let gone = TrustView::Unavailable {
+            source: "ConfigMap x/y".into(),
+            why: "it does not exist".into(),
+        };
+        assert_eq!(check(&other, &gone).0, ["TrustedRootsUnavailable"]);
+        // Nothing declared (no --trusted-roots), or no certificate in the spec: no check.
+        assert!(validate(&other, &[], None, now).is_empty());
+        assert!(validate(&spec(BASE), &[], Some(&trust), now).is_empty());
     }
 
     #[test]
@@ -419,18 +548,18 @@ package: {type: Msix, name: Contoso.App, publisher: CN=Contoso, version: 1.0.0.0
             "{BASE}certificate: {{subject: CN=Contoso, expiry: '2026-05-01T00:00:00Z'}}\n"
         ));
         assert_eq!(
-            reasons(&validate(&expired, &[], now)),
+            reasons(&validate(&expired, &[], None, now)),
             ["CertificateExpired"]
         );
         let stamped = spec(&format!(
             "{BASE}certificate: {{subject: CN=Contoso, expiry: '2026-05-01T00:00:00Z', timestamped: true}}\n"
         ));
-        assert!(validate(&stamped, &[], now).is_empty());
+        assert!(validate(&stamped, &[], None, now).is_empty());
         let soon = spec(&format!(
             "{BASE}certificate: {{subject: CN=Contoso, expiry: '2026-06-20T00:00:00Z'}}\n"
         ));
         assert_eq!(
-            reasons(&validate(&soon, &[], now)),
+            reasons(&validate(&soon, &[], None, now)),
             ["CertificateExpiresSoon"]
         );
     }
@@ -442,6 +571,7 @@ package: {type: Msix, name: Contoso.App, publisher: CN=Contoso, version: 1.0.0.0
             reasons(&validate(
                 &spec(BASE),
                 &[pool("ADDS", "westeurope", &hosts)],
+                None,
                 jiff::Timestamp::now()
             )),
             ["ShareHandleLimit"]
@@ -454,6 +584,7 @@ package: {type: Msix, name: Contoso.App, publisher: CN=Contoso, version: 1.0.0.0
         let f = validate(
             &vhd,
             &[pool("EntraDS", "westeurope", &[])],
+            None,
             jiff::Timestamp::now(),
         );
         assert_eq!(
@@ -512,6 +643,7 @@ package: {type: Msix, name: Contoso.App, publisher: CN=Contoso, version: 1.0.0.0
                 (server_2025(), BUILD_26100),
                 (windows_11(), BUILD_26100),
             ])],
+            None,
             now,
         );
         assert_eq!(reasons(&f), ["WindowsServerSessionHosts"]);
@@ -523,10 +655,26 @@ package: {type: Msix, name: Contoso.App, publisher: CN=Contoso, version: 1.0.0.0
             "{m}"
         );
         // Windows client hosts on the same build warn of nothing.
-        assert!(validate(&spec(BASE), &[pool_of(&[(windows_11(), BUILD_26100)])], now).is_empty());
+        assert!(
+            validate(
+                &spec(BASE),
+                &[pool_of(&[(windows_11(), BUILD_26100)])],
+                None,
+                now
+            )
+            .is_empty()
+        );
         // MSIX app attach: the seed restricts app attach only.
         let msix = spec(&format!("{BASE}mode: MsixAppAttach\n").replace("a.cim", "a.vhdx"));
-        assert!(validate(&msix, &[pool_of(&[(server_2025(), BUILD_26100)])], now).is_empty());
+        assert!(
+            validate(
+                &msix,
+                &[pool_of(&[(server_2025(), BUILD_26100)])],
+                None,
+                now
+            )
+            .is_empty()
+        );
     }
 
     #[test]
@@ -539,6 +687,7 @@ package: {type: Msix, name: Contoso.App, publisher: CN=Contoso, version: 1.0.0.0
                     (server_2025(), BUILD_26100),
                     (windows_11(), BUILD_26100)
                 ])],
+                None,
                 now
             )),
             ["WindowsServerSessionHosts", "CimFSNeedsWindows11"]
@@ -546,6 +695,7 @@ package: {type: Msix, name: Contoso.App, publisher: CN=Contoso, version: 1.0.0.0
         let f = validate(
             &spec(&format!("{BASE}mode: MsixAppAttach\n")),
             &[pool_of(&[(server_2025(), BUILD_26100)])],
+            None,
             now,
         );
         assert_eq!(reasons(&f), ["CimFSNeedsWindows11"]);
@@ -578,6 +728,7 @@ package: {type: Msix, name: Contoso.App, publisher: CN=Contoso, version: 1.0.0.0
                 (denied.clone(), SERVER),
                 (VmRead::NotReadYet, BUILD_26100),
             ])],
+            None,
             now,
         );
         // Unknown hosts on build 26100 are taken for Windows 11 for CimFS, as before.
@@ -606,7 +757,7 @@ package: {type: Msix, name: Contoso.App, publisher: CN=Contoso, version: 1.0.0.0
         );
         // Nothing to say of hosts whose kind would change nothing: MSIX app attach, VHDX.
         let msix = spec(&format!("{BASE}mode: MsixAppAttach\n").replace("a.cim", "a.vhdx"));
-        assert!(validate(&msix, &[pool_of(&[(denied, BUILD_26100)])], now).is_empty());
+        assert!(validate(&msix, &[pool_of(&[(denied, BUILD_26100)])], None, now).is_empty());
     }
 
     #[test]

@@ -92,6 +92,9 @@ pub struct Objects {
     /// BackendTargets: checked by their schema and rules alone (what they lead to, an
     /// identity and a subscription, is the controller's to find out).
     pub backend_targets: Vec<Located<BackendTarget>>,
+    /// The roots the session hosts trust, when declared (`--trust`, or the ConfigMap of
+    /// trusted roots in the manifests).
+    pub trust: Option<Arc<crate::controller::observe::TrustView>>,
     /// Every AppAttachPackage the manifests declare (namespace, name), refused or not: an
     /// assignment of a refused package is not also reported as pointing nowhere.
     pub declared_packages: BTreeSet<(String, String)>,
@@ -113,6 +116,7 @@ impl Objects {
                     (p.object.clone(), hpas)
                 })
                 .collect(),
+            trust: self.trust.clone(),
         }
     }
 }

@@ -78,6 +78,7 @@ impl TestNamespace {
             "BackendTarget" => {
                 ApiResource::erase::<appattach_operator::resources::BackendTarget>(&())
             }
+            "ConfigMap" => ApiResource::erase::<k8s_openapi::api::core::v1::ConfigMap>(&()),
             other => panic!("not one of our kinds: {other}"),
         };
         Api::namespaced_with(self.client.clone(), &self.name, &resource)

@@ -67,6 +67,8 @@ pub struct Env {
     pub auth: Auth,
     /// The next controller's ARM request budget, if any.
     pub limits: Option<appattach_operator::backend::throttle::Limits>,
+    /// The ConfigMap (namespace, name) of trusted roots the next controller reads.
+    pub trusted_roots: Option<(String, String)>,
     _state: tempfile::TempDir,
 }
 
@@ -165,6 +167,7 @@ impl Env {
             metrics: Default::default(),
             auth: Auth::None,
             limits: None,
+            trusted_roots: None,
             _state: state,
         };
         env.start_controller();
@@ -183,6 +186,7 @@ impl Env {
             rollout_poll: TICK,
             metrics: self.metrics.clone(),
             backend_refresh: self.resync,
+            trusted_roots: self.trusted_roots.clone(),
         };
         self.controller = Some(tokio::spawn(controller::run(
             self.ns.client.clone(),

@@ -29,4 +29,5 @@ mod sequences;
 mod session_host_os;
 mod snapshot;
 mod throttling;
+mod trust;
 mod validation;

@@ -116,6 +116,7 @@ async fn estate(scenarios: &[&str]) -> (Estate, Vec<(TestNamespace, TestNamespac
         rollout_poll: Duration::from_millis(200),
         metrics: metrics.clone(),
         backend_refresh: Duration::from_secs(600),
+        trusted_roots: None,
     };
     let controller = tokio::spawn(controller::run::<ArmClient>(
         teams[0].0.client.clone(),

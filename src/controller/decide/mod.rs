@@ -421,7 +421,7 @@ pub fn check(obs: &Observation) -> Vec<Finding> {
         .as_ref()
         .map(|v| report::pool_facts(v, pkg.spec.mode, &build::identity(&pkg.spec).0))
         .unwrap_or_default();
-    let mut findings = validate::validate(&pkg.spec, &facts, obs.now);
+    let mut findings = validate::validate(&pkg.spec, &facts, obs.inputs.trust.as_deref(), obs.now);
     if let Some(v) = &obs.backend {
         findings.extend(v.missing.iter().map(|m| {
             error(

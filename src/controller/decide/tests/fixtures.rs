@@ -205,6 +205,7 @@ pub fn estate(pkg: AppAttachPackage, rings: &[(&str, i32)]) -> Sim {
             host_pool_assignments: vec![Arc::new(hpa(rings))],
             user_assignments: vec![Arc::new(ua())],
             same_full_name: vec![],
+            trust: None,
         },
         backend: Some(view),
         scope: scope(),

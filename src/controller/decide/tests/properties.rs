@@ -147,6 +147,7 @@ fn estate_of(pkg: AppAttachPackage, rings: &[i32]) -> Sim {
             host_pool_assignments: vec![Arc::new(hpa(&named))],
             user_assignments: vec![Arc::new(ua())],
             same_full_name: vec![],
+            trust: None,
         },
         backend: Some(BackendView {
             pools,
