@@ -13,6 +13,10 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use super::observe::TrustView;
 use crate::inspect::trust::TrustedRoots;
 
+/// The name of the ConfigMap of trusted roots that deploy/ and the chart grant the
+/// controller, and that `appattach validate` reads from the manifests.
+pub const CONFIGMAP: &str = "appattach-trusted-roots";
+
 /// How long a pass waits for the ConfigMap's first list.
 const LISTED_WITHIN: Duration = Duration::from_secs(10);
 

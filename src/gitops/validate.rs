@@ -14,6 +14,7 @@ use super::apiserver;
 use super::manifest::{Document, ReadError};
 use crate::backend::Backend;
 use crate::controller::Assignment;
+use crate::controller::observe::TrustView;
 use crate::controller::observe::{self, Inputs, Observation};
 use crate::controller::validate::{Finding, Severity};
 use crate::domain::naming;
@@ -94,7 +95,7 @@ pub struct Objects {
     pub backend_targets: Vec<Located<BackendTarget>>,
     /// The roots the session hosts trust, when declared (`--trust`, or the ConfigMap of
     /// trusted roots in the manifests).
-    pub trust: Option<Arc<crate::controller::observe::TrustView>>,
+    pub trust: Option<Arc<TrustView>>,
     /// Every AppAttachPackage the manifests declare (namespace, name), refused or not: an
     /// assignment of a refused package is not also reported as pointing nowhere.
     pub declared_packages: BTreeSet<(String, String)>,
@@ -271,6 +272,26 @@ pub fn admit(
                     ));
                     continue;
                 }
+            }
+            (Some("v1"), Some("ConfigMap"))
+                if value["metadata"]["name"] == crate::controller::trust::CONFIGMAP =>
+            {
+                // The roots the session hosts trust, as the controller reads them.
+                let ns = value["metadata"]["namespace"].as_str().unwrap_or(namespace);
+                let source = format!(
+                    "ConfigMap {ns}/{} ({}:{})",
+                    crate::controller::trust::CONFIGMAP,
+                    doc.file,
+                    doc.line
+                );
+                let read = serde_json::from_value::<k8s_openapi::api::core::v1::ConfigMap>(value)
+                    .map_err(|e| format!("it cannot be read as a ConfigMap: {e}"))
+                    .and_then(|cm| crate::controller::trust::roots_of(&cm));
+                if let Err(e) = &read {
+                    problems.push(problem("data", Severity::Error, format!("{source}: {e}")));
+                }
+                objects.trust = Some(Arc::new(TrustView::of(source, read)));
+                continue;
             }
             (Some(a), Some(kind)) => {
                 let what = match value["metadata"]["name"].as_str() {

@@ -122,3 +122,61 @@ async fn a_package_under_a_root_the_hosts_do_not_trust_waits_until_it_is_declare
     let (code, _) = env.get(&env.package_path("other")).await;
     assert_eq!(code, 200);
 }
+
+/// `appattach validate` reads the same ConfigMap from the manifests and reports an
+/// untrusted root at the package's line, before anything is applied.
+#[tokio::test]
+async fn validate_reports_an_untrusted_root_at_the_packages_line() {
+    let (contoso, contoso_thumbprint) = root("Contoso Root");
+    let (_, fabrikam_thumbprint) = root("Fabrikam Root");
+    let dir = tempfile::tempdir().unwrap();
+    let mut docs = vec![configmap(&[&contoso])];
+    docs[0]["metadata"]["namespace"] = json!("appattach-system");
+    docs.push(signed_under("good", "CN=Contoso Root", &contoso_thumbprint));
+    docs.push(signed_under(
+        "other",
+        "CN=Fabrikam Root",
+        &fabrikam_thumbprint,
+    ));
+    let yaml: Vec<String> = docs
+        .iter()
+        .map(|d| serde_yaml_ng::to_string(d).unwrap())
+        .collect();
+    let file = dir.path().join("apps.yaml");
+    std::fs::write(&file, yaml.join("---\n")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_appattach"))
+        .args(["validate", "-f", file.to_str().unwrap(), "-n", "avd-apps"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(!out.status.success(), "{stdout}\n{stderr}");
+    let text = yaml.join("---\n");
+    let other_line = text
+        .lines()
+        .position(|l| l.contains("name: other"))
+        .map(|i| i + 1)
+        .unwrap();
+    let refusal = stdout
+        .lines()
+        .find(|l| l.ends_with("[CertificateUntrusted]"))
+        .unwrap_or_else(|| panic!("no CertificateUntrusted in {stdout}"));
+    assert!(
+        refusal.contains("AppAttachPackage/other: spec.certificate.root CN=Fabrikam Root"),
+        "{refusal}"
+    );
+    assert!(refusal.contains("CN=Fabrikam Root"), "{refusal}");
+    assert!(
+        refusal.contains("ConfigMap appattach-system/appattach-trusted-roots"),
+        "{refusal}"
+    );
+    let at: usize = refusal.split(':').nth(1).unwrap().parse().unwrap();
+    // The package's document: its first line, or the line of its certificate's root.
+    assert!(
+        at <= other_line + 20 && at + 20 >= other_line,
+        "{refusal} vs line {other_line}"
+    );
+    assert!(!stdout.contains("AppAttachPackage/good:"), "{stdout}");
+}
