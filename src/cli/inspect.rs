@@ -77,6 +77,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             vec![*found]
         }
         Inspection::Image { contents, packages } => {
+            verifications.extend(packages.iter().map(|f| {
+                f.folder
+                    .as_ref()
+                    .map(|folder| verify::verify_folder(folder, against))
+            }));
             eprintln!(
                 "{}: {}, NTFS on {}, {} package(s)",
                 args.path.display(),
@@ -218,7 +223,7 @@ fn verdict(v: Option<&Verification>, problems: &[Problem], trusted: bool) -> Str
     } else {
         let _ = writeln!(
             s,
-            "  {:<13}not verified: the files of an image are not yet checked against its block map",
+            "  {:<13}not verified: nothing to verify it against",
             "verified"
         );
     }

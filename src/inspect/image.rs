@@ -23,6 +23,26 @@ pub struct FoundPackage {
     pub manifest: Vec<u8>,
     /// The folder's `AppxSignature.p7x`, when it has one.
     pub signature: Option<Vec<u8>>,
+    /// The folder's footprint files and its files checked against its block map.
+    pub contents: FolderContents,
+}
+
+/// What a package folder holds besides its manifest, for verification: the footprint
+/// files the signature has digests of, and every file of the block map checked against it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FolderContents {
+    /// `AppxBlockMap.xml`, when there is one.
+    pub block_map: Option<Vec<u8>>,
+    /// `AppxMetadata\CodeIntegrity.cat`, when there is one.
+    pub code_integrity: Option<Vec<u8>>,
+    /// `[Content_Types].xml`, when there is one (msixmgr leaves it out).
+    pub content_types: Option<Vec<u8>>,
+    /// Files of the block map found and checked.
+    pub files: u64,
+    /// Their blocks hashed.
+    pub blocks: u64,
+    /// Files missing or differing from the block map, or a block map that cannot be read.
+    pub problems: Vec<super::verify::Problem>,
 }
 
 /// What an image holds.
@@ -278,10 +298,12 @@ impl<'n> Walk<'n> {
             }
             None => None,
         };
+        let contents = self.contents(fs, dir, path)?;
         self.found.push(FoundPackage {
             relative_path: path.to_string(),
             manifest,
             signature,
+            contents,
         });
         if self.found.len() > limits::PACKAGES {
             return Err(Error::new(
@@ -290,6 +312,111 @@ impl<'n> Walk<'n> {
             ));
         }
         Ok(true)
+    }
+
+    /// The footprint files of the package folder `dir` (at `path`), and each file of its
+    /// block map checked against it, streamed.
+    fn contents<T: Read + Seek>(
+        &self,
+        fs: &mut Budget<T>,
+        dir: &NtfsFile<'n>,
+        path: &str,
+    ) -> Result<FolderContents> {
+        use super::verify::blockmap;
+        let mut out = FolderContents::default();
+        let footprint = |name: &str, limit: u64, fs: &mut Budget<T>| -> Result<Option<Vec<u8>>> {
+            match self.find(fs, dir, path, name)? {
+                Some(file) => read_data(fs, &file, &format!("{path}\\{name}"), limit).map(Some),
+                None => Ok(None),
+            }
+        };
+        out.block_map = footprint(blockmap::NAME, blockmap::limits::BYTES, fs)?;
+        out.code_integrity = footprint(
+            "AppxMetadata\\CodeIntegrity.cat",
+            limits::MANIFEST_BYTES,
+            fs,
+        )?;
+        out.content_types = footprint("[Content_Types].xml", limits::MANIFEST_BYTES, fs)?;
+        let Some(bytes) = &out.block_map else {
+            return Ok(out);
+        };
+        let map = match blockmap::parse(bytes) {
+            Ok(map) => map,
+            Err(p) => {
+                out.problems.push(p);
+                return Ok(out);
+            }
+        };
+        for f in &map.files {
+            let shown = f.name.clone();
+            let Some(file) = self.find(fs, dir, path, &f.name)? else {
+                out.problems.push(super::verify::Problem::new(
+                    super::verify::Code::MissingRequiredFile,
+                    &shown,
+                    format!("is in the block map but not in the package folder {path}"),
+                ));
+                continue;
+            };
+            fs.refill();
+            let item = file
+                .data(fs, "")
+                .transpose()
+                .map_err(|e| fs.error(&shown, e))?;
+            let checked = match &item {
+                Some(item) => {
+                    let attribute = item.to_attribute().map_err(|e| fs.error(&shown, e))?;
+                    let value = attribute.value(fs).map_err(|e| fs.error(&shown, e))?;
+                    let mut reader = FileData {
+                        fs: &mut *fs,
+                        value,
+                    };
+                    blockmap::check_file(f, map.hash, &mut reader, &shown)
+                }
+                None => blockmap::check_file(f, map.hash, &mut io::empty(), &shown),
+            };
+            match checked {
+                Ok(c) => {
+                    out.files += 1;
+                    out.blocks += c.blocks;
+                }
+                Err(p) => out.problems.push(p),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The file at `relative` (`\` between folders) below `dir` (at `path`), each part
+    /// looked up case-insensitively; `None` when a part is missing or the file is a
+    /// directory.
+    fn find<T: Read + Seek>(
+        &self,
+        fs: &mut Budget<T>,
+        dir: &NtfsFile<'n>,
+        path: &str,
+        relative: &str,
+    ) -> Result<Option<NtfsFile<'n>>> {
+        let parts: Vec<&str> = relative
+            .split(['\\', '/'])
+            .filter(|p| !p.is_empty())
+            .collect();
+        let Some((last, folders)) = parts.split_last() else {
+            return Ok(None);
+        };
+        let mut current: Option<NtfsFile<'n>> = None;
+        let mut at = path.to_string();
+        for folder in folders {
+            let parent = current.as_ref().unwrap_or(dir);
+            let Some(record) = self.lookup(fs, parent, &at, folder)? else {
+                return Ok(None);
+            };
+            at = format!("{at}\\{folder}");
+            let next = self.file(fs, record, &at)?;
+            if !next.is_directory() {
+                return Ok(None);
+            }
+            current = Some(next);
+        }
+        self.child(fs, current.as_ref().unwrap_or(dir), &at, last)
     }
 
     /// The file `name` in `dir` (at `path`), looked up case-insensitively, if there is one
@@ -301,6 +428,22 @@ impl<'n> Walk<'n> {
         path: &str,
         name: &str,
     ) -> Result<Option<NtfsFile<'n>>> {
+        let Some(record) = self.lookup(fs, dir, path, name)? else {
+            return Ok(None);
+        };
+        let file = self.file(fs, record, &format!("{path}\\{name}"))?;
+        Ok((!file.is_directory()).then_some(file))
+    }
+
+    /// The file record of the entry `name` in `dir` (at `path`), looked up
+    /// case-insensitively, if there is one.
+    fn lookup<T: Read + Seek>(
+        &self,
+        fs: &mut Budget<T>,
+        dir: &NtfsFile<'n>,
+        path: &str,
+        name: &str,
+    ) -> Result<Option<u64>> {
         check_index_root(fs, dir, path)?;
         fs.refill();
         let at = format!("{path}\\{name}");
@@ -308,15 +451,30 @@ impl<'n> Walk<'n> {
             .directory_index(fs)
             .map_err(|e| fs.error(&format!("{path} index"), e))?;
         let mut finder = index.finder();
-        let record = match NtfsFileNameIndex::find(&mut finder, self.ntfs, fs, name) {
-            None => return Ok(None),
+        match NtfsFileNameIndex::find(&mut finder, self.ntfs, fs, name) {
+            None => Ok(None),
             Some(entry) => {
                 let entry = entry.map_err(|e| fs.error(&at, e))?;
-                entry.file_reference().file_record_number()
+                Ok(Some(entry.file_reference().file_record_number()))
             }
-        };
-        let file = self.file(fs, record, &at)?;
-        Ok((!file.is_directory()).then_some(file))
+        }
+    }
+}
+
+/// A file's data as a reader, each read a step of its own (the budget refilled): a file
+/// of gigabytes is read through, while a loop in the volume's structures still ends.
+struct FileData<'a, 'n, 'f, T> {
+    fs: &'a mut Budget<T>,
+    value: ntfs::attribute_value::NtfsAttributeValue<'n, 'f>,
+}
+
+impl<T: Read + Seek> Read for FileData<'_, '_, '_, T> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use ntfs::NtfsReadSeek;
+        self.fs.refill();
+        self.value
+            .read(self.fs, buf)
+            .map_err(|e| io::Error::other(e.to_string()))
     }
 }
 

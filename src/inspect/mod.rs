@@ -53,6 +53,8 @@ pub struct Found {
     pub package: package::PackageFile,
     /// The package folder inside the image (`\<root>\<PackageFullName>`), for an image.
     pub relative_path: Option<String>,
+    /// What an image's package folder holds, for [`verify::verify_folder`].
+    pub folder: Option<Box<image::FoundPackage>>,
 }
 
 impl Found {
@@ -99,6 +101,7 @@ pub fn inspect_path(path: &std::path::Path) -> Result<Inspection> {
         return Ok(Inspection::Package(Box::new(Found {
             package: package::read_package(path)?,
             relative_path: None,
+            folder: None,
         })));
     }
     if lower.ends_with(".cim") {
@@ -132,7 +135,8 @@ fn image_packages(contents: image::ImageContents) -> Result<Inspection> {
                 facts,
                 payloads: Vec::new(),
             },
-            relative_path: Some(found.relative_path),
+            relative_path: Some(found.relative_path.clone()),
+            folder: Some(Box::new(found)),
         });
     }
     if packages.is_empty() {

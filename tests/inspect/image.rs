@@ -623,7 +623,10 @@ fn inspect_prints_one_manifest_per_package_in_an_image() {
         let full = format!("{name}_{version}_x64__t247dhg0dta00");
         let folder = dir.join(root).join(full);
         fs::create_dir_all(&folder).unwrap();
-        fs::write(folder.join("AppxManifest.xml"), manifest(name, version)).unwrap();
+        let xml = manifest(name, version);
+        fs::write(folder.join("AppxManifest.xml"), &xml).unwrap();
+        let map = crate::support::block_map(&[("AppxManifest.xml", xml.as_bytes())]);
+        fs::write(folder.join("AppxBlockMap.xml"), map).unwrap();
     }
     let vol = ntfs_volume(tmp.path(), &dir, 8, "0");
     let image = convert(&vol, "vhdx", "subformat=dynamic", "apps.vhdx");
@@ -633,6 +636,7 @@ fn inspect_prints_one_manifest_per_package_in_an_image() {
         r"\\fs\apps\apps.vhdx",
         "--location",
         "westeurope",
+        "--allow-unsigned",
     ]);
     let names: Vec<(&str, &str, Option<&str>)> = docs
         .iter()
@@ -667,5 +671,102 @@ fn inspect_prints_one_manifest_per_package_in_an_image() {
     assert!(
         summary.contains("VHDX, NTFS on no partition table, 2 package(s)"),
         "{summary}"
+    );
+}
+
+/// An image made from a signed package verifies: the signature, the digests of the
+/// footprint files the folder keeps, and every file against the block map. A file changed
+/// in the folder afterwards is refused, naming it and its block.
+#[test]
+fn an_image_is_verified_against_its_packages_signature_and_block_map() {
+    require_tools(tools::IMAGE_CREATE);
+    let tmp = tempfile::tempdir().unwrap();
+    let certs = crate::support::Certs::make(tmp.path());
+    let xml = crate::support::manifest(
+        "Contoso.Notes",
+        &certs.code_signing.subject,
+        "1.2.3.0",
+        Some("x64"),
+        &[("Notes", "Contoso Notes")],
+        &[],
+    );
+    let exe: Vec<u8> = (0..150_000_u32).map(|i| (i % 251) as u8).collect();
+    let unsigned = crate::support::build_package_with_catalog(
+        tmp.path(),
+        "notes.msix",
+        &xml,
+        &[("Notes.exe", &exe), ("Assets/Logo.png", b"png")],
+        Some(b"catalog"),
+    );
+    let signed = crate::support::sign(&unsigned, &certs.code_signing, None);
+    let image = tmp.path().join("notes.vhdx");
+    create_image(
+        &CreateOptions {
+            package: signed.clone(),
+            format: DiskFormat::Vhdx,
+            out: image.clone(),
+            root: None,
+            fixed: false,
+        },
+        &mut |_| {},
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let ca = certs.ca.cert.to_str().unwrap();
+    let (docs, summary) = crate::cli::inspect(&[image.to_str().unwrap(), "--trust", ca]);
+    assert!(
+        summary.contains("signature digests AXBM AXCI match; 3 file(s), 5 block(s)"),
+        "{summary}"
+    );
+    let root = docs[0].spec.certificate.clone().unwrap().root.unwrap();
+    assert_eq!(
+        root.thumbprint.as_deref(),
+        Some(certs.ca.thumbprint.as_str())
+    );
+
+    // The same folder with one byte of Notes.exe changed, in an image of its own.
+    let staging = tmp.path().join("staging");
+    let folder = staging.join("Contoso.Notes").join("expanded");
+    fs::create_dir_all(&folder).unwrap();
+    appattach_operator::inspect::package::expand_to(&signed, &folder).unwrap();
+    let mut changed = fs::read(folder.join("Notes.exe")).unwrap();
+    changed[140_000] ^= 1;
+    fs::write(folder.join("Notes.exe"), changed).unwrap();
+    let vol = ntfs_volume(tmp.path(), &staging, 8, "0");
+    let tampered = convert(&vol, "vhdx", "subformat=dynamic", "tampered.vhdx");
+    let out = Command::new(env!("CARGO_BIN_EXE_appattach"))
+        .args(["inspect", tampered.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(
+            "Notes.exe block 2 (bytes 131072..150000): APPX_E_BLOCK_HASH_INVALID (0x80080207)"
+        ),
+        "{err}"
+    );
+    // A file of the block map missing from the folder, and the block map itself changed.
+    fs::remove_file(folder.join("Assets").join("Logo.png")).unwrap();
+    let map = fs::read_to_string(folder.join("AppxBlockMap.xml")).unwrap();
+    fs::write(
+        folder.join("AppxBlockMap.xml"),
+        map.replace("Size=\"3\"", "Size=\"3\" "),
+    )
+    .unwrap();
+    fs::remove_file(&vol).unwrap();
+    let vol = ntfs_volume(tmp.path(), &staging, 8, "0");
+    let tampered = convert(&vol, "vhdx", "subformat=dynamic", "tampered2.vhdx");
+    let out = Command::new(env!("CARGO_BIN_EXE_appattach"))
+        .args(["inspect", tampered.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("AppxBlockMap.xml (AXBM): TRUST_E_BAD_DIGEST"),
+        "{err}"
+    );
+    assert!(
+        err.contains("Assets\\Logo.png: APPX_E_MISSING_REQUIRED_FILE"),
+        "{err}"
     );
 }

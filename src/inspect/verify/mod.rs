@@ -9,7 +9,7 @@
 //! Every check reads bounded amounts ([`super::package::limits`]) and streams file data
 //! through the digests, so a package of gigabytes is verified in constant memory.
 
-mod blockmap;
+pub mod blockmap;
 mod zip_parts;
 
 use std::fmt;
@@ -349,6 +349,99 @@ pub fn verify_path(path: &Path, against: Against<'_>) -> super::Result<Verificat
         .map_err(|e| super::Error::new(path.display(), format!("cannot open: {e}")))?;
     verify_zip(std::io::BufReader::with_capacity(64 << 10, file), against)
         .map_err(|e| e.within(path.display()))
+}
+
+/// Verifies a package folder of an image (as msixmgr expands a package): the signature,
+/// the digests it carries of the footprint files the folder has (`AXBM`, `AXCI`, and
+/// `AXCT` when `[Content_Types].xml` was kept), and every file against the block map.
+/// The ZIP's digests (`AXPC`, `AXCD`) have no ZIP to check against in a folder.
+pub fn verify_folder(
+    folder: &crate::inspect::image::FoundPackage,
+    against: Against<'_>,
+) -> Verification {
+    let contents = &folder.contents;
+    let mut v = Verification {
+        signed: folder.signature.is_some(),
+        digest: None,
+        files: contents.files,
+        blocks: contents.blocks,
+        parts: Vec::new(),
+        root: None,
+        problems: Vec::new(),
+        payloads: Vec::new(),
+    };
+    let Some(block_map) = &contents.block_map else {
+        v.problems.push(Problem::new(
+            Code::MissingRequiredFile,
+            blockmap::NAME,
+            "the package folder has no block map: Windows does not stage it",
+        ));
+        return v;
+    };
+    match &folder.signature {
+        None => v.problems.push(Problem::new(
+            Code::TrustNoSignature,
+            "AppxSignature.p7x",
+            "the package is not signed: app attach stages signed packages only; sign it with a \
+             code-signing certificate whose chain the session hosts trust",
+        )),
+        Some(p7x) => match crate::inspect::signature::verify_p7x(p7x) {
+            Err(p) => v.problems.push(p),
+            Ok(vouched) => {
+                let hash = vouched.digest;
+                v.digest = Some(hash);
+                let (root, untrusted) = chain(&vouched, against);
+                v.root = Some(root);
+                v.problems.extend(untrusted);
+                let parts: [(&[u8; 4], &str, Option<&Vec<u8>>); 3] = [
+                    (b"AXBM", blockmap::NAME, Some(block_map)),
+                    (
+                        b"AXCI",
+                        "AppxMetadata\\CodeIntegrity.cat",
+                        contents.code_integrity.as_ref(),
+                    ),
+                    (
+                        b"AXCT",
+                        "[Content_Types].xml",
+                        contents.content_types.as_ref(),
+                    ),
+                ];
+                for (tag, part, bytes) in parts {
+                    let tag_text = String::from_utf8_lossy(tag).into_owned();
+                    let at = format!("{part} ({tag_text})");
+                    match (vouched.digest_of(tag), bytes.map(|b| hash.digest(b))) {
+                        (Some(signed), Some(actual)) if signed == actual.as_slice() => {
+                            v.parts.push(tag_text)
+                        }
+                        (Some(signed), Some(actual)) => v.problems.push(Problem::new(
+                            Code::TrustBadDigest,
+                            at,
+                            format!(
+                                "its {hash} is {}, the signature says {}: it changed after signing",
+                                hex(&actual),
+                                hex(signed)
+                            ),
+                        )),
+                        (None, Some(_)) if tag == b"AXCI" => v.problems.push(Problem::new(
+                            Code::TrustBadDigest,
+                            at,
+                            "the folder has the file but the signature has no digest of it: it \
+                             was added after signing",
+                        )),
+                        (Some(_), None) if tag == b"AXCI" => v.problems.push(Problem::new(
+                            Code::TrustBadDigest,
+                            at,
+                            "the signature has its digest but the folder has no such file: it \
+                             was removed after signing",
+                        )),
+                        _ => {}
+                    }
+                }
+            }
+        },
+    }
+    v.problems.extend(contents.problems.iter().cloned());
+    v
 }
 
 /// [`verify_zip`] of any seekable source, with no declared roots, for the fuzz target
