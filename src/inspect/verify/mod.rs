@@ -393,55 +393,71 @@ pub fn verify_folder(
                 let (root, untrusted) = chain(&vouched, against);
                 v.root = Some(root);
                 v.problems.extend(untrusted);
-                let parts: [(&[u8; 4], &str, Option<&Vec<u8>>); 3] = [
-                    (b"AXBM", blockmap::NAME, Some(block_map)),
+                let digest = |b: &Option<Vec<u8>>| b.as_ref().map(|b| hash.digest(b));
+                let parts: [Part; 3] = [
+                    (b"AXBM", blockmap::NAME, Some(hash.digest(block_map))),
                     (
                         b"AXCI",
                         "AppxMetadata\\CodeIntegrity.cat",
-                        contents.code_integrity.as_ref(),
+                        digest(&contents.code_integrity),
                     ),
                     (
                         b"AXCT",
                         "[Content_Types].xml",
-                        contents.content_types.as_ref(),
+                        digest(&contents.content_types),
                     ),
                 ];
-                for (tag, part, bytes) in parts {
-                    let tag_text = String::from_utf8_lossy(tag).into_owned();
-                    let at = format!("{part} ({tag_text})");
-                    match (vouched.digest_of(tag), bytes.map(|b| hash.digest(b))) {
-                        (Some(signed), Some(actual)) if signed == actual.as_slice() => {
-                            v.parts.push(tag_text)
-                        }
-                        (Some(signed), Some(actual)) => v.problems.push(Problem::new(
-                            Code::TrustBadDigest,
-                            at,
-                            format!(
-                                "its {hash} is {}, the signature says {}: it changed after signing",
-                                hex(&actual),
-                                hex(signed)
-                            ),
-                        )),
-                        (None, Some(_)) if tag == b"AXCI" => v.problems.push(Problem::new(
-                            Code::TrustBadDigest,
-                            at,
-                            "the folder has the file but the signature has no digest of it: it \
-                             was added after signing",
-                        )),
-                        (Some(_), None) if tag == b"AXCI" => v.problems.push(Problem::new(
-                            Code::TrustBadDigest,
-                            at,
-                            "the signature has its digest but the folder has no such file: it \
-                             was removed after signing",
-                        )),
-                        _ => {}
-                    }
-                }
+                compare_parts(&vouched, parts, &mut v);
             }
         },
     }
     v.problems.extend(contents.problems.iter().cloned());
     v
+}
+
+/// A part of a package the signature may carry a digest of: its tag, its name, and the
+/// digest of what the package holds of it (`None`: the package has no such part).
+pub(crate) type Part<'a> = (&'a [u8; 4], &'a str, Option<Vec<u8>>);
+
+/// Compares the digests the signature carries with the parts': a match is recorded, a
+/// difference (or a code-integrity catalog on one side only) is TRUST_E_BAD_DIGEST naming
+/// the part and both digests. A part neither has, or one the signature does not cover
+/// where it has no digest of it (no ZIP digests in a folder), is left alone.
+pub(crate) fn compare_parts<const N: usize>(
+    vouched: &crate::inspect::signature::Vouched,
+    parts: [Part<'_>; N],
+    v: &mut Verification,
+) {
+    let hash = vouched.digest;
+    for (tag, part, actual) in parts {
+        let tag_text = String::from_utf8_lossy(tag).into_owned();
+        let at = format!("{part} ({tag_text})");
+        match (vouched.digest_of(tag), actual) {
+            (Some(signed), Some(actual)) if signed == actual.as_slice() => v.parts.push(tag_text),
+            (Some(signed), Some(actual)) => v.problems.push(Problem::new(
+                Code::TrustBadDigest,
+                at,
+                format!(
+                    "its {hash} is {}, the signature says {}: it changed after signing",
+                    hex(&actual),
+                    hex(signed)
+                ),
+            )),
+            (Some(_), None) if tag == b"AXCI" => v.problems.push(Problem::new(
+                Code::TrustBadDigest,
+                at,
+                "the signature has its digest but the package has no such file: it was removed \
+                 after signing",
+            )),
+            (None, Some(_)) if tag == b"AXCI" => v.problems.push(Problem::new(
+                Code::TrustBadDigest,
+                at,
+                "the package has the file but the signature has no digest of it: it was added \
+                 after signing",
+            )),
+            _ => {}
+        }
+    }
 }
 
 /// [`verify_zip`] of any seekable source, with no declared roots, for the fuzz target

@@ -510,8 +510,7 @@ fn check_parts<R: Read + Seek>(
         Some(k) => Some(hash.digest(&entry_bytes(zip, layout, k, limits::MANIFEST_BYTES)?)),
         None => None,
     };
-    type Part<'a> = (&'a [u8; 4], &'a str, Option<Vec<u8>>);
-    let parts: [Part; 5] = [
+    let parts: [super::Part; 5] = [
         (
             b"AXPC",
             "ZIP local records before the signature",
@@ -526,37 +525,7 @@ fn check_parts<R: Read + Seek>(
         (b"AXBM", blockmap::NAME, Some(hash.digest(block_map))),
         (b"AXCI", CODE_INTEGRITY, code_integrity),
     ];
-    for (tag, part, actual) in parts {
-        let tag_text = String::from_utf8_lossy(tag);
-        let at = format!("{part} ({tag_text})");
-        match (vouched.digest_of(tag), actual) {
-            (Some(signed), Some(actual)) if signed == actual.as_slice() => {
-                v.parts.push(tag_text.into_owned());
-            }
-            (Some(signed), Some(actual)) => v.problems.push(Problem::new(
-                Code::TrustBadDigest,
-                at,
-                format!(
-                    "its {hash} is {}, the signature says {}: it changed after signing",
-                    super::hex(&actual),
-                    super::hex(signed)
-                ),
-            )),
-            (Some(_), None) if tag == b"AXCI" => v.problems.push(Problem::new(
-                Code::TrustBadDigest,
-                at,
-                "the signature has its digest but the package has no such file: it was removed \
-                 after signing",
-            )),
-            (None, Some(_)) if tag == b"AXCI" => v.problems.push(Problem::new(
-                Code::TrustBadDigest,
-                at,
-                "the package has the file but the signature has no digest of it: it was added \
-                 after signing",
-            )),
-            _ => {}
-        }
-    }
+    super::compare_parts(vouched, parts, v);
     Ok(())
 }
 
