@@ -119,6 +119,9 @@ pub struct Inner {
     pub writes: faults::WriteLog,
     /// The health reports session hosts made, in order, placed in the order of writes.
     pub reports: staging::ReportLog,
+    /// What staging found of each image read, by file (and its size and time, so a
+    /// changed file is read again).
+    pub images: staging::ImageChecks,
     /// Required bearer token (when the world has no `tenantId`).
     pub token: Option<String>,
     /// The request budget enforced, if any.
@@ -247,6 +250,7 @@ impl Emulator {
                 counts: Default::default(),
                 writes: Default::default(),
                 reports: Default::default(),
+                images: Default::default(),
                 token: config.token,
                 budget: config.arm_budget.map(ratelimit::Limiter::new),
             })),

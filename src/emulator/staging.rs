@@ -159,9 +159,72 @@ struct ActivePackage {
     policy: Option<String>,
 }
 
-/// Checks that the image a UNC path names exists and is readable through a share mapping.
-/// A CimFS image also needs at least one `objectid_*` and one `region_*` file beside it.
-pub fn check_image(shares: &[ShareMapping], unc: &str) -> Result<(), String> {
+/// What staging found of the images it read: by local file, its size and modification
+/// time when read, and whether a session host stages it (else the error it reports).
+#[derive(Debug, Default)]
+pub struct ImageChecks {
+    read: std::collections::HashMap<
+        std::path::PathBuf,
+        (u64, Option<std::time::SystemTime>, Result<(), String>),
+    >,
+}
+
+/// Checks that the image a UNC path names exists and is readable through a share mapping,
+/// and that a session host would stage its packages. A CimFS image also needs at least
+/// one `objectid_*` and one `region_*` file beside it. A VHDX or VHD image the emulator
+/// can read is verified as a host verifies it (the package's signature, the digests it
+/// carries, every file against the block map), once per version of the file, and refused
+/// with the error a host reports; a file that is no image the emulator can read (the
+/// tests' placeholders) is taken as staged.
+pub fn check_image(
+    shares: &[ShareMapping],
+    images: &mut ImageChecks,
+    unc: &str,
+) -> Result<(), String> {
+    check_file(shares, unc)?;
+    let lower = unc.to_ascii_lowercase();
+    if !(lower.ends_with(".vhdx") || lower.ends_with(".vhd")) {
+        return Ok(());
+    }
+    let local = shares
+        .iter()
+        .find_map(|s| s.resolve(unc))
+        .ok_or_else(|| format!("no share is mapped for {unc}"))?;
+    let meta = std::fs::metadata(&local).map_err(|e| format!("cannot open {unc}: {e}"))?;
+    let version = (meta.len(), meta.modified().ok());
+    if let Some((len, modified, result)) = images.read.get(&local)
+        && (*len, *modified) == version
+    {
+        return result.clone();
+    }
+    let result = match crate::inspect::image::read_image_file(&local) {
+        Err(_) => Ok(()),
+        Ok(contents) => contents
+            .packages
+            .iter()
+            .find_map(|folder| {
+                let v = crate::inspect::verify::verify_folder(
+                    folder,
+                    crate::inspect::verify::Against::nothing(),
+                );
+                v.problems.first().map(|p| {
+                    format!(
+                        "cannot stage {unc}: {} {}: {}: {}",
+                        p.code, folder.relative_path, p.at, p.what
+                    )
+                })
+            })
+            .map_or(Ok(()), Err),
+    };
+    images
+        .read
+        .insert(local, (version.0, version.1, result.clone()));
+    result
+}
+
+/// Checks that the file a UNC path names exists through a share mapping (and a CimFS
+/// image's file set).
+fn check_file(shares: &[ShareMapping], unc: &str) -> Result<(), String> {
     let local = shares
         .iter()
         .find_map(|s| s.resolve(unc))
@@ -270,7 +333,7 @@ pub fn stage(inner: &mut Inner, host_pool: Option<&str>) -> StageSummary {
                 .map(|p| {
                     let result = match &fault {
                         Some(e) => Err(format!("cannot stage {}: {e}", p.image_path)),
-                        None => check_image(&inner.shares, &p.image_path),
+                        None => check_image(&inner.shares, &mut inner.images, &p.image_path),
                     };
                     StagedPackage {
                         package_id: p.id.clone(),

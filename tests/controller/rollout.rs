@@ -264,6 +264,49 @@ async fn a_missing_image_fails_ring_zero_and_rolls_back_without_touching_later_r
     assert_eq!(st["currentVersion"], "2.0.0.0");
 }
 
+/// The image of 2.0.0.0 holds a package changed after signing (Microsoft's test package
+/// whose block map was altered): the session hosts of ring 0 refuse to stage it with the
+/// error Windows gives, the gate fails, and the rollout rolls back before ring 1.
+#[tokio::test]
+async fn a_package_changed_after_signing_fails_ring_zero_with_the_hosts_error() {
+    let env = Env::staging("rollout-tampered").await;
+    ready_at_v1(&env, "tamp", json!({"soak": "1s"})).await;
+    let tampered = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/msix-packaging/SignedTamperedBlockMap-TRUST_E_BAD_DIGEST.appx");
+    put_real_image(&env, "tamp", "2.0.0.0", &tampered);
+    env.ns
+        .apply(&manifest("tamp", "2.0.0.0", json!({"soak": "1s"})))
+        .await
+        .unwrap();
+    let obj = env
+        .wait_condition(
+            "AppAttachPackage",
+            "tamp",
+            "Progressing",
+            "False",
+            Some("RolloutFailed"),
+        )
+        .await;
+    let st = &obj["status"];
+    let message = st["rollout"]["message"].as_str().unwrap();
+    assert!(message.contains("r0-0"), "{message}");
+    assert!(
+        message.contains("TRUST_E_BAD_DIGEST (0x80096010)"),
+        "{message}"
+    );
+    assert!(message.contains("AppxBlockMap.xml (AXBM)"), "{message}");
+    assert_eq!(st["currentVersion"], "1.0.0.0");
+    for pool in ["hp-r1", "hp-r2"] {
+        let row = st["hostPools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == pool)
+            .unwrap();
+        assert!(row["switchedAt"].is_null(), "{row}");
+    }
+}
+
 #[tokio::test]
 async fn a_tolerated_staging_failure_lets_the_rollout_proceed() {
     let env = Env::staging("rollout-tolerated").await;

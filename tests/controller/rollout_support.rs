@@ -18,6 +18,23 @@ pub fn put_image(env: &Env, name: &str, version: &str) {
     std::fs::write(env.share.join(format!("{name}_{version}.vhdx")), b"vhdx").unwrap();
 }
 
+/// Puts a real VHDX image of `package` (a package file) on the test share, as `appattach
+/// image create` makes it.
+pub fn put_real_image(env: &Env, name: &str, version: &str, package: &std::path::Path) {
+    use appattach_operator::inspect::create::{CreateOptions, DiskFormat, create_image};
+    create_image(
+        &CreateOptions {
+            package: package.to_path_buf(),
+            format: DiskFormat::Vhdx,
+            out: env.share.join(format!("{name}_{version}.vhdx")),
+            root: None,
+            fixed: false,
+        },
+        &mut |_| {},
+    )
+    .unwrap_or_else(|e| panic!("making the image of {}: {e}", package.display()));
+}
+
 /// The package at `version`, with these rollout settings.
 pub fn manifest(name: &str, version: &str, rollout: Value) -> Value {
     let p = set(package(name), "/spec/package/version", json!(version));
