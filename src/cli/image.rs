@@ -46,6 +46,14 @@ pub struct CreateArgs {
     /// A fixed-size disk instead of a dynamically expanding one.
     #[arg(long)]
     fixed: bool,
+    /// Certificates the session hosts trust (PEM or DER): the package's signer must chain
+    /// to one of them (as `appattach inspect --trust`).
+    #[arg(long = "trust", value_name = "FILE")]
+    trust: Vec<PathBuf>,
+    /// Make an image of an unsigned package (TRUST_E_NOSIGNATURE) too, for developer-mode
+    /// testing; session hosts stage signed packages only.
+    #[arg(long)]
+    allow_unsigned: bool,
 }
 
 /// Disk image format.
@@ -59,6 +67,27 @@ enum Format {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let Command::Create(a) = args.command;
+    // The package is verified as a session host will verify it before an image is made:
+    // an image of a package the hosts refuse would fail its rollout's first ring.
+    let trust = super::inspect::trusted_roots(&a.trust)?;
+    let against = crate::inspect::verify::Against {
+        trust: trust.as_ref(),
+        now: jiff::Timestamp::now(),
+    };
+    let verification = crate::inspect::verify::verify_path(&a.package, against)?;
+    let problems: Vec<String> = verification
+        .all_problems()
+        .into_iter()
+        .filter(|p| !(a.allow_unsigned && p.code == crate::inspect::verify::Code::TrustNoSignature))
+        .map(|p| format!("  {p}"))
+        .collect();
+    if !problems.is_empty() {
+        anyhow::bail!(
+            "{}: session hosts would refuse this package, so no image is made:\n{}",
+            a.package.display(),
+            problems.join("\n")
+        );
+    }
     let options = CreateOptions {
         package: a.package,
         format: match a.format {

@@ -148,7 +148,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// The certificates of the `--trust` files, if any.
-fn trusted_roots(files: &[PathBuf]) -> anyhow::Result<Option<TrustedRoots>> {
+pub(super) fn trusted_roots(files: &[PathBuf]) -> anyhow::Result<Option<TrustedRoots>> {
     if files.is_empty() {
         return Ok(None);
     }

@@ -548,6 +548,28 @@ fn a_package_changed_after_signing_is_refused_naming_the_part() {
         let err = refused(&[fixtures.join(file).to_str().unwrap()]);
         assert!(err.contains(says), "{file}: {says:?} not in {err}");
     }
+    // Nor is an image made of one.
+    let tmp = tempfile::tempdir().unwrap();
+    let image = tmp.path().join("tampered.vhdx");
+    let out = appattach(&[
+        "image",
+        "create",
+        "--package",
+        fixtures
+            .join("SignedTamperedCD-TRUST_E_BAD_DIGEST.appx")
+            .to_str()
+            .unwrap(),
+        "--out",
+        image.to_str().unwrap(),
+    ]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("no image is made") && err.contains("(AXCD): TRUST_E_BAD_DIGEST"),
+        "{err}"
+    );
+    assert!(!image.exists());
+    drop(tmp);
     let (tmp, certs) = setup();
     let mismatch = notes(
         tmp.path(),

@@ -58,7 +58,7 @@ fn image_creation_without_its_tools_names_the_missing_one_and_its_package() {
     std::fs::create_dir(&empty).unwrap();
     // A PATH without the tools: those in /usr/bin (wimtools, qemu-utils) are not found.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_appattach"))
-        .args(["image", "create", "--package"])
+        .args(["image", "create", "--allow-unsigned", "--package"])
         .arg(&package)
         .arg("--out")
         .arg(tmp.path().join("notes.vhdx"))
