@@ -163,10 +163,15 @@ struct ActivePackage {
 /// time when read, and whether a session host stages it (else the error it reports).
 #[derive(Debug, Default)]
 pub struct ImageChecks {
-    read: std::collections::HashMap<
-        std::path::PathBuf,
-        (u64, Option<std::time::SystemTime>, Result<(), String>),
-    >,
+    read: std::collections::HashMap<std::path::PathBuf, ImageCheck>,
+}
+
+/// One image read: its size and modification time then, and what a host makes of it.
+#[derive(Debug, Clone)]
+struct ImageCheck {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    result: Result<(), String>,
 }
 
 /// Checks that the image a UNC path names exists and is readable through a share mapping,
@@ -192,10 +197,10 @@ pub fn check_image(
         .ok_or_else(|| format!("no share is mapped for {unc}"))?;
     let meta = std::fs::metadata(&local).map_err(|e| format!("cannot open {unc}: {e}"))?;
     let version = (meta.len(), meta.modified().ok());
-    if let Some((len, modified, result)) = images.read.get(&local)
-        && (*len, *modified) == version
+    if let Some(c) = images.read.get(&local)
+        && (c.len, c.modified) == version
     {
-        return result.clone();
+        return c.result.clone();
     }
     let result = match crate::inspect::image::read_image_file(&local) {
         Err(_) => Ok(()),
@@ -216,9 +221,14 @@ pub fn check_image(
             })
             .map_or(Ok(()), Err),
     };
-    images
-        .read
-        .insert(local, (version.0, version.1, result.clone()));
+    images.read.insert(
+        local,
+        ImageCheck {
+            len: version.0,
+            modified: version.1,
+            result: result.clone(),
+        },
+    );
     result
 }
 
