@@ -215,15 +215,7 @@ async fn a_missing_image_fails_ring_zero_and_rolls_back_without_touching_later_r
         "{counts}"
     );
     // Rings 1 and 2 never switched.
-    for pool in ["hp-r1", "hp-r2"] {
-        let row = st["hostPools"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["name"] == pool)
-            .unwrap();
-        assert!(row["switchedAt"].is_null(), "{row}");
-    }
+    assert_not_switched(st, &["hp-r1", "hp-r2"]);
 
     // With the image now on the share, a pass without a spec change does not try again.
     put_image(&env, "miss", "2.0.0.0");
@@ -296,15 +288,7 @@ async fn a_package_changed_after_signing_fails_ring_zero_with_the_hosts_error() 
     );
     assert!(message.contains("AppxBlockMap.xml (AXBM)"), "{message}");
     assert_eq!(st["currentVersion"], "1.0.0.0");
-    for pool in ["hp-r1", "hp-r2"] {
-        let row = st["hostPools"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["name"] == pool)
-            .unwrap();
-        assert!(row["switchedAt"].is_null(), "{row}");
-    }
+    assert_not_switched(st, &["hp-r1", "hp-r2"]);
 }
 
 #[tokio::test]

@@ -523,3 +523,16 @@ pub async fn backend_packages(env: &Env) -> Vec<Value> {
     assert_eq!(code, 200, "{list}");
     list["value"].as_array().unwrap().clone()
 }
+
+/// The status's host pools `pools` never switched to a new version.
+pub fn assert_not_switched(status: &Value, pools: &[&str]) {
+    for pool in pools {
+        let row = status["hostPools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == *pool)
+            .unwrap();
+        assert!(row["switchedAt"].is_null(), "{row}");
+    }
+}

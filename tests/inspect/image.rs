@@ -680,25 +680,7 @@ fn inspect_prints_one_manifest_per_package_in_an_image() {
 #[test]
 fn an_image_is_verified_against_its_packages_signature_and_block_map() {
     require_tools(tools::IMAGE_CREATE);
-    let tmp = tempfile::tempdir().unwrap();
-    let certs = crate::support::Certs::make(tmp.path());
-    let xml = crate::support::manifest(
-        "Contoso.Notes",
-        &certs.code_signing.subject,
-        "1.2.3.0",
-        Some("x64"),
-        &[("Notes", "Contoso Notes")],
-        &[],
-    );
-    let exe: Vec<u8> = (0..150_000_u32).map(|i| (i % 251) as u8).collect();
-    let unsigned = crate::support::build_package_with_catalog(
-        tmp.path(),
-        "notes.msix",
-        &xml,
-        &[("Notes.exe", &exe), ("Assets/Logo.png", b"png")],
-        Some(b"catalog"),
-    );
-    let signed = crate::support::sign(&unsigned, &certs.code_signing, None);
+    let (tmp, certs, signed) = crate::support::signed_notes(true, 150_000);
     let image = tmp.path().join("notes.vhdx");
     create_image(
         &CreateOptions {

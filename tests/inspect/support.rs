@@ -978,3 +978,29 @@ pub fn base64(bytes: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
+
+/// A folder, its certificates, and `notes.msix` signed by the code-signing certificate:
+/// its manifest, `Notes.exe` of `exe_bytes` (over several 64 KiB blocks when large, not
+/// all alike), `Assets/Logo.png`, and (when `catalog`) a code-integrity catalog.
+pub fn signed_notes(catalog: bool, exe_bytes: u32) -> (tempfile::TempDir, Certs, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let certs = Certs::make(tmp.path());
+    let xml = manifest(
+        "Contoso.Notes",
+        &certs.code_signing.subject,
+        "1.2.3.0",
+        Some("x64"),
+        &[("Notes", "Contoso Notes")],
+        &[],
+    );
+    let exe: Vec<u8> = (0..exe_bytes).map(|i| (i % 251) as u8).collect();
+    let unsigned = build_package_with_catalog(
+        tmp.path(),
+        "notes.msix",
+        &xml,
+        &[("Notes.exe", &exe), ("Assets/Logo.png", b"png")],
+        catalog.then_some(b"a catalog\x00\x01".as_slice()),
+    );
+    let signed = sign(&unsigned, &certs.code_signing, None);
+    (tmp, certs, signed)
+}

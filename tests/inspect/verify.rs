@@ -103,33 +103,13 @@ mod signed_here {
     use zip::write::SimpleFileOptions;
     use zip::{CompressionMethod, ZipArchive, ZipWriter};
 
-    use crate::support::{Certs, build_package_with_catalog, manifest, sign, verify};
+    use crate::support::{Certs, verify};
 
     const CATALOG: &str = "AppxMetadata/CodeIntegrity.cat";
 
-    /// A folder, its certificates, and a package signed by the code-signing certificate:
-    /// a file over two blocks, a small one, and (when `catalog`) a code-integrity catalog.
+    /// A package signed here, with (when `catalog`) a code-integrity catalog.
     fn signed(catalog: bool, exe_bytes: u32) -> (TempDir, Certs, PathBuf) {
-        let tmp = tempfile::tempdir().unwrap();
-        let certs = Certs::make(tmp.path());
-        let xml = manifest(
-            "Contoso.Notes",
-            &certs.code_signing.subject,
-            "1.2.3.0",
-            Some("x64"),
-            &[("Notes", "Contoso Notes")],
-            &[],
-        );
-        let exe: Vec<u8> = (0..exe_bytes).map(|i| (i % 251) as u8).collect();
-        let unsigned = build_package_with_catalog(
-            tmp.path(),
-            "notes.msix",
-            &xml,
-            &[("Notes.exe", &exe), ("LICENSE", b"MIT")],
-            catalog.then_some(b"a catalog\x00\x01".as_slice()),
-        );
-        let signed = sign(&unsigned, &certs.code_signing, None);
-        (tmp, certs, signed)
+        crate::support::signed_notes(catalog, exe_bytes)
     }
 
     fn problems_of(v: &Verification) -> String {
@@ -197,7 +177,7 @@ mod signed_here {
                 parts.push("AXCI");
             }
             assert_eq!(v.parts, parts);
-            // The manifest, Notes.exe (3 blocks) and LICENSE.
+            // The manifest, Notes.exe (3 blocks) and Assets/Logo.png.
             assert_eq!((v.files, v.blocks), (3, 5), "{v:?}");
         }
     }
@@ -270,7 +250,9 @@ mod signed_here {
                     let at = {
                         let zip = ZipArchive::new(File::open(to).unwrap()).unwrap();
                         let mut zip = zip;
-                        zip.by_name("LICENSE").unwrap().central_header_start()
+                        zip.by_name("Assets/Logo.png")
+                            .unwrap()
+                            .central_header_start()
                     };
                     let mut bytes = fs::read(to).unwrap();
                     bytes[at as usize + 38] ^= 0x01; // external attributes
