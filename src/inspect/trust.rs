@@ -123,6 +123,9 @@ impl TrustedRoots {
         now: jiff::Timestamp,
     ) -> std::result::Result<ChainRoot, Problem> {
         let at = "AppxSignature.p7x signer's chain";
+        if let Some(direct) = self.directly_trusted(vouched, now, at) {
+            return direct;
+        }
         let declared: Vec<CertificateDer<'_>> = self
             .declared
             .iter()
@@ -178,6 +181,46 @@ impl TrustedRoots {
             }
             Err(e) => Err(self.explain(vouched, &e, at, &timed)),
         }
+    }
+
+    /// A signer whose own certificate is declared is trusted as it is, as Windows trusts a
+    /// certificate in a host's Trusted People store (a self-signed line-of-business
+    /// signer, say): it must still allow code signing and be valid at the signing time.
+    fn directly_trusted(
+        &self,
+        vouched: &Vouched,
+        now: jiff::Timestamp,
+        at: &str,
+    ) -> Option<std::result::Result<ChainRoot, Problem>> {
+        let facts = &vouched.facts;
+        if !self.has_thumbprint(&facts.thumbprint) {
+            return None;
+        }
+        let when = facts.timestamp.unwrap_or(now);
+        Some(if !facts.code_signing {
+            Err(Problem::new(
+                Code::WrongUsage,
+                at,
+                "the signer's certificate does not allow code signing (1.3.6.1.5.5.7.3.3): \
+                 sign with a code-signing certificate",
+            ))
+        } else if when < facts.not_before || when > facts.not_after {
+            Err(Problem::new(
+                Code::Expired,
+                at,
+                format!(
+                    "the signer's certificate is valid from {} to {}, not at {when}: re-sign the \
+                     package (with a timestamp, so it outlives its certificate)",
+                    facts.not_before, facts.not_after
+                ),
+            ))
+        } else {
+            Ok(ChainRoot {
+                subject: facts.subject.clone(),
+                thumbprint: Some(facts.thumbprint.clone()),
+                trusted: true,
+            })
+        })
     }
 
     /// A Windows error and message for a chain webpki refused.

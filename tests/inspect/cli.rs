@@ -626,6 +626,16 @@ fn the_chain_is_checked_against_the_roots_given_with_trust() {
         summary.contains("trusted: it is among the --trust certificates"),
         "{summary}"
     );
+    // The signer's own certificate declared (a host's Trusted People store): trusted as
+    // it is, and it is the root the spec names.
+    let leaf = certs.code_signing.cert.to_str().unwrap();
+    let (docs, _) = inspect(&[path, "--trust", leaf]);
+    let root = docs[0].spec.certificate.clone().unwrap().root.unwrap();
+    assert_eq!(root.subject, certs.code_signing.subject);
+    assert_eq!(
+        root.thumbprint.as_deref(),
+        Some(certs.code_signing.thumbprint.as_str())
+    );
     // With another certificate only: the chain cannot reach it.
     let other = certs.tsa.cert.to_str().unwrap();
     let err = refused(&[path, "--trust", other]);
