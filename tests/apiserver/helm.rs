@@ -946,3 +946,50 @@ async fn the_chart_creates_backend_targets_and_sets_their_flags() {
     let refused = helm(&["template", RELEASE, CHART, "--set-json", &bad]).unwrap_err();
     assert!(refused.contains("method"), "{refused}");
 }
+
+/// `trustedRoots.certificates` makes the ConfigMap of the roots the session hosts trust,
+/// which reads back as the certificates given, and points the controller at it; the API
+/// server takes what is rendered. Without it, neither is rendered.
+#[tokio::test]
+async fn the_chart_declares_the_trusted_roots_and_points_the_controller_at_them() {
+    let ns = TestNamespace::new("helm-trust").await;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Contoso Root");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let root = params.self_signed(&key).unwrap();
+    let pem = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(pem.path(), root.pem()).unwrap();
+    let file = format!("trustedRoots.certificates={}", pem.path().display());
+    let yaml = helm(&[
+        "template",
+        RELEASE,
+        CHART,
+        "--namespace",
+        &ns.name,
+        "--set-file",
+        &file,
+    ])
+    .unwrap_or_else(|e| panic!("{e}"));
+    let objects = by_name(documents(&yaml));
+    let roots: k8s_openapi::api::core::v1::ConfigMap =
+        serde_json::from_value(one(&objects, "ConfigMap/appattach-trusted-roots").clone()).unwrap();
+    let read = appattach_operator::controller::trust::roots_of(&roots).unwrap();
+    let names: Vec<String> = read.names().map(|n| n.subject.clone()).collect();
+    assert_eq!(names, ["CN=Contoso Root"]);
+    let env = &one(&objects, "ConfigMap/appattach-controller")["data"];
+    assert_eq!(
+        env["APPATTACH_TRUSTED_ROOTS"],
+        format!("{}/appattach-trusted-roots", ns.name)
+    );
+    let out =
+        dry_run(&ns, &yaml).unwrap_or_else(|e| panic!("the API server refused the chart: {e}"));
+    assert!(out.contains("configmap/appattach-trusted-roots"), "{out}");
+    // Not asked for: no ConfigMap, no flag.
+    let plain = by_name(documents(&template(&ns.name, &[], false).unwrap()));
+    let env = &one(&plain, "ConfigMap/appattach-controller")["data"];
+    assert!(env.get("APPATTACH_TRUSTED_ROOTS").is_none(), "{env}");
+    assert!(!plain.contains_key("ConfigMap/appattach-trusted-roots"));
+}
