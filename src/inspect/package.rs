@@ -367,7 +367,7 @@ fn read_flat_payload(file_name: &str, folder: Option<&Path>) -> Result<PackageFa
 
 /// The file at `relative` below `folder`: exactly so named, or else the one name that
 /// differs only in ASCII case (Windows, where bundles are made, ignores case).
-fn beside(folder: &Path, relative: &Path) -> Option<PathBuf> {
+pub(crate) fn beside(folder: &Path, relative: &Path) -> Option<PathBuf> {
     let exact = folder.join(relative);
     if exact.is_file() {
         return Some(exact);
@@ -773,7 +773,7 @@ fn check_entry_name(name: &str) -> Result<PathBuf> {
 
 /// The path a file name of a manifest stands for (already decoded: a `%` in it is a
 /// `%`), refusing names that leave the package folder.
-fn manifest_path(name: &str) -> Result<PathBuf> {
+pub(crate) fn manifest_path(name: &str) -> Result<PathBuf> {
     relative_path(name, &format!("FileName {name:?}"))
 }
 

@@ -456,6 +456,29 @@ fn a_flat_bundle_reads_its_payloads_from_beside_it() {
     let (docs, summary) = inspect(&[bundle.to_str().unwrap(), "--allow-unsigned"]);
     let p = &docs[0].spec.package;
     assert_eq!(p.package_type, PackageType::MsixBundle);
+    // Its payloads are verified from beside it: both unsigned, as the bundle is.
+    let v = appattach_operator::inspect::verify::verify_path(
+        &bundle,
+        appattach_operator::inspect::verify::Against::nothing(),
+    )
+    .unwrap();
+    let names: Vec<&str> = v.payloads.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "Contoso.Notes_3.1.0.0_x64.msix",
+            "Contoso.Notes_3.1.0.0_x86.msix"
+        ]
+    );
+    let unsigned: Vec<String> = v.all_problems().iter().map(|p| p.at.clone()).collect();
+    assert_eq!(
+        unsigned,
+        [
+            "AppxSignature.p7x",
+            "payload Contoso.Notes_3.1.0.0_x64.msix: AppxSignature.p7x",
+            "payload Contoso.Notes_3.1.0.0_x86.msix: AppxSignature.p7x"
+        ]
+    );
     let ids: Vec<&str> = p.applications.iter().map(|a| a.id.as_str()).collect();
     assert_eq!(ids, ["Notes", "Sync"]);
     let id = independent_publisher_id(&publisher);

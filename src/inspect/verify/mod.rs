@@ -347,8 +347,37 @@ impl Against<'_> {
 pub fn verify_path(path: &Path, against: Against<'_>) -> super::Result<Verification> {
     let file = std::fs::File::open(path)
         .map_err(|e| super::Error::new(path.display(), format!("cannot open: {e}")))?;
-    verify_zip(std::io::BufReader::with_capacity(64 << 10, file), against)
-        .map_err(|e| e.within(path.display()))
+    let mut v = verify_zip(std::io::BufReader::with_capacity(64 << 10, file), against)
+        .map_err(|e| e.within(path.display()))?;
+    flat_payloads(path, &mut v, against)?;
+    Ok(v)
+}
+
+/// A flat bundle's payload packages, beside it in its folder, each verified as a package
+/// of its own (one inside the bundle was verified with it).
+fn flat_payloads(path: &Path, v: &mut Verification, against: Against<'_>) -> super::Result<()> {
+    let Ok(file) = crate::inspect::package::read_package(path) else {
+        return Ok(());
+    };
+    let folder = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    for payload in &file.payloads {
+        let inside = v
+            .payloads
+            .iter()
+            .any(|(n, _)| blockmap::key(n) == blockmap::key(&payload.file_name));
+        if inside {
+            continue;
+        }
+        let relative = crate::inspect::package::manifest_path(&payload.file_name)?;
+        if let Some(beside) = crate::inspect::package::beside(folder, &relative) {
+            let verified = verify_path(&beside, against)?;
+            v.payloads.push((payload.file_name.clone(), verified));
+        }
+    }
+    Ok(())
 }
 
 /// Verifies a package folder of an image (as msixmgr expands a package): the signature,
