@@ -536,3 +536,20 @@ pub fn assert_not_switched(status: &Value, pools: &[&str]) {
         assert!(row["switchedAt"].is_null(), "{row}");
     }
 }
+
+/// Applies `version` of package `name` (soak 1s) and waits for its rollout to fail;
+/// returns the object.
+pub async fn version_fails(env: &Env, name: &str, version: &str) -> Value {
+    env.ns
+        .apply(&manifest(name, version, json!({"soak": "1s"})))
+        .await
+        .unwrap();
+    env.wait_condition(
+        "AppAttachPackage",
+        name,
+        "Progressing",
+        "False",
+        Some("RolloutFailed"),
+    )
+    .await
+}
