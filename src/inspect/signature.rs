@@ -1,8 +1,10 @@
 //! The package signature, `AppxSignature.p7x`: `PKCX` then a DER PKCS#7 SignedData.
 //!
-//! What is read is what the signature says: the signer's certificate, its validity and
-//! extended key usage, and the time a timestamp authority gave. The signature itself is
-//! not verified (Windows does that when it installs the package).
+//! [`read_p7x`] reads what the signature says: the signer's certificate, its validity and
+//! extended key usage, and the time a timestamp authority gave. [`verify_p7x`] checks the
+//! signature in itself (its messageDigest, the signer's signature over its attributes) and
+//! gives the digests of the package's parts it vouches for, which [`super::verify`]
+//! compares with the package; [`super::trust`] decides whether the signer is trusted.
 //!
 //! The SignedData is walked element by element here, and only its parts are decoded with
 //! `cms` and `x509-cert`: a SET OF decoded by `der` must not hold the same element twice,
