@@ -82,7 +82,7 @@ fn tolerant_watcher<K>(
     client: &Client,
     namespace: &Option<String>,
     wc: watcher::Config,
-) -> impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static
+) -> impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static + use<K>
 where
     K: Watched,
 {
@@ -320,29 +320,7 @@ pub async fn run_until<B: Backend>(
         config.clone(),
         changed_tx,
     );
-    // The ConfigMap of the roots the session hosts trust, cached: a change reconciles
-    // every package.
-    let (trust, trust_events) = match &config.trusted_roots {
-        Some((ns, name)) => {
-            let (store, writer) = reflector::store::<ConfigMap>();
-            let events = tolerant_watcher::<ConfigMap>(
-                &client,
-                &Some(ns.clone()),
-                watcher::Config::default().fields(&format!("metadata.name={name}")),
-            )
-            .default_backoff()
-            .reflect(writer)
-            .touched_objects();
-            (
-                Some(TrustSource::new(ns, name, store)),
-                futures::future::Either::Left(events),
-            )
-        }
-        None => (
-            None,
-            futures::future::Either::Right(futures::stream::pending()),
-        ),
-    };
+    let (trust, trust_events) = trust_watch(&client, &config);
     let events = Publisher::new(client.clone(), MANAGER);
     let (warm_up, warm_passes) = WarmUp::new(config.concurrency.into());
     let ctx = Arc::new(Context {
@@ -383,7 +361,7 @@ pub async fn run_until<B: Backend>(
     let package_controller = package_controller(
         &caches,
         (packages, hpas, uas, Box::pin(target_events)),
-        Box::pin(trust_events),
+        trust_events,
         (changed, warm_passes),
         ctx.clone(),
         stop.clone(),
@@ -415,6 +393,27 @@ pub async fn run_until<B: Backend>(
         _ = async { futures::join!(package_controller, hpa_orphans, ua_orphans) } => {}
         () = watches => {}
         () = refreshes => {}
+    }
+}
+
+/// The ConfigMap of the roots the session hosts trust (`--trusted-roots`), cached from a
+/// watch of that one object, and the watch's events (a change reconciles every package);
+/// nothing, and no events, when no roots are declared.
+fn trust_watch(client: &Client, config: &Config) -> (Option<TrustSource>, Touched<ConfigMap>) {
+    match &config.trusted_roots {
+        Some((ns, name)) => {
+            let (store, writer) = reflector::store::<ConfigMap>();
+            let events = tolerant_watcher::<ConfigMap>(
+                client,
+                &Some(ns.clone()),
+                watcher::Config::default().fields(&format!("metadata.name={name}")),
+            )
+            .default_backoff()
+            .reflect(writer)
+            .touched_objects();
+            (Some(TrustSource::new(ns, name, store)), Box::pin(events))
+        }
+        None => (None, Box::pin(futures::stream::pending())),
     }
 }
 

@@ -276,21 +276,9 @@ pub fn admit(
             (Some("v1"), Some("ConfigMap"))
                 if value["metadata"]["name"] == crate::controller::trust::CONFIGMAP =>
             {
-                // The roots the session hosts trust, as the controller reads them.
-                let ns = value["metadata"]["namespace"].as_str().unwrap_or(namespace);
-                let source = format!(
-                    "ConfigMap {ns}/{} ({}:{})",
-                    crate::controller::trust::CONFIGMAP,
-                    doc.file,
-                    doc.line
-                );
-                let read = serde_json::from_value::<k8s_openapi::api::core::v1::ConfigMap>(value)
-                    .map_err(|e| format!("it cannot be read as a ConfigMap: {e}"))
-                    .and_then(|cm| crate::controller::trust::roots_of(&cm));
-                if let Err(e) = &read {
-                    problems.push(problem("data", Severity::Error, format!("{source}: {e}")));
-                }
-                objects.trust = Some(Arc::new(TrustView::of(source, read)));
+                let (view, unreadable) = trusted_roots(&value, namespace, &doc);
+                problems.extend(unreadable.map(|e| problem("data", Severity::Error, e)));
+                objects.trust = Some(Arc::new(view));
                 continue;
             }
             (Some(a), Some(kind)) => {
@@ -362,6 +350,23 @@ pub fn admit(
         }
     }
     (objects, problems, skipped)
+}
+
+/// The roots the session hosts trust, read from the ConfigMap `value` as the controller
+/// reads it; with the error to report at its line when its certificates cannot be read.
+fn trusted_roots(value: &Value, namespace: &str, doc: &Document) -> (TrustView, Option<String>) {
+    let ns = value["metadata"]["namespace"].as_str().unwrap_or(namespace);
+    let source = format!(
+        "ConfigMap {ns}/{} ({}:{})",
+        crate::controller::trust::CONFIGMAP,
+        doc.file,
+        doc.line
+    );
+    let read = serde_json::from_value::<k8s_openapi::api::core::v1::ConfigMap>(value.clone())
+        .map_err(|e| format!("it cannot be read as a ConfigMap: {e}"))
+        .and_then(|cm| crate::controller::trust::roots_of(&cm));
+    let unreadable = read.as_ref().err().map(|e| format!("{source}: {e}"));
+    (TrustView::of(source, read), unreadable)
 }
 
 /// The second pass: what the controller would decide of the accepted objects; against a

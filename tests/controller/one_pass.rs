@@ -480,19 +480,7 @@ async fn users_are_notified_at_most_once_when_the_controller_dies_between_sendin
 /// share) failed on ring 0 and rolled back; returns the status.
 async fn failed_at_v2(env: &Env, name: &str) -> Value {
     ready_at_v1(env, name, rollout_settings()).await;
-    env.ns
-        .apply(&manifest(name, "2.0.0.0", rollout_settings()))
-        .await
-        .unwrap();
-    env.wait_condition(
-        "AppAttachPackage",
-        name,
-        "Progressing",
-        "False",
-        Some("RolloutFailed"),
-    )
-    .await["status"]
-        .clone()
+    version_fails(env, name, "2.0.0.0", rollout_settings()).await["status"].clone()
 }
 
 #[tokio::test]

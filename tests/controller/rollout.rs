@@ -153,7 +153,7 @@ async fn a_missing_image_fails_ring_zero_and_rolls_back_without_touching_later_r
     env.reset_counts().await;
 
     // 2.0.0.0's image is not on the share.
-    let obj = version_fails(&env, "miss", "2.0.0.0").await;
+    let obj = version_fails(&env, "miss", "2.0.0.0", json!({"soak": "1s"})).await;
     let st = &obj["status"];
     let message = st["rollout"]["message"].as_str().unwrap();
     for host in ["r0-0", "r0-1"] {
@@ -254,7 +254,7 @@ async fn a_package_changed_after_signing_fails_ring_zero_with_the_hosts_error() 
     let tampered = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/msix-packaging/SignedTamperedBlockMap-TRUST_E_BAD_DIGEST.appx");
     put_real_image(&env, "tamp", "2.0.0.0", &tampered);
-    let obj = version_fails(&env, "tamp", "2.0.0.0").await;
+    let obj = version_fails(&env, "tamp", "2.0.0.0", json!({"soak": "1s"})).await;
     let st = &obj["status"];
     let message = st["rollout"]["message"].as_str().unwrap();
     assert!(message.contains("r0-0"), "{message}");

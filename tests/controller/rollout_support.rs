@@ -537,11 +537,11 @@ pub fn assert_not_switched(status: &Value, pools: &[&str]) {
     }
 }
 
-/// Applies `version` of package `name` (soak 1s) and waits for its rollout to fail;
-/// returns the object.
-pub async fn version_fails(env: &Env, name: &str, version: &str) -> Value {
+/// Applies `version` of package `name` with these rollout settings and waits for its
+/// rollout to fail; returns the object.
+pub async fn version_fails(env: &Env, name: &str, version: &str, rollout: Value) -> Value {
     env.ns
-        .apply(&manifest(name, version, json!({"soak": "1s"})))
+        .apply(&manifest(name, version, rollout))
         .await
         .unwrap();
     env.wait_condition(
