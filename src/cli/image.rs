@@ -76,9 +76,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let verification = crate::inspect::verify::verify_path(&a.package, against)?;
     let problems: Vec<String> = verification
-        .all_problems()
-        .into_iter()
-        .filter(|p| !(a.allow_unsigned && p.code == crate::inspect::verify::Code::TrustNoSignature))
+        .refusals(a.allow_unsigned)
+        .iter()
         .map(|p| format!("  {p}"))
         .collect();
     if !problems.is_empty() {

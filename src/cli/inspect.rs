@@ -163,12 +163,7 @@ pub(super) fn trusted_roots(files: &[PathBuf]) -> anyhow::Result<Option<TrustedR
 /// Why Windows would refuse the package: what verification found, and a signer that is
 /// not the Publisher. An unsigned package is let through with `allow_unsigned`.
 fn refusals(f: &Found, v: Option<&Verification>, allow_unsigned: bool) -> Vec<Problem> {
-    let mut out: Vec<Problem> = v
-        .map(Verification::all_problems)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|p| !(allow_unsigned && p.code == Code::TrustNoSignature))
-        .collect();
+    let mut out: Vec<Problem> = v.map(|v| v.refusals(allow_unsigned)).unwrap_or_default();
     if f.publisher_matches() == Some(false) {
         let facts = &f.package.facts;
         let signer = facts.signature.as_ref().map(|s| s.subject.as_str());

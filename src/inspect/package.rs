@@ -242,7 +242,7 @@ impl Entries {
 }
 
 /// How part names compare: `/` between folders, ASCII case ignored.
-fn part_key(decoded: &str) -> String {
+pub(crate) fn part_key(decoded: &str) -> String {
     decoded.replace('\\', "/").to_ascii_lowercase()
 }
 
@@ -804,7 +804,7 @@ fn relative_path(decoded: &str, at: &str) -> Result<PathBuf> {
 
 /// Decodes a ZIP entry name's OPC %-escapes (UTF-8); `None` for a `%` not followed by two
 /// hex digits, or bytes that are not UTF-8.
-fn decode_entry_name(name: &str) -> Option<String> {
+pub(crate) fn decode_entry_name(name: &str) -> Option<String> {
     let escapes_ok = name.match_indices('%').all(|(i, _)| {
         name.get(i + 1..i + 3)
             .is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))

@@ -53,9 +53,10 @@ impl BlockMapFile {
     }
 }
 
-/// How file names compare: `/` between folders, ASCII case ignored.
+/// How file names compare: `/` between folders, ASCII case ignored (as the package
+/// reader compares part names).
 pub fn key(name: &str) -> String {
-    name.replace('\\', "/").to_ascii_lowercase()
+    crate::inspect::package::part_key(name)
 }
 
 fn invalid(at: impl std::fmt::Display, what: impl std::fmt::Display) -> Problem {

@@ -196,6 +196,15 @@ impl Verification {
         out
     }
 
+    /// Why the session hosts would refuse the package: every problem, but an unsigned
+    /// package's (`TRUST_E_NOSIGNATURE`) when `allow_unsigned` (developer mode).
+    pub fn refusals(&self, allow_unsigned: bool) -> Vec<Problem> {
+        self.all_problems()
+            .into_iter()
+            .filter(|p| !(allow_unsigned && p.code == Code::TrustNoSignature))
+            .collect()
+    }
+
     /// Whether Windows would take the package (as far as its signature and block map go).
     pub fn passed(&self) -> bool {
         self.all_problems().is_empty()
@@ -320,6 +329,16 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The problem of a package (or package folder) without a signature.
+fn unsigned() -> Problem {
+    Problem::new(
+        Code::TrustNoSignature,
+        "AppxSignature.p7x",
+        "the package is not signed: app attach stages signed packages only; sign it with a \
+         code-signing certificate whose chain the session hosts trust",
+    )
+}
+
 /// What a package is verified against: the roots the session hosts trust (none: the
 /// chain is not checked), and the time to check certificates at when the signature has
 /// no timestamp.
@@ -408,12 +427,7 @@ pub fn verify_folder(
         return v;
     };
     match &folder.signature {
-        None => v.problems.push(Problem::new(
-            Code::TrustNoSignature,
-            "AppxSignature.p7x",
-            "the package is not signed: app attach stages signed packages only; sign it with a \
-             code-signing certificate whose chain the session hosts trust",
-        )),
+        None => v.problems.push(unsigned()),
         Some(p7x) => match crate::inspect::signature::verify_p7x(p7x) {
             Err(p) => v.problems.push(p),
             Ok(vouched) => {

@@ -61,6 +61,16 @@ struct Zip64 {
     locator_disks: u32,
 }
 
+impl Layout {
+    /// The record of the part `name` (decoded, either separator, any ASCII case).
+    fn position(&self, name: &str) -> Option<usize> {
+        let key = blockmap::key(name);
+        self.records
+            .iter()
+            .position(|r| blockmap::key(&decoded(&r.name)) == key)
+    }
+}
+
 /// The ZIP's layout.
 struct Layout {
     central: Vec<u8>,
@@ -375,14 +385,8 @@ pub fn verify_zip<R: Read + Seek>(mut source: R, against: Against<'_>) -> Result
         problems: Vec::new(),
         payloads: Vec::new(),
     };
-    let by_key = |name: &str| {
-        layout
-            .records
-            .iter()
-            .position(|r| blockmap::key(&decoded(&r.name)) == blockmap::key(name))
-    };
-    let bundle = by_key(BUNDLE_MANIFEST).is_some();
-    let block_map_bytes = match by_key(blockmap::NAME) {
+    let bundle = layout.position(BUNDLE_MANIFEST).is_some();
+    let block_map_bytes = match layout.position(blockmap::NAME) {
         Some(k) => Some(entry_bytes(&mut zip, &layout, k, blockmap::limits::BYTES)?),
         None => None,
     };
@@ -396,13 +400,8 @@ pub fn verify_zip<R: Read + Seek>(mut source: R, against: Against<'_>) -> Result
         return Ok(v);
     };
     // The signature first: the digests of the parts it carries.
-    match by_key(SIGNATURE) {
-        None => v.problems.push(Problem::new(
-            Code::TrustNoSignature,
-            SIGNATURE,
-            "the package is not signed: app attach stages signed packages only; sign it with a \
-             code-signing certificate whose chain the session hosts trust",
-        )),
+    match layout.position(SIGNATURE) {
+        None => v.problems.push(super::unsigned()),
         Some(k) => {
             v.signed = true;
             let bytes = entry_bytes(&mut zip, &layout, k, limits::SIGNATURE_BYTES)?;
@@ -489,13 +488,7 @@ fn check_parts<R: Read + Seek>(
     let records = digest_prefix(&mut raw.clone(), sig_offset, hash)
         .map_err(|e| corrupt("ZIP local records", format!("cannot be read: {e}")))?;
     let central = hash.digest(&central_without_signature(layout, signature));
-    let find = |name: &str| {
-        layout
-            .records
-            .iter()
-            .position(|r| blockmap::key(&decoded(&r.name)) == blockmap::key(name))
-    };
-    let content_types = match find(CONTENT_TYPES) {
+    let content_types = match layout.position(CONTENT_TYPES) {
         Some(k) => Some(hash.digest(&entry_bytes(zip, layout, k, limits::MANIFEST_BYTES)?)),
         None => {
             v.problems.push(Problem::new(
@@ -506,7 +499,7 @@ fn check_parts<R: Read + Seek>(
             None
         }
     };
-    let code_integrity = match find(CODE_INTEGRITY) {
+    let code_integrity = match layout.position(CODE_INTEGRITY) {
         Some(k) => Some(hash.digest(&entry_bytes(zip, layout, k, limits::MANIFEST_BYTES)?)),
         None => None,
     };
@@ -841,9 +834,7 @@ fn entry_bytes<R: Read + Seek>(
     Ok(out)
 }
 
-/// An entry name with its OPC %-escapes decoded (as stored when it has none that decode).
+/// An entry name with its OPC %-escapes decoded (as stored when they do not decode).
 fn decoded(name: &str) -> String {
-    percent_encoding::percent_decode_str(name)
-        .decode_utf8()
-        .map_or_else(|_| name.to_string(), |d| d.into_owned())
+    crate::inspect::package::decode_entry_name(name).unwrap_or_else(|| name.to_string())
 }
